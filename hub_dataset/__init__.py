@@ -1,0 +1,48 @@
+"""SPRSound and other respiratory-sound datasets as `datasets` objects, their card, and Hub publishing.
+
+Training, evaluation and the demo read data only through this package:
+
+* `load_sprsound` — an SPRSound release folder -> `DatasetDict` at the record or event level;
+* `patient_disjoint_split` — a validation split with no patient on both sides;
+* `load_audio_folder`, `load_icbhi` — new datasets for fine-tuning, in the same row schema;
+* `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows;
+* `build_dataset_card`, `push_to_hub`, `save_hub_folder` — the card and publishing;
+* the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …), defined in `labels`.
+"""
+
+from .audio import AUDIO_EXTENSIONS, read_audio
+from .builder import DataQualityWarning, LoadingSummary, count_labels
+from .card import build_dataset_card
+from .folder import load_audio_folder
+from .hub import push_to_hub, save_hub_folder
+from .icbhi import load_icbhi
+from .labels import (
+    CONTINUOUS_EVENTS,
+    DISCONTINUOUS_EVENTS,
+    EVENT_TYPE_ALIASES,
+    EVENT_TYPES,
+    ICBHI_CYCLE_LABELS,
+    ICBHI_DIAGNOSES,
+    NORMAL_LABEL,
+    RECORD_LABELS,
+    TASKS,
+    event_task_label,
+    icbhi_cycle_label,
+    id2label,
+    label2id,
+    normalize_task,
+    record_label_from_events,
+    record_task_label,
+    task_labels,
+)
+from .splits import patient_disjoint_split
+from .sprsound import load_sprsound, load_sprsound_levels, parse_annotation, parse_file_name
+
+__all__ = [
+    "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "EVENT_TYPES",
+    "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "LoadingSummary", "NORMAL_LABEL",
+    "RECORD_LABELS", "TASKS", "build_dataset_card", "count_labels", "event_task_label", "icbhi_cycle_label",
+    "id2label", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
+    "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "push_to_hub",
+    "read_audio", "record_label_from_events", "record_task_label", "save_hub_folder", "task_labels",
+]

@@ -1,0 +1,60 @@
+"""Command line: ``python -m respstf.hub_dataset convert ROOT OUT [--level …] [--push REPO]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import sprsound
+from .hub import push_to_hub, save_hub_folder
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m respstf.hub_dataset",
+                                     description="Convert SPRSound to Hugging Face datasets and publish it.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser(
+        "convert", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="convert an SPRSound release folder to record- and/or event-level datasets",
+        description="Convert an SPRSound release folder to `datasets` (record and/or event level), write them "
+                    "with a dataset card to OUT and optionally push them to the Hub.",
+        epilog=sprsound.__doc__.split("\n\n", 1)[1] + "\nOUT receives <level>/<split>-00000-of-00001.parquet "
+               "and README.md (the dataset card): datasets.load_dataset(OUT, 'event') reads it back.",
+    )
+    convert.add_argument("root", help="the SPRSound folder (any layout above)")
+    convert.add_argument("out", help="output folder")
+    convert.add_argument("--level", choices=["event", "record", "both"], default="both",
+                         help="which level(s) to build (default: both)")
+    convert.add_argument("--splits", nargs="+", choices=sprsound.SPLITS,
+                         help="only these splits (default: every split found)")
+    convert.add_argument("--context-s", type=float, default=0.0,
+                         help="event level: seconds of audio kept before and after each event")
+    convert.add_argument("--on-missing", choices=["error", "skip"], default="error",
+                         help="a JSON without audio or audio without JSON: stop (default) or skip and count it")
+    convert.add_argument("--num-proc", type=int, default=None, help="processes reading and cutting audio")
+    convert.add_argument("--format", choices=["parquet", "arrow"], default="parquet",
+                         help="parquet (Hub layout, default) or arrow (save_to_disk, read with load_from_disk)")
+    convert.add_argument("--push", metavar="REPO", help="also publish to this Hub dataset repository")
+    convert.add_argument("--private", action="store_true", help="make the pushed repository private")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    levels = sprsound.LEVELS if args.level == "both" else (args.level,)
+    started = time.perf_counter()
+    configs = sprsound.load_sprsound_levels(args.root, levels, splits=args.splits, on_missing=args.on_missing,
+                                            context_s=args.context_s, decode=False, num_proc=args.num_proc,
+                                            progress=True)
+    print(next(iter(configs.values())).loading_summary)
+    save_hub_folder(configs, args.out, file_format=args.format)
+    print(f"Wrote {', '.join(levels)} to {args.out} in {time.perf_counter() - started:.1f} s.")
+    if args.push:
+        push_to_hub(args.push, configs=configs, private=args.private or None)
+        print(f"Pushed to https://huggingface.co/datasets/{args.push}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Audio reading, cutting and encoding with soundfile, and the `datasets.Audio` decoder check.
+
+Everything here works without FFmpeg: rows are built from encoded bytes, and `read_audio` decodes
+them (or any file) with libsndfile. Only `decode=True` datasets need torchcodec + FFmpeg, which
+`datasets.Audio` uses to decode (and resample) on access.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+# Read each subtype as the integer/float type that holds it exactly, so cut events stay lossless.
+_READ_DTYPE = {"PCM_S8": "int16", "PCM_U8": "int16", "PCM_16": "int16", "PCM_24": "int32", "PCM_32": "int32",
+               "DOUBLE": "float64"}
+_FLAC_SUBTYPES = {"PCM_S8", "PCM_16", "PCM_24"}  # what libsndfile's FLAC encoder can hold losslessly
+
+
+def _source_name(source) -> str:
+    if isinstance(source, dict):
+        return str(source.get("path") or "<audio bytes>")
+    if isinstance(source, (bytes, bytearray)):
+        return "<audio bytes>"
+    return str(source)
+
+
+def read_audio(source, mono: bool = True) -> tuple[np.ndarray, int]:
+    """Decode audio with soundfile (no FFmpeg needed) at its native sampling rate.
+
+    Args:
+        source: a file path, the file's bytes, or an undecoded `datasets.Audio` value
+            ``{"bytes": ..., "path": ...}`` (what rows hold with ``decode=False``).
+        mono: average the channels (the default); otherwise return ``(frames, channels)``.
+
+    Returns:
+        ``(waveform, sampling_rate)`` with a float32 waveform in [-1, 1].
+
+    Raises:
+        ValueError: naming the file when it is missing, empty, corrupt or not audio.
+    """
+    name = _source_name(source)
+    if isinstance(source, dict):
+        source = source.get("bytes") or source.get("path")
+        if source is None:
+            raise ValueError(f"{name}: the audio value has neither 'bytes' nor 'path'.")
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif not os.path.isfile(source):
+        raise ValueError(f"{name}: audio file not found.")
+    try:
+        waveform, sampling_rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise ValueError(f"{name}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
+    if waveform.shape[0] == 0:
+        raise ValueError(f"{name}: the audio file holds no samples.")
+    return (waveform.mean(axis=1) if mono else waveform), int(sampling_rate)
+
+
+def encode_audio(samples: np.ndarray, sampling_rate: int, subtype: str) -> tuple[bytes, str]:
+    """Encode samples losslessly: FLAC for <= 24-bit PCM, WAV (same subtype) otherwise.
+
+    Returns the bytes and the file extension they correspond to.
+    """
+    buffer = io.BytesIO()
+    if subtype in _FLAC_SUBTYPES:
+        sf.write(buffer, samples, sampling_rate, format="FLAC", subtype=subtype)
+        return buffer.getvalue(), ".flac"
+    wav_subtype = subtype if subtype in ("PCM_32", "FLOAT", "DOUBLE", "PCM_U8") else "FLOAT"
+    sf.write(buffer, samples, sampling_rate, format="WAV", subtype=wav_subtype)
+    return buffer.getvalue(), ".wav"
+
+
+@dataclass
+class Clip:
+    """One span cut from a recording: its (clipped) annotation times and the encoded audio."""
+
+    start_s: float
+    end_s: float
+    offset_s: float  # where the audio starts in the recording (start_s minus the context padding)
+    audio_bytes: bytes | None = None  # None when only the times were asked for
+    extension: str = ""
+
+
+@dataclass
+class RecordingAudio:
+    """What the worker returns for one recording."""
+
+    duration_s: float
+    sampling_rate: int
+    file_bytes: bytes | None
+    clips: list[Clip] = field(default_factory=list)
+    clipped_ends: int = 0  # spans whose end was past the end of the recording
+
+
+def read_and_cut(
+    audio_path: str | Path,
+    spans: list[tuple[float, float | None]],
+    context_s: float = 0.0,
+    keep_file_bytes: bool = True,
+    cut: bool = True,
+) -> RecordingAudio:
+    """Decode one recording fully (so corrupt files fail here), and cut `spans` out of it.
+
+    `spans` are ``(start_s, end_s)`` pairs in seconds; ``end_s=None`` means "to the end". An end
+    past the recording is clipped to it and counted; a start at or past the end is an error.
+    Module-level so that `multiprocessing` can run it in worker processes.
+    """
+    audio_path = Path(audio_path)
+    try:
+        with sf.SoundFile(audio_path) as handle:
+            subtype, sampling_rate, frames = handle.subtype, handle.samplerate, handle.frames
+            samples = handle.read(dtype=_READ_DTYPE.get(subtype, "float32"))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise ValueError(f"{audio_path}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
+    if len(samples) == 0 or len(samples) < frames:
+        raise ValueError(f"{audio_path}: the audio file is empty or truncated ({len(samples)} of {frames} frames).")
+    duration_s = len(samples) / sampling_rate
+    result = RecordingAudio(duration_s, sampling_rate, audio_path.read_bytes() if keep_file_bytes else None)
+    half_sample = 0.5 / sampling_rate
+    for index, (start_s, end_s) in enumerate(spans):
+        if start_s >= duration_s:
+            raise ValueError(
+                f"{audio_path}: annotated span {index} starts at {start_s:.3f} s, at or after the end of the "
+                f"recording ({duration_s:.3f} s)."
+            )
+        if end_s is None:
+            end_s = duration_s
+        elif end_s > duration_s + half_sample:
+            result.clipped_ends += 1
+            end_s = duration_s
+        end_s = min(end_s, duration_s)
+        if not cut:
+            result.clips.append(Clip(start_s, end_s, start_s))
+            continue
+        first = max(0, round((start_s - context_s) * sampling_rate))
+        last = min(len(samples), max(first + 1, round((end_s + context_s) * sampling_rate)))
+        audio_bytes, extension = encode_audio(samples[first:last], sampling_rate, subtype)
+        result.clips.append(Clip(start_s, end_s, first / sampling_rate, audio_bytes, extension))
+    return result
+
+
+def _read_and_cut_star(arguments: tuple) -> RecordingAudio:
+    return read_and_cut(*arguments)
+
+
+@functools.lru_cache(maxsize=1)
+def audio_decoder_problem() -> str | None:
+    """Why `datasets.Audio(decode=True)` cannot decode here (torchcodec or FFmpeg missing), or None."""
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        probe = io.BytesIO()
+        sf.write(probe, np.zeros(160, dtype=np.int16), 8000, format="WAV", subtype="PCM_16")
+        AudioDecoder(probe.getvalue()).get_all_samples()
+    except Exception as err:  # ImportError without torchcodec, RuntimeError when the FFmpeg libraries are missing
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def require_audio_decoder() -> None:
+    """Raise a clear error when decoded `datasets.Audio` columns cannot work on this machine."""
+    problem = audio_decoder_problem()
+    if problem is not None:
+        raise RuntimeError(
+            "Decoding the 'audio' column needs torchcodec with the system FFmpeg libraries "
+            "(pip install torchcodec==0.13.0 for torch 2.13 on CPU; apt-get install ffmpeg), which failed here: "
+            f"{problem}. Load with decode=False to get undecoded rows and decode them with "
+            "respstf.hub_dataset.read_audio(row['audio']) (soundfile, no FFmpeg needed)."
+        )

@@ -1,0 +1,85 @@
+"""The SPRSound label sets: the one place that defines each task's classes.
+
+Training writes these into the model config as ``id2label``/``label2id``; the metric, the
+dataset loader and the demo read them from here (or from a checkpoint's config). ``Normal`` is
+always class 0, which is what the official Score's SE/SP split relies on.
+"""
+
+from __future__ import annotations
+
+EVENT_TYPES = ["Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"]
+RECORD_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]
+
+# Spellings seen in copies of the release, mapped to the canonical event type.
+EVENT_TYPE_ALIASES = {"Wheeze & Crackle": "Wheeze+Crackle", "Wheeze+crackle": "Wheeze+Crackle"}
+
+CONTINUOUS_EVENTS = {"Rhonchi", "Wheeze", "Stridor", "Wheeze+Crackle"}  # CAS
+DISCONTINUOUS_EVENTS = {"Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"}  # DAS
+
+TASKS = {
+    "11": {"level": "event", "column": "task11", "labels": ["Normal", "Adventitious"]},
+    "12": {"level": "event", "column": "task12", "labels": list(EVENT_TYPES)},
+    "21": {"level": "record", "column": "task21", "labels": ["Normal", "Adventitious", "Poor Quality"]},
+    "22": {"level": "record", "column": "task22", "labels": list(RECORD_LABELS)},
+}
+NORMAL_LABEL = "Normal"
+
+
+def normalize_task(task: str | int) -> str:
+    """Accept ``11``, ``"1-1"``, ``"task11"`` … and return the canonical id ``"11"``."""
+    key = str(task).lower().replace("task", "").replace("-", "").replace("_", "").strip()
+    if key not in TASKS:
+        raise ValueError(f"Unknown task {task!r}: expected one of 11, 12, 21, 22 (or 1-1, 1-2, 2-1, 2-2).")
+    return key
+
+
+def task_labels(task: str | int) -> list[str]:
+    return list(TASKS[normalize_task(task)]["labels"])
+
+
+def id2label(task: str | int) -> dict[int, str]:
+    return dict(enumerate(task_labels(task)))
+
+
+def label2id(task: str | int) -> dict[str, int]:
+    return {name: i for i, name in enumerate(task_labels(task))}
+
+
+def event_task_label(event_type: str, task: str | int) -> str:
+    """Label of one event for task 1-1 (Normal/Adventitious) or 1-2 (its type)."""
+    key = normalize_task(task)
+    if key == "11":
+        return NORMAL_LABEL if event_type == NORMAL_LABEL else "Adventitious"
+    if key == "12":
+        return event_type
+    raise ValueError(f"Task {key} is a record-level task, not an event-level one.")
+
+
+def record_task_label(record_label: str, task: str | int) -> str:
+    """Label of one recording for task 2-1 (Normal/Adventitious/Poor Quality) or 2-2 (its class)."""
+    key = normalize_task(task)
+    if key == "21":
+        return record_label if record_label in (NORMAL_LABEL, "Poor Quality") else "Adventitious"
+    if key == "22":
+        return record_label
+    raise ValueError(f"Task {key} is an event-level task, not a record-level one.")
+
+
+def record_label_from_events(event_types: list[str]) -> str:
+    """The record class implied by its events (exact on every 2022 split); no events → Poor Quality."""
+    if not event_types:
+        return "Poor Quality"
+    cas = any(t in CONTINUOUS_EVENTS for t in event_types)
+    das = any(t in DISCONTINUOUS_EVENTS for t in event_types)
+    return {(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}[(cas, das)]
+
+
+# ICBHI 2017 (a new dataset for fine-tuning): respiratory-cycle classes from the crackle/wheeze flags,
+# and the patient diagnoses of `patient_diagnosis.csv` (Healthy first, as Normal is for SPRSound).
+ICBHI_CYCLE_LABELS = ["Normal", "Crackle", "Wheeze", "Both"]
+ICBHI_DIAGNOSES = ["Healthy", "URTI", "Asthma", "COPD", "LRTI", "Bronchiectasis", "Pneumonia", "Bronchiolitis"]
+
+
+def icbhi_cycle_label(crackles: bool, wheezes: bool) -> str:
+    """The cycle class of ICBHI's two flags."""
+    return ICBHI_CYCLE_LABELS[int(crackles) + 2 * int(wheezes)]

@@ -1,0 +1,90 @@
+"""A validation split carved from train with no patient on both sides."""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+
+
+def _default_label_column(dataset: Dataset) -> str:
+    # The finest label column (most classes) stratifies best: record_label/task22 or task12 on SPRSound.
+    columns = [(len(feature.names), name) for name, feature in dataset.features.items() if isinstance(feature, ClassLabel)]
+    if not columns:
+        raise ValueError(f"No ClassLabel column to stratify by in {dataset.column_names}; pass label_column=.")
+    return max(columns, key=lambda item: item[0])[1]
+
+
+def patient_disjoint_split(
+    dataset: Dataset,
+    fraction: float = 0.15,
+    seed: int = 0,
+    label_column: str | None = None,
+    patient_column: str = "patient_id",
+) -> DatasetDict:
+    """Split ``dataset`` into ``train`` and ``validation`` so that no patient is on both sides.
+
+    Whole patients go to validation until it holds about ``fraction`` of the rows of every label (as
+    far as patients allow: a rare label seen in one patient ends up on one side). Deterministic for a
+    given ``seed``. Rows without a patient id (unparsed file names) are grouped by ``recording_id``.
+
+    Args:
+        dataset: a `Dataset` with a patient column and a `ClassLabel` column.
+        fraction: the share of rows (per label) wanted in validation, in (0, 1).
+        seed: shuffles the order in which patients are considered.
+        label_column: the label to stratify by (default: the `ClassLabel` column with the most classes).
+        patient_column: the column identifying patients.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    label_column = label_column or _default_label_column(dataset)
+    for column in (label_column, patient_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"Column {column!r} not in the dataset (columns: {dataset.column_names}).")
+    table = dataset.select_columns([label_column, patient_column]
+                                   + (["recording_id"] if "recording_id" in dataset.column_names else []))
+    columns = table.with_format("arrow")[:]
+    labels = np.asarray(columns[label_column].to_pylist())
+    patients = columns[patient_column].to_pylist()
+    if "recording_id" in columns.column_names:
+        recordings = columns["recording_id"].to_pylist()
+        patients = [patient if patient is not None else f"recording:{recording}"
+                    for patient, recording in zip(patients, recordings)]
+    patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+    if len(patient_ids) < 2:
+        raise ValueError(f"Need at least 2 patients to split without overlap, found {len(patient_ids)}.")
+
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"Column {label_column!r} has rows without a label (-1); drop or label them first.")
+    num_labels = int(labels.max()) + 1 if len(labels) else 0
+    per_patient = np.zeros((len(patient_ids), num_labels))
+    np.add.at(per_patient, (patient_of_row, labels), 1)
+    targets = fraction * per_patient.sum(axis=0)
+    weights = 1.0 / np.maximum(targets, 1.0)  # a miss on a rare label costs as much as on a common one
+
+    # Patients with the rarest labels first (they constrain most), seeded shuffle within equal rarity.
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(patient_ids))
+    rarity = (per_patient[order] > 0) @ weights
+    order = order[np.argsort(-rarity, kind="stable")]
+
+    # Greedy pass, then single-patient moves (in or out) while they bring validation closer to the targets.
+    chosen = np.zeros(len(patient_ids), dtype=bool)
+    in_validation = np.zeros(num_labels)
+    for _ in range(20):
+        moved = False
+        for patient in order:
+            step = -per_patient[patient] if chosen[patient] else per_patient[patient]
+            if np.abs(in_validation + step - targets) @ weights < np.abs(in_validation - targets) @ weights - 1e-9:
+                chosen[patient] = not chosen[patient]
+                in_validation += step
+                moved = True
+        if not moved:
+            break
+    if not chosen.any():  # tiny datasets: at least one patient in validation
+        chosen[order[-1]] = True
+    if chosen.all():
+        chosen[order[0]] = False
+
+    validation_rows = np.flatnonzero(chosen[patient_of_row])
+    train_rows = np.flatnonzero(~chosen[patient_of_row])
+    return DatasetDict({"train": dataset.select(train_rows), "validation": dataset.select(validation_rows)})

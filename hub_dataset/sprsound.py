@@ -1,0 +1,304 @@
+"""SPRSound: the one place that knows the release layouts, the JSON annotations and the file-name scheme.
+
+Accepted layouts under ``root`` (each split is present only when its folders exist):
+
+* 2022 release: ``train_wav/`` + ``train_json/``; ``test_wav/`` + ``test_json/inter_test_json/`` and
+  ``test_json/intra_test_json/``.
+* newer official layout: ``BioCAS2022/train2022_wav/`` + ``train2022_json/``, ``BioCAS2022/test2022_wav/``
+  + ``test2022_json/{inter,intra}_test_json/``, ``BioCAS2023/test2023_wav/`` + ``test2023_json/``
+  (``root`` may also be the ``BioCAS2022``/``BioCAS2023`` folder itself).
+* a flat folder of audio + JSON pairs (loaded as the ``train`` split).
+
+Audio is matched to its JSON by file stem, with any audio extension (.wav in the release, .flac in the
+shared copy). File names: ``patient_age_gender_location_recording``, e.g. ``40069321_15.3_0_p1_981``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
+
+from .audio import AUDIO_EXTENSIONS
+from .builder import RECORD, SPAN, LoadingSummary, Recording, Span, build_levels
+from .labels import (
+    EVENT_TYPE_ALIASES,
+    EVENT_TYPES,
+    RECORD_LABELS,
+    TASKS,
+    event_task_label,
+    normalize_task,
+    record_task_label,
+)
+
+SPLITS = ("train", "inter_test", "intra_test", "test2023")
+LEVELS = ("record", "event")
+
+# (split, JSON folder, audio folder), searched under the root and under its BioCAS2022/BioCAS2023 folders.
+_SPLIT_FOLDERS = [
+    ("train", "train_json", "train_wav"),
+    ("inter_test", "test_json/inter_test_json", "test_wav"),
+    ("intra_test", "test_json/intra_test_json", "test_wav"),
+    ("train", "train2022_json", "train2022_wav"),
+    ("inter_test", "test2022_json/inter_test_json", "test2022_wav"),
+    ("intra_test", "test2022_json/intra_test_json", "test2022_wav"),
+    ("test2023", "test2023_json", "test2023_wav"),
+]
+_RELEASE_FOLDERS = (".", "BioCAS2022", "BioCAS2023")
+
+LOCATIONS = {"p1": "left posterior", "p2": "left lateral", "p3": "right posterior", "p4": "right lateral"}
+GENDERS = {"0": "male", "1": "female"}
+FILE_NAME_SCHEME = "patient_age_gender_location_recording"
+_FILE_NAME = re.compile(r"^(?P<patient>\d+)_(?P<age>\d+(?:\.\d+)?)_(?P<gender>[01])_(?P<location>p[1-4])_(?P<number>\d+)$")
+_RECORD_KEYS = ("record_annotation", "recording_annotation")  # the shared copy / the release README
+
+CITATION = """@article{zhang2022sprsound,
+  title={{SPRSound}: Open-Source {SJTU} Paediatric Respiratory Sound Database},
+  author={Zhang, Qing and others},
+  journal={IEEE Transactions on Biomedical Circuits and Systems},
+  volume={16},
+  number={5},
+  year={2022}
+}
+@inproceedings{zhang2022grand,
+  title={Grand Challenge on Respiratory Sound Classification},
+  author={Zhang, Qing and others},
+  booktitle={IEEE Biomedical Circuits and Systems Conference (BioCAS)},
+  year={2022}
+}"""
+DESCRIPTION = ("SPRSound: SJTU Paediatric Respiratory Sound Database (BioCAS 2022 release), 8 kHz stethoscope "
+               "recordings of children with event- and record-level annotations.")
+HOMEPAGE = "https://github.com/SJTU-YONGFU-RESEARCH-GRP/SPRSound"
+LICENSE = "gpl-3.0"
+
+_METADATA_FEATURES = {
+    "recording_id": Value("string"),
+    "patient_id": Value("string"),  # a string: ids keep their leading zeros and vary in length
+    "age": Value("float64"),  # years
+    "gender": Value("string"),
+    "location": Value("string"),  # p1..p4
+    "location_name": Value("string"),
+}
+_EVENT_LIST = List({"start_s": Value("float64"), "end_s": Value("float64"), "type": Value("string")})
+
+
+def record_features() -> Features:
+    """Record level (without the `audio` column, which the builder adds)."""
+    return Features({
+        **_METADATA_FEATURES,
+        "record_label": ClassLabel(names=RECORD_LABELS),
+        "task21": ClassLabel(names=TASKS["21"]["labels"]),
+        "task22": ClassLabel(names=TASKS["22"]["labels"]),
+        "duration_s": Value("float64"),
+        "events": _EVENT_LIST,
+    })
+
+
+def event_features() -> Features:
+    """Event level (without the `audio` column)."""
+    return Features({
+        **_METADATA_FEATURES,
+        "task11": ClassLabel(names=TASKS["11"]["labels"]),
+        "task12": ClassLabel(names=TASKS["12"]["labels"]),
+        "event_index": Value("int32"),  # position among the recording's events, sorted by start
+        "start_s": Value("float64"),  # the event in its recording (end clipped to the recording)
+        "end_s": Value("float64"),
+        "audio_offset_s": Value("float64"),  # where the row's audio starts: start_s minus the context padding
+    })
+
+
+def parse_file_name(stem: str) -> dict | None:
+    """Metadata from ``patient_age_gender_location_recording``; None when the name does not follow it."""
+    match = _FILE_NAME.match(stem)
+    if match is None:
+        return None
+    return {
+        "patient_id": match["patient"],
+        "age": float(match["age"]),
+        "gender": GENDERS[match["gender"]],
+        "location": match["location"],
+        "location_name": LOCATIONS[match["location"]],
+    }
+
+
+def _milliseconds(value, json_path: Path, index: int, key: str) -> float:
+    # Strings ("342") in the shared copy, integers in other copies.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds as a number or string.")
+    try:
+        milliseconds = float(value)
+    except ValueError:
+        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds, e.g. \"342\".") from None
+    if not milliseconds >= 0:
+        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds >= 0.")
+    return milliseconds
+
+
+def parse_annotation(json_path: Path) -> tuple[str, list[dict]]:
+    """The record label and the events (sorted by start, times in seconds) of one annotation file."""
+    try:
+        annotation = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{json_path}: not valid JSON ({err}).") from err
+    if not isinstance(annotation, dict):
+        raise ValueError(f"{json_path}: expected a JSON object with 'record_annotation' and 'event_annotation'.")
+    record_key = next((key for key in _RECORD_KEYS if key in annotation), None)
+    if record_key is None:
+        raise ValueError(f"{json_path}: missing the record label (key 'record_annotation' or 'recording_annotation').")
+    record_label = annotation[record_key]
+    if record_label not in RECORD_LABELS:
+        raise ValueError(f"{json_path}: unknown record label {record_label!r}; expected one of {RECORD_LABELS}.")
+    raw_events = annotation.get("event_annotation")
+    if not isinstance(raw_events, list):
+        raise ValueError(f"{json_path}: 'event_annotation' must be a list of events (empty for Poor Quality).")
+    events = []
+    for index, event in enumerate(raw_events):
+        if not isinstance(event, dict) or not {"start", "end", "type"} <= event.keys():
+            raise ValueError(f"{json_path}: event {index} must have 'start', 'end' and 'type', got {event!r}.")
+        event_type = EVENT_TYPE_ALIASES.get(str(event["type"]).strip(), str(event["type"]).strip())
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"{json_path}: event {index} has unknown type {event['type']!r}; expected one of {EVENT_TYPES}.")
+        start = _milliseconds(event["start"], json_path, index, "start")
+        end = _milliseconds(event["end"], json_path, index, "end")
+        if start >= end:
+            raise ValueError(f"{json_path}: event {index} starts at {event['start']} ms, not before its end "
+                             f"({event['end']} ms).")
+        events.append({"start_s": start / 1000, "end_s": end / 1000, "type": event_type})
+    events.sort(key=lambda event: (event["start_s"], event["end_s"]))  # 851 train files list them unsorted
+    return record_label, events
+
+
+def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
+    """The splits under ``root``: split -> [(JSON folder, audio folder)]. Raises when there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"SPRSound root {root} does not exist or is not a folder.")
+    splits: dict[str, list[tuple[Path, Path]]] = {}
+    for base in _RELEASE_FOLDERS:
+        for split, json_folder, audio_folder in _SPLIT_FOLDERS:
+            if (root / base / json_folder).is_dir():
+                splits.setdefault(split, []).append((root / base / json_folder, root / base / audio_folder))
+    if splits:
+        return splits
+    if any(root.glob("*.json")):
+        return {"train": [(root, root)]}
+    raise FileNotFoundError(
+        f"{root} holds no SPRSound annotations. Expected train_json/ + train_wav/ (2022 release), "
+        "BioCAS2022/train2022_json/ … or BioCAS2023/test2023_json/ (newer layout), or a flat folder of "
+        "audio + JSON pairs."
+    )
+
+
+def _pair_files(json_dir: Path, audio_dir: Path, on_missing: str, summary: LoadingSummary) -> list[tuple[Path, Path]]:
+    annotations = {path.stem: path for path in sorted(json_dir.glob("*.json"))}
+    audio: dict[str, Path] = {}
+    for path in sorted(audio_dir.iterdir()) if audio_dir.is_dir() else []:
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+            if path.suffix.lower() != ".json" and not path.name.startswith(".") and path.is_file():
+                summary.skipped.append((str(path), "not an audio or JSON file"))
+            continue
+        if path.stem in audio:
+            raise ValueError(f"Two audio files for recording {path.stem}: {audio[path.stem]} and {path}; keep one.")
+        audio[path.stem] = path
+    missing = [(annotations[stem], "JSON without audio") for stem in annotations if stem not in audio]
+    missing += [(audio[stem], "audio without JSON") for stem in audio if stem not in annotations]
+    if missing and on_missing == "error":
+        listed = "; ".join(f"{path} ({reason})" for path, reason in missing[:5])
+        raise FileNotFoundError(f"{len(missing)} SPRSound files have no partner (audio <-> JSON, matched by stem): "
+                                f"{listed}. Pass on_missing='skip' to skip them (they are counted in the summary).")
+    summary.skipped += [(str(path), reason) for path, reason in missing]
+    return [(annotations[stem], audio[stem]) for stem in annotations if stem in audio]
+
+
+def _recording(split: str, json_path: Path, audio_path: Path, summary: LoadingSummary) -> Recording:
+    record_label, events = parse_annotation(json_path)
+    metadata = parse_file_name(json_path.stem)
+    if metadata is None:
+        summary.unparsed_file_names.append(json_path.name)
+        metadata = dict.fromkeys(("patient_id", "age", "gender", "location", "location_name"))
+    spans = [Span(event["start_s"], event["end_s"], event["type"],
+                  {"task11": event_task_label(event["type"], "11"), "task12": event["type"]}) for event in events]
+    labels = {"record_label": record_label, "task21": record_task_label(record_label, "21"),
+              "task22": record_task_label(record_label, "22")}
+    return Recording(split, audio_path, json_path.stem, metadata, labels, spans)
+
+
+def load_sprsound_levels(
+    root: str | Path,
+    levels: tuple[str, ...] = LEVELS,
+    splits: list[str] | None = None,
+    on_missing: str = "error",
+    context_s: float = 0.0,
+    decode: bool = True,
+    num_proc: int | None = None,
+    progress: bool | None = None,
+) -> dict[str, DatasetDict]:
+    """Load several levels in one pass over the audio: level -> `DatasetDict` (see `load_sprsound`)."""
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown or not levels:
+        raise ValueError(f"Unknown level(s) {unknown}: expected 'record' and/or 'event'.")
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+    folders = find_splits(root)
+    if splits is not None:
+        absent = [split for split in splits if split not in folders]
+        if absent:
+            raise ValueError(f"Split(s) {absent} not found under {root}; it has {list(folders)}.")
+        folders = {split: folders[split] for split in splits}
+    summary = LoadingSummary("SPRSound", str(root))
+    recordings = []
+    for split, pairs in folders.items():
+        for json_dir, audio_dir in pairs:
+            for json_path, audio_path in _pair_files(json_dir, audio_dir, on_missing, summary):
+                recordings.append(_recording(split, json_path, audio_path, summary))
+    features = {"record": (RECORD, record_features()), "event": (SPAN, event_features())}
+    info = DatasetInfo(description=DESCRIPTION, citation=CITATION, homepage=HOMEPAGE, license=LICENSE)
+    return build_levels(recordings, {level: features[level] for level in levels}, summary, info,
+                        context_s=context_s, decode=decode, num_proc=num_proc, progress=progress)
+
+
+def load_sprsound(
+    root: str | Path,
+    level: str | None = None,
+    task: str | int | None = None,
+    splits: list[str] | None = None,
+    on_missing: str = "error",
+    context_s: float = 0.0,
+    decode: bool = True,
+    num_proc: int | None = None,
+    progress: bool | None = None,
+) -> DatasetDict:
+    """Load an SPRSound release folder as a `DatasetDict` with one split per official split found.
+
+    Args:
+        root: the release folder (any layout in this module's docstring).
+        level: ``"record"`` (one row per recording) or ``"event"`` (one row per annotated event, the
+            audio cut to it); default: the task's level, else ``"event"``.
+        task: ``11``/``12`` (event level) or ``21``/``22`` (record level); keeps only that task's label
+            column (``task11`` …) next to the metadata. None keeps every label column of the level.
+        splits: a subset of ``train``, ``inter_test``, ``intra_test``, ``test2023`` (default: all present).
+        on_missing: ``"error"`` (default) or ``"skip"`` for a JSON without audio or audio without JSON.
+        context_s: event level: seconds of audio kept before and after each event.
+        decode: False gives undecoded ``{"bytes", "path"}`` audio (decode with `read_audio`), which
+            needs no FFmpeg.
+        num_proc: processes reading and cutting the audio.
+        progress: show a progress bar (default: the `datasets` setting).
+
+    The result's ``loading_summary`` attribute (also logged) gives rows per split and label, skipped
+    files and why, clipped events and unparsed file names.
+    """
+    task_key = normalize_task(task) if task is not None else None
+    if level is None:
+        level = TASKS[task_key]["level"] if task_key else "event"
+    if task_key and TASKS[task_key]["level"] != level:
+        raise ValueError(f"Task {task_key} is a {TASKS[task_key]['level']}-level task, but level={level!r}.")
+    datasets = load_sprsound_levels(root, (level,), splits, on_missing, context_s, decode, num_proc, progress)[level]
+    if task_key:  # keep the task's label column only
+        summary = datasets.loading_summary
+        columns = next(iter(datasets.values())).column_names
+        datasets = datasets.remove_columns([name for name in ("record_label", "task11", "task12", "task21", "task22")
+                                            if name in columns and name != TASKS[task_key]["column"]])
+        datasets.loading_summary = summary
+    return datasets

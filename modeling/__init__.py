@@ -1,0 +1,17 @@
+"""RespSTF configuration and models, registered with the transformers Auto classes."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
+
+from .configuration_respstf import RespSTFConfig
+from .modeling_respstf import RespSTFForAudioClassification, RespSTFModel, RespSTFPreTrainedModel
+
+AutoConfig.register(RespSTFConfig.model_type, RespSTFConfig, exist_ok=True)
+AutoModel.register(RespSTFConfig, RespSTFModel, exist_ok=True)
+AutoModelForAudioClassification.register(RespSTFConfig, RespSTFForAudioClassification, exist_ok=True)
+# save_pretrained then writes `auto_map` and copies the code files, so the folder loads with
+# trust_remote_code=True where this package is not installed.
+RespSTFConfig.register_for_auto_class()
+RespSTFModel.register_for_auto_class("AutoModel")
+RespSTFForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+
+__all__ = ["RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFPreTrainedModel"]
