@@ -41,13 +41,25 @@ def morlet_scales(sampling_rate: int, n_scales: int, fmin: float, fmax: float, c
     return center_frequency * sampling_rate / freqs
 
 
+def _smooth_size(n: int) -> int:
+    """Smallest integer >= n whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
 @dataclass
 class _ScaleGroup:
     """Scales that share one inverse-FFT length (``points_per_frame`` samples per output frame)."""
 
     rows: torch.Tensor  # (n_group,) scale indices into the scalogram
-    bins: torch.Tensor  # (n_group, n_bins) rFFT bin indices, clamped in range
-    response: torch.Tensor  # (n_group, n_bins) complex filter values, 0 outside the band
+    first_bins: list[int]  # first rFFT bin of each scale's band
+    response: torch.Tensor  # (n_group, folds * L) complex filter values from the first bin, 0 past the band
     points_per_frame: int
     folds: int  # the band is summed modulo L = points_per_frame * segment_frames in this many pieces
 
@@ -97,11 +109,6 @@ class PooledMorletCWT:
         self.margin_frames = math.ceil(support / self.hop_length)
         self._groups_cache: dict[tuple[int, str], list[_ScaleGroup]] = {}
 
-    @property
-    def min_samples(self) -> int:
-        """Shortest input for which the largest wavelet fits at least once (its e-folding width)."""
-        return math.ceil(float(self.scales.max()) * math.sqrt(self.bandwidth))
-
     def _groups(self, segment_frames: int, device: torch.device) -> list[_ScaleGroup]:
         key = (segment_frames, str(device))
         if key not in self._groups_cache:
@@ -131,17 +138,15 @@ class PooledMorletCWT:
         groups = []
         for (points, folds), members in sorted(plans.items()):
             width = folds * points * segment_frames
-            bins = torch.zeros(len(members), width, dtype=torch.long)
             response = torch.zeros(len(members), width, dtype=torch.complex128)
             for i, (_, b, g) in enumerate(members):
-                bins[i, : len(b)] = b
                 response[i, : len(b)] = g
             # torch.fft.ifft(n=L) divides by L; the full-rate transform divides by n_fft.
             response *= points * segment_frames / n_fft
             groups.append(
                 _ScaleGroup(
                     rows=torch.tensor([r for r, _, _ in members], device=device),
-                    bins=bins.to(device),
+                    first_bins=[int(b[0]) for _, b, _ in members],
                     response=response.to(device=device, dtype=torch.complex64),
                     points_per_frame=points,
                     folds=folds,
@@ -156,9 +161,8 @@ class PooledMorletCWT:
         hop = self.hop_length
         n_frames = math.ceil(n_samples / hop)
         margin = self.margin_frames
-        # Power-of-two segments keep every FFT fast; the chunk is what remains inside the margins.
-        segment_frames = 1 << math.ceil(math.log2(min(self.chunk_frames, n_frames + 2 * margin)))
-        segment_frames = max(segment_frames, 1 << math.ceil(math.log2(4 * margin + 1)))
+        # 2-3-5-smooth segment lengths keep every FFT fast; the chunk is what lies inside the margins.
+        segment_frames = _smooth_size(max(min(self.chunk_frames, n_frames + 2 * margin), 4 * margin + 1))
         chunk = segment_frames - 2 * margin
         groups = self._groups(segment_frames, waveforms.device)
         # Zero padding outside the signal, as in pywt's full convolution.
@@ -167,12 +171,17 @@ class PooledMorletCWT:
             waveforms.float(), (margin * hop, (n_chunks * chunk + margin) * hop - n_samples)
         )
         out = waveforms.new_empty(batch, len(self.scales), n_frames, dtype=torch.float32)
+        max_width = max(group.response.shape[-1] for group in groups)
         for start in range(0, n_frames, chunk):
             segment = padded[:, start * hop : (start + segment_frames) * hop]
             spectrum = torch.fft.rfft(segment, dim=-1)  # (batch, n_rfft)
+            spectrum = torch.nn.functional.pad(spectrum, (0, max_width))  # bands may run past Nyquist
             keep = min(chunk, n_frames - start)
             for group in groups:
-                band = spectrum[:, group.bins] * group.response  # (batch, n_group, folds * L)
+                width = group.response.shape[-1]
+                # Contiguous slices (views) instead of an index gather: the bands are contiguous.
+                band = torch.stack([spectrum[:, first : first + width] for first in group.first_bins], dim=1)
+                band = band * group.response  # (batch, n_group, folds * L)
                 # Sampling the envelope at L points folds the spectrum modulo L: exact samples.
                 folded = band.view(batch, len(group.rows), group.folds, -1).sum(2)
                 envelope = torch.fft.ifft(folded, dim=-1).abs()

@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     levels = sprsound.LEVELS if args.level == "both" else (args.level,)
     started = time.perf_counter()
-    configs = sprsound.load_sprsound_levels(args.root, levels, splits=args.splits, on_missing=args.on_missing,
-                                            context_s=args.context_s, decode=False, num_proc=args.num_proc,
-                                            progress=True)
+    try:
+        configs = sprsound.load_sprsound_levels(args.root, levels, splits=args.splits, on_missing=args.on_missing,
+                                                context_s=args.context_s, decode=False, num_proc=args.num_proc,
+                                                progress=True)
+    except (FileNotFoundError, ValueError) as err:  # bad input: the message names the file and the problem
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(next(iter(configs.values())).loading_summary)
     save_hub_folder(configs, args.out, file_format=args.format)
     print(f"Wrote {', '.join(levels)} to {args.out} in {time.perf_counter() - started:.1f} s.")

@@ -147,7 +147,8 @@ def read_and_cut(
     return result
 
 
-def _read_and_cut_star(arguments: tuple) -> RecordingAudio:
+def read_and_cut_from_args(arguments: tuple) -> RecordingAudio:
+    """`read_and_cut` of one argument tuple (what `Pool.imap` hands over)."""
     return read_and_cut(*arguments)
 
 

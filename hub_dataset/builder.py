@@ -19,7 +19,7 @@ from datasets import Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Featu
 from datasets.utils.logging import is_progress_bar_enabled
 from tqdm.auto import tqdm
 
-from .audio import _read_and_cut_star, require_audio_decoder
+from .audio import RecordingAudio, read_and_cut_from_args, require_audio_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +89,15 @@ def label_columns(features: Features) -> list[str]:
     return [name for name, feature in features.items() if isinstance(feature, ClassLabel)]
 
 
-def _record_row(recording: Recording, audio, clips) -> dict:
+def _record_row(recording: Recording, audio: RecordingAudio) -> dict:
     events = [{"start_s": clip.start_s, "end_s": clip.end_s, "type": span.type}
-              for span, clip in zip(recording.spans, clips)]
-    path = recording.audio_path.name
-    return {"audio": {"bytes": audio.file_bytes, "path": path}, "recording_id": recording.recording_id,
+              for span, clip in zip(recording.spans, audio.clips)]
+    return {"audio": {"bytes": audio.file_bytes, "path": recording.audio_path.name},
+            "recording_id": recording.recording_id,
             **recording.metadata, **recording.labels, "duration_s": audio.duration_s, "events": events}
 
 
-def _span_rows(recording: Recording, audio) -> list[dict]:
+def _span_rows(recording: Recording, audio: RecordingAudio) -> list[dict]:
     rows = []
     for index, (span, clip) in enumerate(zip(recording.spans, audio.clips)):
         path = f"{recording.recording_id}_{index:03d}{clip.extension}"
@@ -152,14 +152,15 @@ def build_levels(
     progress = is_progress_bar_enabled() if progress is None else progress
     pool = multiprocessing.Pool(num_proc) if num_proc and num_proc > 1 and len(recordings) > 1 else None
     try:
-        results = pool.imap(_read_and_cut_star, arguments, chunksize=8) if pool else map(_read_and_cut_star, arguments)
-        bar = tqdm(results, total=len(recordings), desc=f"Reading {summary.dataset}", unit="file", disable=not progress)
+        read = (pool.imap(read_and_cut_from_args, arguments, chunksize=8) if pool
+                else map(read_and_cut_from_args, arguments))
+        bar = tqdm(read, total=len(recordings), desc=f"Reading {summary.dataset}", unit="file", disable=not progress)
         for recording, audio in zip(recordings, bar):
             summary.clipped_event_ends += audio.clipped_ends
             for level, (kind, _) in levels.items():
                 split_rows = rows[level].setdefault(recording.split, [])
                 if kind == RECORD:
-                    split_rows.append(_record_row(recording, audio, audio.clips))
+                    split_rows.append(_record_row(recording, audio))
                 else:
                     split_rows.extend(_span_rows(recording, audio))
     finally:

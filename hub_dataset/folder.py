@@ -38,7 +38,10 @@ def _read_table(path: Path) -> list[dict]:
                 return [{key.strip(): value for key, value in row.items() if key is not None}
                         for row in csv.DictReader(handle)]
         text = path.read_text(encoding="utf-8")
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"{path}: cannot be parsed ({err}).") from err
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -154,7 +157,8 @@ def load_audio_folder(
         spans = sorted((Span(entry["start"], entry["end"], entry["label"], {"label": entry["label"]})
                         for entry in file_entries), key=lambda span: span.start_s)
         recording_id = file.relative_to(root).with_suffix("").as_posix() if file.is_relative_to(root) else file.stem
-        recordings.append(Recording(split, file, recording_id, {"patient_id": file_entries[0]["patient_id"]}, {}, spans))
+        metadata = {"patient_id": file_entries[0]["patient_id"]}
+        recordings.append(Recording(split, file, recording_id, metadata, {}, spans))
 
     features = Features({"recording_id": Value("string"), "patient_id": Value("string"),
                          "label": ClassLabel(names=label_names), "event_index": Value("int32"),

@@ -20,7 +20,8 @@ from .labels import ICBHI_CYCLE_LABELS, ICBHI_DIAGNOSES, icbhi_cycle_label
 LEVELS = ("cycle", "patient")
 CHEST_LOCATIONS = {"Tc": "trachea", "Al": "anterior left", "Ar": "anterior right", "Pl": "posterior left",
                    "Pr": "posterior right", "Ll": "lateral left", "Lr": "lateral right"}
-_FILE_NAME = re.compile(r"^(?P<patient>\d+)_(?P<index>\w+?)_(?P<location>Tc|Al|Ar|Pl|Pr|Ll|Lr)_(?P<mode>sc|mc)_(?P<equipment>\w+)$")
+_FILE_NAME = re.compile(
+    r"^(?P<patient>\d+)_(?P<index>\w+?)_(?P<location>Tc|Al|Ar|Pl|Pr|Ll|Lr)_(?P<mode>sc|mc)_(?P<equipment>\w+)$")
 _AUDIO_FOLDERS = ("audio_and_txt_files", "ICBHI_final_database", ".")
 SPLIT_FILE = "ICBHI_challenge_train_test.txt"
 DIAGNOSIS_FILE = "patient_diagnosis.csv"

@@ -83,3 +83,14 @@ ICBHI_DIAGNOSES = ["Healthy", "URTI", "Asthma", "COPD", "LRTI", "Bronchiectasis"
 def icbhi_cycle_label(crackles: bool, wheezes: bool) -> str:
     """The cycle class of ICBHI's two flags."""
     return ICBHI_CYCLE_LABELS[int(crackles) + 2 * int(wheezes)]
+
+
+# Frame-level targets for the record tasks, derived from event timestamps: what kind of sound a
+# frame belongs to. Frames outside any annotated event are left unlabelled (ignored in the loss).
+FRAME_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS"]
+
+
+def frame_label(event_type: str) -> int:
+    """Index into :data:`FRAME_LABELS` of a frame inside an event of ``event_type``."""
+    cas, das = event_type in CONTINUOUS_EVENTS, event_type in DISCONTINUOUS_EVENTS
+    return FRAME_LABELS.index({(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}[(cas, das)])

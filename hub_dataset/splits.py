@@ -8,7 +8,8 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 def _default_label_column(dataset: Dataset) -> str:
     # The finest label column (most classes) stratifies best: record_label/task22 or task12 on SPRSound.
-    columns = [(len(feature.names), name) for name, feature in dataset.features.items() if isinstance(feature, ClassLabel)]
+    columns = [(len(feature.names), name) for name, feature in dataset.features.items()
+               if isinstance(feature, ClassLabel)]
     if not columns:
         raise ValueError(f"No ClassLabel column to stratify by in {dataset.column_names}; pass label_column=.")
     return max(columns, key=lambda item: item[0])[1]
@@ -34,6 +35,8 @@ def patient_disjoint_split(
         label_column: the label to stratify by (default: the `ClassLabel` column with the most classes).
         patient_column: the column identifying patients.
     """
+    if isinstance(dataset, DatasetDict):
+        raise TypeError("patient_disjoint_split takes one split (a Dataset), e.g. dsdict['train'].")
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}.")
     label_column = label_column or _default_label_column(dataset)

@@ -51,7 +51,8 @@ _RELEASE_FOLDERS = (".", "BioCAS2022", "BioCAS2023")
 LOCATIONS = {"p1": "left posterior", "p2": "left lateral", "p3": "right posterior", "p4": "right lateral"}
 GENDERS = {"0": "male", "1": "female"}
 FILE_NAME_SCHEME = "patient_age_gender_location_recording"
-_FILE_NAME = re.compile(r"^(?P<patient>\d+)_(?P<age>\d+(?:\.\d+)?)_(?P<gender>[01])_(?P<location>p[1-4])_(?P<number>\d+)$")
+_FILE_NAME = re.compile(
+    r"^(?P<patient>\d+)_(?P<age>\d+(?:\.\d+)?)_(?P<gender>[01])_(?P<location>p[1-4])_(?P<number>\d+)$")
 _RECORD_KEYS = ("record_annotation", "recording_annotation")  # the shared copy / the release README
 
 CITATION = """@article{zhang2022sprsound,
@@ -126,11 +127,13 @@ def parse_file_name(stem: str) -> dict | None:
 def _milliseconds(value, json_path: Path, index: int, key: str) -> float:
     # Strings ("342") in the shared copy, integers in other copies.
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds as a number or string.")
+        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; "
+                         "expected milliseconds as a number or string.")
     try:
         milliseconds = float(value)
     except ValueError:
-        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds, e.g. \"342\".") from None
+        raise ValueError(f"{json_path}: event {index} has {key}={value!r}; "
+                         "expected milliseconds, e.g. \"342\".") from None
     if not milliseconds >= 0:
         raise ValueError(f"{json_path}: event {index} has {key}={value!r}; expected milliseconds >= 0.")
     return milliseconds
@@ -159,7 +162,8 @@ def parse_annotation(json_path: Path) -> tuple[str, list[dict]]:
             raise ValueError(f"{json_path}: event {index} must have 'start', 'end' and 'type', got {event!r}.")
         event_type = EVENT_TYPE_ALIASES.get(str(event["type"]).strip(), str(event["type"]).strip())
         if event_type not in EVENT_TYPES:
-            raise ValueError(f"{json_path}: event {index} has unknown type {event['type']!r}; expected one of {EVENT_TYPES}.")
+            raise ValueError(f"{json_path}: event {index} has unknown type {event['type']!r}; "
+                             f"expected one of {EVENT_TYPES}.")
         start = _milliseconds(event["start"], json_path, index, "start")
         end = _milliseconds(event["end"], json_path, index, "end")
         if start >= end:
@@ -191,25 +195,49 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
     )
 
 
-def _pair_files(json_dir: Path, audio_dir: Path, on_missing: str, summary: LoadingSummary) -> list[tuple[Path, Path]]:
-    annotations = {path.stem: path for path in sorted(json_dir.glob("*.json"))}
+def _index_audio(audio_dir: Path, summary: LoadingSummary) -> dict[str, Path]:
     audio: dict[str, Path] = {}
     for path in sorted(audio_dir.iterdir()) if audio_dir.is_dir() else []:
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
-            if path.suffix.lower() != ".json" and not path.name.startswith(".") and path.is_file():
-                summary.skipped.append((str(path), "not an audio or JSON file"))
+        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() == ".json":
             continue
-        if path.stem in audio:
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            summary.skipped.append((str(path), "not an audio or JSON file"))
+        elif path.stem in audio:
             raise ValueError(f"Two audio files for recording {path.stem}: {audio[path.stem]} and {path}; keep one.")
-        audio[path.stem] = path
-    missing = [(annotations[stem], "JSON without audio") for stem in annotations if stem not in audio]
-    missing += [(audio[stem], "audio without JSON") for stem in audio if stem not in annotations]
+        else:
+            audio[path.stem] = path
+    return audio
+
+
+def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], on_missing: str,
+                summary: LoadingSummary) -> list[tuple[str, Path, Path]]:
+    """(split, JSON, audio) of the wanted splits, matched by stem; unmatched files raise or are skipped."""
+    json_dirs_of: dict[Path, list[tuple[str, Path]]] = {}  # test_wav/ serves both inter and intra test JSONs
+    for split, pairs in folders.items():
+        for json_dir, audio_dir in pairs:
+            json_dirs_of.setdefault(audio_dir, []).append((split, json_dir))
+    pairs, missing = [], []
+    for audio_dir, json_dirs in json_dirs_of.items():
+        if not any(split in splits for split, _ in json_dirs):
+            continue
+        audio = _index_audio(audio_dir, summary)
+        annotated = set()
+        for split, json_dir in json_dirs:
+            for json_path in sorted(json_dir.glob("*.json")):
+                annotated.add(json_path.stem)
+                if split not in splits:
+                    continue
+                if json_path.stem in audio:
+                    pairs.append((split, json_path, audio[json_path.stem]))
+                else:
+                    missing.append((json_path, "JSON without audio"))
+        missing += [(path, "audio without JSON") for stem, path in audio.items() if stem not in annotated]
     if missing and on_missing == "error":
         listed = "; ".join(f"{path} ({reason})" for path, reason in missing[:5])
         raise FileNotFoundError(f"{len(missing)} SPRSound files have no partner (audio <-> JSON, matched by stem): "
                                 f"{listed}. Pass on_missing='skip' to skip them (they are counted in the summary).")
     summary.skipped += [(str(path), reason) for path, reason in missing]
-    return [(annotations[stem], audio[stem]) for stem in annotations if stem in audio]
+    return sorted(pairs, key=lambda pair: splits.index(pair[0]))  # stable: file order within a split
 
 
 def _recording(split: str, json_path: Path, audio_path: Path, summary: LoadingSummary) -> Recording:
@@ -242,17 +270,13 @@ def load_sprsound_levels(
     if on_missing not in ("error", "skip"):
         raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
     folders = find_splits(root)
-    if splits is not None:
-        absent = [split for split in splits if split not in folders]
-        if absent:
-            raise ValueError(f"Split(s) {absent} not found under {root}; it has {list(folders)}.")
-        folders = {split: folders[split] for split in splits}
+    absent = [split for split in splits or () if split not in folders]
+    if absent:
+        raise ValueError(f"Split(s) {absent} not found under {root}; it has {list(folders)}.")
+    splits = [split for split in folders if splits is None or split in splits]
     summary = LoadingSummary("SPRSound", str(root))
-    recordings = []
-    for split, pairs in folders.items():
-        for json_dir, audio_dir in pairs:
-            for json_path, audio_path in _pair_files(json_dir, audio_dir, on_missing, summary):
-                recordings.append(_recording(split, json_path, audio_path, summary))
+    recordings = [_recording(split, json_path, audio_path, summary)
+                  for split, json_path, audio_path in _pair_files(folders, splits, on_missing, summary)]
     features = {"record": (RECORD, record_features()), "event": (SPAN, event_features())}
     info = DatasetInfo(description=DESCRIPTION, citation=CITATION, homepage=HOMEPAGE, license=LICENSE)
     return build_levels(recordings, {level: features[level] for level in levels}, summary, info,

@@ -17,6 +17,7 @@ class RespSTFConfig(PretrainedConfig):
     Args:
         n_scales: scalogram rows the feature extractor produces (the input's frequency axis).
         stem_channels: channels of the first convolution.
+        stem_stride: ``(frequency, time)`` stride of the first convolution (the main lever on compute).
         stage_channels: output channels of each Inception-residual stage.
         stage_pool: ``(frequency, time)`` average-pooling factor after each stage.
         factorized_kernel_size: ``k`` of the factorised ``1×k`` / ``k×1`` Inception branch.
@@ -33,6 +34,9 @@ class RespSTFConfig(PretrainedConfig):
         focal_gamma: focusing exponent of the focal loss.
         class_weights: optional per-class loss weights (list of ``num_labels`` floats).
         label_smoothing: cross-entropy label smoothing.
+        time_masks, time_mask_width: SpecAugment during training: how many frame bands are zeroed
+            and their maximum width (frames).
+        frequency_masks, frequency_mask_width: the same along the scale axis.
         num_frame_labels: classes of the optional frame-level head (0 disables it). With frame labels
             (e.g. from event timestamps) the model learns *where* an anomaly is, which also sharpens
             the clip-level decision.
@@ -45,6 +49,7 @@ class RespSTFConfig(PretrainedConfig):
         self,
         n_scales: int = 64,
         stem_channels: int = 16,
+        stem_stride: list[int] | tuple[int, int] = (2, 2),
         stage_channels: list[int] | tuple[int, ...] = (24, 48, 96),
         stage_pool: list[list[int]] | tuple = ((2, 2), (2, 2), (2, 2)),
         factorized_kernel_size: int = 7,
@@ -63,6 +68,10 @@ class RespSTFConfig(PretrainedConfig):
         focal_gamma: float = 2.0,
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
+        time_masks: int = 2,
+        time_mask_width: int = 12,
+        frequency_masks: int = 2,
+        frequency_mask_width: int = 6,
         num_frame_labels: int = 0,
         frame_loss_weight: float = 0.5,
         initializer_range: float = 0.02,
@@ -70,6 +79,7 @@ class RespSTFConfig(PretrainedConfig):
     ):
         self.n_scales = n_scales
         self.stem_channels = stem_channels
+        self.stem_stride = [int(s) for s in stem_stride]
         self.stage_channels = [int(c) for c in stage_channels]
         self.stage_pool = [[int(f), int(t)] for f, t in stage_pool]
         self.factorized_kernel_size = factorized_kernel_size
@@ -88,6 +98,10 @@ class RespSTFConfig(PretrainedConfig):
         self.focal_gamma = focal_gamma
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.label_smoothing = label_smoothing
+        self.time_masks = time_masks
+        self.time_mask_width = time_mask_width
+        self.frequency_masks = frequency_masks
+        self.frequency_mask_width = frequency_mask_width
         self.num_frame_labels = num_frame_labels
         self.frame_loss_weight = frame_loss_weight
         self.initializer_range = initializer_range
@@ -109,6 +123,8 @@ class RespSTFConfig(PretrainedConfig):
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"RespSTFConfig.{name} must be a positive integer, got {value!r}.")
+        if len(self.stem_stride) != 2 or min(self.stem_stride) < 1:
+            raise ValueError(f"RespSTFConfig.stem_stride must be a positive (frequency, time) pair, got {self.stem_stride}.")
         if not self.stage_channels or any(c < 1 for c in self.stage_channels):
             raise ValueError(f"RespSTFConfig.stage_channels must be a non-empty list of positive ints, got {self.stage_channels}.")
         if len(self.stage_pool) != len(self.stage_channels) or any(f < 1 or t < 1 for f, t in self.stage_pool):
@@ -134,6 +150,9 @@ class RespSTFConfig(PretrainedConfig):
                 f"RespSTFConfig.class_weights has {len(self.class_weights)} entries but the model has "
                 f"num_labels={self.num_labels}."
             )
+        for name in ("time_masks", "time_mask_width", "frequency_masks", "frequency_mask_width"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"RespSTFConfig.{name} must be a non-negative integer, got {getattr(self, name)!r}.")
         if self.num_frame_labels < 0:
             raise ValueError(f"RespSTFConfig.num_frame_labels must be >= 0, got {self.num_frame_labels}.")
 
@@ -143,6 +162,7 @@ class RespSTFConfig(PretrainedConfig):
         preset = dict(
             n_scales=128,
             stem_channels=32,
+            stem_stride=(1, 1),
             stage_channels=(64, 128, 192, 256),
             stage_pool=((2, 2), (2, 2), (2, 2), (2, 1)),
             hidden_size=256,

@@ -38,10 +38,10 @@ from .configuration_respstf import RespSTFConfig
 class ConvNormAct(nn.Sequential):
     """Conv2d (same padding) -> BatchNorm2d -> GELU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int] | int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int] | int = 1, stride: tuple[int, int] | int = 1):
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel, padding=(kernel[0] // 2, kernel[1] // 2), bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=(kernel[0] // 2, kernel[1] // 2), bias=False),
             nn.BatchNorm2d(out_channels),
             nn.GELU(),
         )
@@ -143,7 +143,9 @@ class AttentionLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         normed = self.attention_norm(hidden)
-        attended, weights = self.attention(normed, normed, normed, key_padding_mask=padding_mask, need_weights=True)
+        attended, weights = self.attention(
+            normed, normed, normed, key_padding_mask=padding_mask, need_weights=True, average_attn_weights=False
+        )
         hidden = hidden + self.dropout(attended)
         hidden = hidden + self.dropout(self.feed_forward(self.feed_forward_norm(hidden)))
         return hidden, weights
@@ -161,6 +163,21 @@ class AttentivePooling(nn.Module):
         if frame_mask is not None:
             scores = scores.masked_fill(~frame_mask.bool(), torch.finfo(scores.dtype).min)
         return torch.einsum("bt,bth->bh", scores.softmax(dim=-1), hidden)
+
+
+def spec_augment(features: torch.Tensor, n_masks: int, max_width: int, dim: int) -> torch.Tensor:
+    """Zero ``n_masks`` random bands of width ``< max_width`` along ``dim`` (2 = scales, 3 = frames), per example."""
+    if n_masks == 0 or max_width == 0:
+        return features
+    size = features.shape[dim]
+    batch = features.shape[0]
+    widths = torch.randint(0, max_width, (batch, n_masks, 1), device=features.device)
+    starts = (torch.rand(batch, n_masks, 1, device=features.device) * (size - widths).clamp(min=1)).long()
+    positions = torch.arange(size, device=features.device)[None, None, :]
+    masked = ((positions >= starts) & (positions < starts + widths)).any(dim=1)  # (B, size)
+    shape = [batch, 1, 1, 1]
+    shape[dim] = size
+    return features.masked_fill(masked.view(shape), 0.0)
 
 
 class RespSTFPreTrainedModel(PreTrainedModel):
@@ -189,7 +206,7 @@ class RespSTFModel(RespSTFPreTrainedModel):
 
     def __init__(self, config: RespSTFConfig):
         super().__init__(config)
-        self.stem = ConvNormAct(1, config.stem_channels, 3)
+        self.stem = ConvNormAct(1, config.stem_channels, 3, stride=tuple(config.stem_stride))
         widths = [config.stem_channels, *config.stage_channels]
         self.stages = nn.ModuleList(
             InceptionStage(widths[i], widths[i + 1], config.stage_pool[i], config) for i in range(len(config.stage_channels))
@@ -200,7 +217,7 @@ class RespSTFModel(RespSTFPreTrainedModel):
         self.layers = nn.ModuleList(AttentionLayer(config) for _ in range(config.num_attention_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size)
         self.pooling = AttentivePooling(config.hidden_size)
-        self.time_stride = 1
+        self.time_stride = config.stem_stride[1]
         for _, time_pool in config.stage_pool:
             self.time_stride *= time_pool
         self.post_init()
@@ -235,6 +252,9 @@ class RespSTFModel(RespSTFPreTrainedModel):
                 f"input_features must have shape (batch, 1, {self.config.n_scales}, frames), got {tuple(input_features.shape)}."
             )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self.training:
+            input_features = spec_augment(input_features, self.config.frequency_masks, self.config.frequency_mask_width, dim=2)
+            input_features = spec_augment(input_features, self.config.time_masks, self.config.time_mask_width, dim=3)
         hidden = self.stem(input_features)
         for stage in self.stages:
             hidden = stage(hidden)

@@ -1,0 +1,645 @@
+"""RespSTF demo: drop in a stethoscope recording, see what the model hears and where.
+
+    python app.py                        # serve http://127.0.0.1:7860 with the bundled checkpoints/
+    python app.py --predict [FILE]       # classify one recording without serving, print the result
+    python app.py --model org/name       # a model on the Hugging Face Hub (or a local folder)
+    python app.py --port 8000 --examples DIR --share
+
+``--model`` is one ``save_pretrained`` folder, a folder of them (``checkpoints/sprsound-task12/`` …; one
+model per SPRSound task), or a Hub repository id of either, downloaded with ``huggingface_hub``. Every
+model is loaded once at start-up; a missing or incompatible model stops the app there with a message.
+
+For each recording the page shows:
+* the selected task's classes with probabilities: a record-level model (tasks 2-1, 2-2) classifies the
+  whole recording; an event-level model (tasks 1-1, 1-2) is slid over it and its window probabilities
+  are averaged;
+* the event timeline: the event model (task 1-2, else 1-1) classifies overlapping windows, drawn over
+  the waveform, so one sees where a wheeze or crackle is;
+* the scalogram the selected model saw (its ``input_features``), with time in s and frequency in Hz;
+* what each class means.
+
+The classify function is also an API (``api_name="/classify"``)::
+
+    from gradio_client import Client, handle_file
+    Client("http://127.0.0.1:7860").predict(handle_file("rec.wav"), api_name="/classify")
+
+On a Hugging Face Space (``requirements.txt`` + the card metadata of README.md) the package is not
+installed, so the ``respstf`` modules are loaded from this repository's folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def _import_respstf_from_source() -> None:
+    """Make ``respstf.*`` importable from the repository folders when the package is not installed.
+
+    A Space installs ``requirements.txt`` before the repository is copied in, so it cannot
+    ``pip install .``; this maps the folders to the same names as pyproject's ``package-dir``.
+    """
+    if importlib.util.find_spec("respstf") is not None:
+        return
+    package = types.ModuleType("respstf")
+    package.__path__ = []
+    sys.modules["respstf"] = package
+    for name in ("modeling", "feature_extraction", "hub_dataset"):
+        folder = REPO_ROOT / name
+        spec = importlib.util.spec_from_file_location(
+            f"respstf.{name}", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+
+
+_import_respstf_from_source()
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
+from respstf.hub_dataset import AUDIO_EXTENSIONS, TASKS, parse_annotation, read_audio  # noqa: E402
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+DEFAULT_MODEL = os.environ.get("RESPSTF_MODEL", str(REPO_ROOT / "checkpoints"))
+DEFAULT_EXAMPLES = DATA_DIR / "sprsound" / "example_original_wav"
+# A real 15.4 s recording with wheezes (record label CAS) from the release's example folder.
+DEFAULT_PREDICT_FILE = DEFAULT_EXAMPLES / "65101170_0.4_0_p2_3246.wav"
+
+MIN_SECONDS = 0.25  # shorter than a crackle's context; the release's shortest recording is 0.3 s
+MAX_SECONDS = 120.0  # SPRSound recordings are <= 15.4 s; this bounds the work per request
+SILENCE_PEAK = 1e-4  # peak amplitude below -80 dBFS: nothing was recorded
+EVENT_MODEL_MAX_CLIP_S = 5.0  # a model of unknown task with clips this short is an event-level one
+WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
+MAX_EXAMPLES = 8
+
+# Record tasks first: they answer "what is in this recording"; the event timeline shows where.
+DEFAULT_TASK_ORDER = ("22", "21", "12", "11")
+TIMELINE_TASK_ORDER = ("12", "11")
+
+CLASS_DESCRIPTIONS = {
+    "Normal": "normal breath sounds, no adventitious sound.",
+    "Adventitious": "an abnormal sound: a wheeze, rhonchus or stridor (continuous) or crackles (discontinuous).",
+    "Rhonchi": "low-pitched, snoring continuous sound, from secretions in the larger airways.",
+    "Wheeze": "high-pitched, musical continuous sound from narrowed airways (e.g. asthma, bronchiolitis).",
+    "Stridor": "loud, high-pitched continuous sound, mostly on breathing in, from a blocked upper airway (e.g. croup).",
+    "Coarse Crackle": "low-pitched, longer popping or bubbling sounds (e.g. secretions, bronchitis).",
+    "Fine Crackle": "short, high-pitched crackles, like hair rubbed between fingers (e.g. pneumonia).",
+    "Wheeze+Crackle": "a wheeze and crackles in the same breath.",
+    "CAS": "continuous adventitious sounds (wheeze, rhonchi or stridor) somewhere in the recording.",
+    "DAS": "discontinuous adventitious sounds (crackles) somewhere in the recording.",
+    "CAS & DAS": "both continuous and discontinuous adventitious sounds.",
+    "Poor Quality": "too noisy or unclear to judge (e.g. friction, crying, talking).",
+}
+LABEL_COLOURS = {
+    "Normal": "#c7d3c2", "Adventitious": "#d7301f", "Rhonchi": "#6a51a3", "Wheeze": "#e31a1c",
+    "Stridor": "#fd8d3c", "Coarse Crackle": "#8c510a", "Fine Crackle": "#2171b5", "Wheeze+Crackle": "#ae017e",
+    "CAS": "#e31a1c", "DAS": "#2171b5", "CAS & DAS": "#ae017e", "Poor Quality": "#737373",
+}
+
+
+# -- models -----------------------------------------------------------------------------------
+
+@dataclass
+class TaskModel:
+    """One loaded classifier with its feature extractor and what it was trained for."""
+
+    key: str  # SPRSound task id ("12") or, for another dataset, the folder name
+    level: str  # "event" or "record"
+    labels: list[str]
+    model: RespSTFForAudioClassification
+    extractor: RespSTFFeatureExtractor
+    source: Path
+
+    @property
+    def name(self) -> str:
+        return f"Task {self.key[0]}-{self.key[1]}" if self.key in TASKS else self.key
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.level} level): {', '.join(self.labels)}"
+
+    @torch.no_grad()
+    def probabilities(self, features) -> np.ndarray:
+        """Softmax over the classes, ``(batch, num_labels)``."""
+        logits = self.model(input_features=features["input_features"], attention_mask=features["attention_mask"]).logits
+        return logits.softmax(dim=-1).numpy()
+
+
+def _fail(message: str) -> SystemExit:
+    return SystemExit(f"app.py: {message}")
+
+
+def load_task_model(folder: Path) -> TaskModel:
+    """Load a RespSTF checkpoint folder, or stop with a message saying what is missing or wrong."""
+    needed = ("config.json", "preprocessor_config.json", "model.safetensors")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise _fail(f"{folder} is not a complete RespSTF checkpoint: missing {', '.join(missing)} "
+                    "(expected a save_pretrained folder written by train.py).")
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise _fail(f"{folder / 'config.json'} is not a valid JSON config: {err}") from err
+    if model_type != RespSTFConfig.model_type:
+        raise _fail(f"{folder} holds a {model_type!r} model, expected a {RespSTFConfig.model_type!r} model.")
+    try:
+        model, info = RespSTFForAudioClassification.from_pretrained(folder, output_loading_info=True)
+        extractor = RespSTFFeatureExtractor.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
+        raise _fail(f"{folder}: the RespSTF model or feature extractor does not load: {err}") from err
+    problems = {kind: info[kind] for kind in ("missing_keys", "mismatched_keys") if info.get(kind)}
+    if problems:
+        raise _fail(f"{folder}: model.safetensors does not match config.json: {problems}")
+    if extractor.n_scales != model.config.n_scales:
+        raise _fail(f"{folder}: the feature extractor makes {extractor.n_scales} scales but the model expects "
+                    f"{model.config.n_scales}.")
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    key = next((task for task, spec in TASKS.items() if spec["labels"] == labels), folder.name)
+    if key in TASKS:
+        level = TASKS[key]["level"]
+    else:
+        level = "event" if extractor.clip_seconds <= EVENT_MODEL_MAX_CLIP_S else "record"
+    return TaskModel(key, level, labels, model.eval(), extractor, folder)
+
+
+def resolve_model_source(spec: str) -> Path:
+    """A local folder as is; anything else is taken as a Hub repository id and downloaded."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise _fail(f"--model {spec!r}: no such folder (and it is not a Hub id of the form 'org/name').")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=spec))
+    except Exception as err:  # offline, unknown repository, no access: all end the start-up the same way
+        raise _fail(
+            f"--model {spec!r} is not a local folder, and downloading it from the Hugging Face Hub failed "
+            f"({type(err).__name__}: {err}). Without network, pass a local folder such as checkpoints/."
+        ) from err
+
+
+def load_models(spec: str) -> dict[str, TaskModel]:
+    """Every task model under ``spec`` (one checkpoint folder or a folder of them), keyed by task."""
+    folder = resolve_model_source(spec)
+    if (folder / "config.json").is_file():
+        folders = [folder]
+    else:
+        folders = sorted(config.parent for config in folder.glob("*/config.json"))
+    if not folders:
+        raise _fail(f"{folder} holds no model: expected a checkpoint folder (config.json, preprocessor_config.json, "
+                    "model.safetensors) or folders of them such as checkpoints/sprsound-task12/ (train.py writes them).")
+    models: dict[str, TaskModel] = {}
+    for path in folders:
+        task_model = load_task_model(path)
+        if task_model.key in models:
+            raise _fail(f"{path} and {models[task_model.key].source} are both models for {task_model.title}; keep one.")
+        models[task_model.key] = task_model
+    return dict(sorted(models.items()))
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+@dataclass
+class Windows:
+    """An event model's overlapping windows over one recording."""
+
+    starts_s: np.ndarray  # (N,)
+    window_s: float
+    probabilities: np.ndarray  # (N, num_labels)
+    features: np.ndarray  # (N, n_scales, n_frames): what the model saw in each window
+    edges_s: np.ndarray  # (N + 1,): window k is drawn over [edges[k], edges[k+1]], the time nearest its centre
+
+
+def slide_windows(task_model: TaskModel, waveform: np.ndarray, sampling_rate: int) -> Windows:
+    """Classify windows of the event model's clip length, every half window (the last one ends at the end)."""
+    extractor = task_model.extractor
+    duration = len(waveform) / sampling_rate
+    window = round(extractor.clip_seconds * sampling_rate)
+    if len(waveform) <= window:
+        starts = [0]  # the whole recording is one clip, tiled or padded as in training
+    else:
+        starts = list(range(0, len(waveform) - window + 1, window // 2))
+        if starts[-1] + window < len(waveform):
+            starts.append(len(waveform) - window)
+    probabilities, features = [], []
+    for first in range(0, len(starts), WINDOW_BATCH):
+        clips = [waveform[start : start + window] for start in starts[first : first + WINDOW_BATCH]]
+        batch = extractor(clips, sampling_rate=sampling_rate, return_tensors="pt")
+        probabilities.append(task_model.probabilities(batch))
+        features.append(batch["input_features"][:, 0].numpy())
+    starts_s = np.asarray(starts) / sampling_rate
+    centres = starts_s + min(extractor.clip_seconds, duration) / 2
+    edges = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [duration]])
+    return Windows(starts_s, extractor.clip_seconds, np.concatenate(probabilities), np.concatenate(features), edges)
+
+
+def stitch_windows(windows: Windows, frame_seconds: float, duration: float) -> np.ndarray:
+    """One scalogram over the recording: each column is the column the window nearest in time saw."""
+    if len(windows.starts_s) == 1:
+        return windows.features[0]
+    times = (np.arange(math.ceil(duration / frame_seconds)) + 0.5) * frame_seconds
+    owner = np.searchsorted(windows.edges_s[1:-1], times, side="right")
+    column = np.floor((times - windows.starts_s[owner]) / frame_seconds).astype(int)
+    column = column.clip(0, windows.features.shape[-1] - 1)
+    return windows.features[owner, :, column].T
+
+
+@dataclass
+class Analysis:
+    """Everything the page shows about one recording."""
+
+    name: str
+    duration: float
+    sampling_rate: int
+    task_model: TaskModel
+    probabilities: np.ndarray  # (num_labels,)
+    scalogram: np.ndarray  # (n_scales, frames) exactly as the selected model saw it
+    scalogram_note: str
+    waveform: np.ndarray
+    timeline_model: TaskModel | None
+    windows: Windows | None
+    annotated_events: list[dict] | None
+
+    def ranked(self) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities)
+        return [(self.task_model.labels[i], float(self.probabilities[i])) for i in order]
+
+    def timeline_rows(self) -> list[dict]:
+        if self.windows is None:
+            return []
+        labels = self.timeline_model.labels
+        return [
+            {
+                "start_s": round(float(start), 3),
+                "end_s": round(float(min(start + self.windows.window_s, self.duration)), 3),
+                "label": labels[int(probs.argmax())],
+                "probabilities": {label: round(float(p), 4) for label, p in zip(labels, probs)},
+            }
+            for start, probs in zip(self.windows.starts_s, self.windows.probabilities)
+        ]
+
+    def timeline_segments(self) -> list[tuple[float, float, str, float]]:
+        """Consecutive windows with the same top class merged: ``(start_s, end_s, label, mean probability)``."""
+        if self.windows is None:
+            return []
+        segments: list[list] = []
+        for k, probs in enumerate(self.windows.probabilities):
+            label = self.timeline_model.labels[int(probs.argmax())]
+            start, end = self.windows.edges_s[k], self.windows.edges_s[k + 1]
+            if segments and segments[-1][2] == label:
+                segments[-1][1] = end
+                segments[-1][3].append(float(probs.max()))
+            else:
+                segments.append([start, end, label, [float(probs.max())]])
+        return [(float(s), float(e), label, float(np.mean(p))) for s, e, label, p in segments]
+
+
+def check_recording(waveform: np.ndarray, sampling_rate: int, name: str) -> None:
+    """Refuse recordings the models cannot judge, saying why."""
+    duration = len(waveform) / sampling_rate
+    if duration < MIN_SECONDS:
+        raise ValueError(f"{name} is {duration:.2f} s long: the shortest recording accepted is {MIN_SECONDS} s.")
+    if duration > MAX_SECONDS:
+        raise ValueError(f"{name} is {duration:.1f} s long: this demo accepts at most {MAX_SECONDS:.0f} s; "
+                         "cut the recording into shorter parts.")
+    if not np.isfinite(waveform).all():
+        raise ValueError(f"{name} holds NaN or infinite samples: expected finite audio.")
+    peak = float(np.abs(waveform).max())
+    if peak < SILENCE_PEAK:
+        raise ValueError(f"{name} is silent (peak amplitude {peak:.1e}, below {SILENCE_PEAK:.0e}): "
+                         "nothing to classify; record again with the stethoscope on the chest.")
+
+
+class RespSTFDemo:
+    """The loaded models and the functions the page and the API call."""
+
+    def __init__(self, models: dict[str, TaskModel], examples_dir: Path | None = None):
+        if not models:
+            raise _fail("no model loaded.")
+        self.models = models
+        self.default_task = next((key for key in DEFAULT_TASK_ORDER if key in models), next(iter(models)))
+        event_keys = [key for key in TIMELINE_TASK_ORDER if key in models]
+        event_keys += [key for key, m in models.items() if m.level == "event" and key not in event_keys]
+        self.timeline_model = models[event_keys[0]] if event_keys else None
+        self.examples, self.example_labels, self.annotations = find_examples(examples_dir)
+
+    def analyse(self, path: str | Path, task: str | None = None) -> Analysis:
+        """Classify one audio file with the task's model (and the event timeline). Raises ValueError on bad input."""
+        task = task or self.default_task
+        if task not in self.models:
+            raise ValueError(f"Unknown task {task!r}: this app has models for {', '.join(self.models)}.")
+        if path is None:
+            raise ValueError("No recording: upload a WAV, FLAC or OGG file or record one with the microphone.")
+        name = Path(path).name
+        try:
+            waveform, sampling_rate = read_audio(str(path))
+        except ValueError as err:
+            # Name the file as the user knows it, not by the server's upload path.
+            raise ValueError(str(err).replace(str(path), name)) from None
+        check_recording(waveform, sampling_rate, name)
+        duration = len(waveform) / sampling_rate
+        task_model = self.models[task]
+        windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
+        extractor = task_model.extractor
+        if task_model.level == "event":
+            if task_model is not self.timeline_model:
+                windows_of_task = slide_windows(task_model, waveform, sampling_rate)
+            else:
+                windows_of_task = windows
+            probabilities = windows_of_task.probabilities.mean(axis=0)
+            scalogram = stitch_windows(windows_of_task, extractor.frame_seconds, duration)
+            count = len(windows_of_task.starts_s)
+            scalogram_note = (
+                f"{count} windows of {extractor.clip_seconds:.2f} s; each column is from the window centred nearest to it"
+                if count > 1 else f"one {extractor.clip_seconds:.2f} s clip (a shorter recording is repeated to fill it)"
+            )
+        else:
+            # Recordings up to the training clip length are zero-padded and masked as in training; longer
+            # ones are taken whole rather than centre-cropped.
+            features = extractor(waveform, sampling_rate=sampling_rate, truncation=duration <= extractor.clip_seconds,
+                                 return_tensors="pt")
+            probabilities = task_model.probabilities(features)[0]
+            scalogram = features["input_features"][0, 0].numpy()
+            scalogram_note = "the whole recording" + (
+                f", zero-padded (and masked) to {extractor.clip_seconds:.1f} s" if duration < extractor.clip_seconds else ""
+            )
+        return Analysis(name, duration, sampling_rate, task_model, probabilities, scalogram, scalogram_note,
+                        waveform, self.timeline_model, windows, self.annotations.get(Path(path).stem))
+
+    def classify(self, audio: str | None, task: str | None = None):
+        """Classify a recording: ``(label -> probability, scalogram image, timeline image, explanation, timeline rows)``."""
+        try:
+            analysis = self.analyse(audio, task)
+        except ValueError as err:
+            raise gr.Error(str(err), title="Cannot classify this recording") from None
+        return self.outputs(analysis)
+
+    @staticmethod
+    def outputs(analysis: Analysis) -> tuple:
+        """What the page shows of an analysis, in the order of the ``/classify`` outputs."""
+        return (
+            dict(analysis.ranked()),
+            render(plot_scalogram(analysis)),
+            render(plot_timeline(analysis)) if analysis.windows is not None else None,
+            explain(analysis),
+            analysis.timeline_rows(),
+        )
+
+    def build(self) -> gr.Blocks:
+        """The page; the Classify button is the ``/classify`` API."""
+        with gr.Blocks(title="RespSTF: respiratory sound classifier", delete_cache=(3600, 3600)) as blocks:
+            gr.Markdown(
+                "# RespSTF: what does the stethoscope hear?\n"
+                "Drop in a chest recording (WAV, FLAC or OGG, any sample rate, mono or stereo, "
+                f"{MIN_SECONDS}–{MAX_SECONDS:.0f} s) or record one. The model (CWT scalogram → Inception-residual "
+                "CNN with spatio-temporal focusing and self-attention, trained on the SPRSound paediatric "
+                "recordings) says which sounds it hears, and the timeline shows where. "
+                "*A research demo, not a medical device.*"
+            )
+            with gr.Row():
+                with gr.Column(scale=1):
+                    audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Recording")
+                    task = gr.Dropdown(
+                        choices=[(m.title, key) for key, m in self.models.items()],
+                        value=self.default_task,
+                        label="Task",
+                        visible=len(self.models) > 1,
+                    )
+                    button = gr.Button("Classify", variant="primary")
+                    if self.examples:
+                        gr.Examples(examples=[[str(p)] for p in self.examples], inputs=[audio],
+                                    example_labels=self.example_labels, label="SPRSound example recordings")
+                with gr.Column(scale=1):
+                    label = gr.Label(label="What the model hears", num_top_classes=5)
+                    explanation = gr.Markdown()
+            timeline = gr.Image(label="Event timeline", format="png", type="numpy", interactive=False)
+            scalogram = gr.Image(label="Scalogram the model saw", format="png", type="numpy", interactive=False)
+            with gr.Accordion("Timeline windows (JSON)", open=False):
+                rows = gr.JSON(label="windows")
+            button.click(
+                self.classify, inputs=[audio, task], outputs=[label, scalogram, timeline, explanation, rows],
+                api_name="classify", concurrency_limit=2,
+            )
+        return blocks
+
+
+def find_examples(folder: Path | None) -> tuple[list[Path], list[str], dict[str, list[dict]]]:
+    """Up to MAX_EXAMPLES recordings of ``folder``, one record class after another when annotated.
+
+    Returns the files, their labels for the page, and the annotated events by file stem (drawn on
+    the timeline when that recording is classified).
+    """
+    if folder is None or not Path(folder).is_dir():
+        return [], [], {}
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    by_label: dict[str, list[Path]] = {}
+    annotations: dict[str, list[dict]] = {}
+    record_labels: dict[Path, str] = {}
+    for path in files:
+        annotation = path.with_suffix(".json")
+        label = "not annotated"
+        if annotation.is_file():
+            try:
+                label, annotations[path.stem] = parse_annotation(annotation)
+            except ValueError:
+                pass  # an unreadable annotation only costs the example its label
+        record_labels[path] = label
+        by_label.setdefault(label, []).append(path)
+    chosen: list[Path] = []
+    while len(chosen) < min(MAX_EXAMPLES, len(files)):
+        for group in by_label.values():
+            if group and len(chosen) < MAX_EXAMPLES:
+                chosen.append(group.pop(0))
+    labels = [f"{record_labels[p]} (annotated): {p.name}" if p.stem in annotations else p.name for p in chosen]
+    return chosen, labels, annotations
+
+
+# -- figures and text -------------------------------------------------------------------------
+
+def _colour(label: str, labels: list[str]) -> str:
+    if label in LABEL_COLOURS:
+        return LABEL_COLOURS[label]
+    return f"C{labels.index(label) % 10}"
+
+
+def render(figure: Figure) -> np.ndarray:
+    """An RGB image of a matplotlib figure (object API: safe with concurrent requests, unlike pyplot)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def plot_scalogram(analysis: Analysis) -> Figure:
+    extractor = analysis.task_model.extractor
+    features = analysis.scalogram
+    frequencies = extractor.frequencies
+    ratio = np.sqrt(frequencies[:-1] / frequencies[1:])
+    frequency_edges = np.concatenate([[frequencies[0] * ratio[0]], frequencies[1:] * ratio, [frequencies[-1] / ratio[-1]]])
+    time_edges = np.arange(features.shape[1] + 1) * extractor.frame_seconds
+    figure = Figure(figsize=(11, 3.4), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    mesh = axes.pcolormesh(time_edges, frequency_edges, features, cmap="magma", shading="flat")
+    axes.set_yscale("log")
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("frequency (Hz)")
+    axes.set_title(f"What the {analysis.task_model.name} model saw: {analysis.scalogram_note}", fontsize=10)
+    if time_edges[-1] > analysis.duration + extractor.frame_seconds:
+        axes.axvline(analysis.duration, color="white", linestyle="--", linewidth=1)
+        axes.text(analysis.duration, frequency_edges[-1] * 1.15, "end of recording ", color="white", fontsize=8, ha="right")
+    figure.colorbar(mesh, ax=axes, pad=0.01, label="log |CWT|, standardised")
+    return figure
+
+
+def plot_timeline(analysis: Analysis) -> Figure:
+    """The waveform with each window's top class behind it, and the class probabilities under it."""
+    windows, labels = analysis.windows, analysis.timeline_model.labels
+    rows = 3 if analysis.annotated_events else 2
+    figure = Figure(figsize=(11, 1.6 * rows + 0.6), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(rows, 1, height_ratios=[2, 1.4, 0.5][:rows])
+    wave_axes = figure.add_subplot(grid[0])
+    probability_axes = figure.add_subplot(grid[1], sharex=wave_axes)
+    # Min/max envelope per pixel column: the waveform's shape without drawing every sample.
+    waveform = analysis.waveform
+    step = max(1, len(waveform) // 2000)
+    blocks = waveform[: len(waveform) // step * step].reshape(-1, step)
+    times = np.arange(len(blocks)) * step / analysis.sampling_rate
+    wave_axes.fill_between(times, blocks.min(axis=1), blocks.max(axis=1), color="#252525", linewidth=0.4)
+    wave_axes.set_ylabel("amplitude")
+    bottoms = np.zeros(len(windows.starts_s))
+    widths = np.diff(windows.edges_s)
+    for index, label in enumerate(labels):
+        probabilities = windows.probabilities[:, index]
+        probability_axes.bar(windows.edges_s[:-1], probabilities, widths, bottoms, align="edge",
+                             color=_colour(label, labels), label=label, edgecolor="white", linewidth=0.3)
+        bottoms += probabilities
+    for k, probabilities in enumerate(windows.probabilities):
+        label = labels[int(probabilities.argmax())]
+        wave_axes.axvspan(windows.edges_s[k], windows.edges_s[k + 1], color=_colour(label, labels),
+                          alpha=0.15 + 0.45 * float(probabilities.max()), linewidth=0)
+    wave_axes.set_title(
+        f"Event timeline ({analysis.timeline_model.name} model, {windows.window_s:.2f} s windows): "
+        "colour = top class of the window nearest in time", fontsize=10)
+    probability_axes.set_ylim(0, 1)
+    probability_axes.set_ylabel("probability")
+    probability_axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    last_axes = probability_axes
+    if analysis.annotated_events:
+        annotation_axes = figure.add_subplot(grid[2], sharex=wave_axes)
+        for event in analysis.annotated_events:
+            annotation_axes.axvspan(event["start_s"], event["end_s"], color=_colour(event["type"], labels), alpha=0.8)
+            annotation_axes.text((event["start_s"] + event["end_s"]) / 2, 0.5, event["type"], ha="center",
+                                 va="center", fontsize=7, clip_on=True)
+        annotation_axes.set_yticks([])
+        annotation_axes.set_ylabel("annotated", rotation=0, ha="right", va="center")
+        last_axes = annotation_axes
+    for axes in figure.axes[:-1]:
+        axes.tick_params(labelbottom=False)
+    last_axes.set_xlabel("time (s)")
+    wave_axes.set_xlim(0, analysis.duration)
+    return figure
+
+
+def explain(analysis: Analysis) -> str:
+    """A short plain-language reading of the result."""
+    task_model = analysis.task_model
+    (top, probability), *_ = analysis.ranked()
+    lines = [f"**{task_model.name} ({task_model.level} level)** — the model hears **{top}** ({probability:.0%})."]
+    if task_model.level == "record":
+        lines.append(f"It classified the whole {analysis.duration:.1f} s recording at once.")
+    else:
+        lines.append(f"The {task_model.level}-level model classified {task_model.extractor.clip_seconds:.2f} s windows; "
+                     "the probabilities are their average.")
+    if analysis.windows is not None:
+        anomalies = [s for s in analysis.timeline_segments() if s[2] != "Normal"]
+        where = ", ".join(f"{label} at {start:.1f}–{end:.1f} s" for start, end, label, _ in anomalies[:6])
+        lines.append(f"Timeline: {where}." if where else "Timeline: every window is Normal.")
+    lines.append("\n**What the classes mean**")
+    lines += [f"- **{label}**: {CLASS_DESCRIPTIONS[label]}" for label in task_model.labels if label in CLASS_DESCRIPTIONS]
+    lines.append("\n*Research demo trained on SPRSound (children, 8 kHz stethoscope recordings); not a diagnosis.*")
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------
+
+def predict(demo: RespSTFDemo, path: Path, task: str | None, output_dir: Path) -> None:
+    """Run the page's classification once and print what the page shows; write its images as PNG."""
+    from PIL import Image
+
+    analysis = demo.analyse(path, task)
+    _, scalogram, timeline, _, rows = demo.outputs(analysis)
+    print(f"Recording: {path} ({analysis.duration:.2f} s at {analysis.sampling_rate} Hz)")
+    print(f"Model: {analysis.task_model.title}, from {analysis.task_model.source}")
+    for name, probability in analysis.ranked():
+        print(f"  {name:<16} {probability:6.3f}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if timeline is not None:
+        print(f"Timeline ({analysis.timeline_model.name} model, {len(rows)} windows of {analysis.windows.window_s:.2f} s):")
+        for start, end, name, probability in analysis.timeline_segments():
+            print(f"  {start:6.2f}–{end:6.2f} s  {name} ({probability:.2f})")
+        timeline_path = output_dir / f"{path.stem}_timeline.png"
+        Image.fromarray(timeline).save(timeline_path)
+        print(f"Timeline plot: {timeline_path}")
+    scalogram_path = output_dir / f"{path.stem}_scalogram.png"
+    Image.fromarray(scalogram).save(scalogram_path)
+    print(f"Scalogram: {scalogram_path}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="checkpoint folder, folder of task checkpoints, or Hub id (default: env RESPSTF_MODEL "
+                             "or the bundled checkpoints/)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to serve on (default 127.0.0.1; env GRADIO_SERVER_NAME, as Spaces set it)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default 7860; env GRADIO_SERVER_PORT)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
+                        help=f"folder of example recordings (default {DEFAULT_EXAMPLES}, when present)")
+    parser.add_argument("--predict", nargs="?", const=DEFAULT_PREDICT_FILE, type=Path, metavar="FILE",
+                        help="classify FILE (default: a SPRSound example recording) without serving, and exit")
+    parser.add_argument("--task", help="task for --predict (default: the record-level one)")
+    parser.add_argument("--output-dir", type=Path, default=Path(tempfile.gettempdir()) / "respstf-predict",
+                        help="where --predict writes the scalogram and timeline PNGs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    demo = RespSTFDemo(load_models(args.model), args.examples)
+    if args.predict is not None:
+        if not args.predict.is_file():
+            raise _fail(f"--predict {args.predict}: no such file (the default is a recording of the shared "
+                        "SPRSound data; pass a WAV/FLAC/OGG file).")
+        try:
+            predict(demo, args.predict, args.task, args.output_dir)
+        except ValueError as err:
+            raise _fail(str(err)) from None
+        return
+    allowed = [str(args.examples)] if demo.examples else None
+    demo.build().launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Train and score all four SPRSound tasks with train.py; print the table beside the paper and append it to RESULTS.md.
+
+The recipe: Task 1-2 (7 event classes) and Task 2-2 (5 record classes, with frame supervision from the
+event timestamps) are trained from scratch; Task 1-1 and Task 2-1 fine-tune those models with their
+coarser label sets (new head). Every choice (best epoch) is made on the patient-disjoint validation
+split carved from train; ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
+
+    python benchmarks/sprsound_score.py                                # small preset, CPU
+    python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
+    python benchmarks/sprsound_score.py --eval_split test2023 --dataset /data/SPRSound   # the 2023 set
+
+A task whose ``runs/<name>/results.json`` already exists is read back, not retrained (``--retrain`` forces).
+``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402
+
+PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
+# (task, starts from, extra train.py arguments)
+RECIPE = [
+    ("12", None, ["--num_train_epochs", "12", "--logging_steps", "50"]),
+    ("22", None, ["--num_train_epochs", "25", "--logging_steps", "20"]),
+    ("11", "12", ["--num_train_epochs", "4", "--learning_rate", "5e-4", "--ignore-mismatched"]),
+    ("21", "22", ["--num_train_epochs", "8", "--learning_rate", "5e-4", "--ignore-mismatched"]),
+]
+SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
+           "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
+           "confusion_validation.png"]
+
+
+def run_task(task: str, parent: str | None, extra: list[str], args) -> dict:
+    output_dir = Path(args.runs) / f"task{task}"
+    results_file = output_dir / "results.json"
+    if results_file.is_file() and not args.retrain:
+        print(f"task {task}: reading {results_file} (pass --retrain to train again)")
+        return json.loads(results_file.read_text())
+    argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", args.eval_split,
+            "--disable_tqdm", "true", *extra, *args.train_args]
+    if parent:
+        argv += ["--from", str(Path(args.runs) / f"task{parent}")]
+    else:
+        argv += ["--preset", args.preset]
+    print("python train.py " + " ".join(argv), flush=True)
+    started = time.time()
+    summary = train.main(argv)
+    summary["wall_s"] = time.time() - started
+    results_file.write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
+    parser.add_argument("--eval_split", default="inter_test")
+    parser.add_argument("--preset", default="small", choices=["small", "paper"])
+    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--tasks", nargs="+", default=["12", "22", "11", "21"])
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
+    args, args.train_args = parser.parse_known_args()
+
+    summaries = {}
+    for task, parent, extra in RECIPE:
+        if task in args.tasks:
+            summaries[task] = run_task(task, parent, extra, args)
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    lines = [
+        f"## {datetime.date.today()} · commit {commit} · {device} · preset {args.preset} · eval split `{args.eval_split}`",
+        "",
+        "Selection on the patient-disjoint validation split of train only. The paper's numbers are on the BioCAS 2023 "
+        "test set, which is not available here; ours are on the split named above.",
+        "",
+        "| task | Score | SE | SP | AS | HS | paper Score | validation Score | epochs run | train min | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in ("11", "12", "21", "22"):
+        if task not in summaries:
+            continue
+        s = summaries[task]
+        test = s["results"].get(args.eval_split, {})
+        val = s["results"]["validation"]
+        lines.append(
+            f"| {task[0]}-{task[1]} | {test.get('score', float('nan')):.3f} | {test.get('se', float('nan')):.3f} | "
+            f"{test.get('sp', float('nan')):.3f} | {test.get('as', float('nan')):.3f} | {test.get('hs', float('nan')):.3f} | "
+            f"{PAPER[task]:.3f} | {val['score']:.3f} | {s['global_step']} steps | {(s.get('train_runtime_s') or 0) / 60:.1f} | "
+            f"{s['parameters']:,} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    with open(args.results, "a") as handle:
+        handle.write("\n" + table + "\n")
+
+    if args.copy_to:
+        for task in summaries:
+            source, target = Path(args.runs) / f"task{task}", Path(args.copy_to) / f"sprsound-task{task}"
+            target.mkdir(parents=True, exist_ok=True)
+            for name in SHIPPED:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, target / name)
+            print(f"copied {source} -> {target}")
+
+
+if __name__ == "__main__":
+    main()

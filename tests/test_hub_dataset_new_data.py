@@ -1,0 +1,230 @@
+"""hub_dataset for new data: the ICBHI 2017 loader, the generic folder loader and `read_audio`, on real
+recordings from the shared data (copied into tmp_path when a case needs altered or rearranged files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from datasets import ClassLabel
+
+from respstf.hub_dataset import (
+    ICBHI_CYCLE_LABELS,
+    ICBHI_DIAGNOSES,
+    count_labels,
+    load_audio_folder,
+    load_icbhi,
+    patient_disjoint_split,
+    read_audio,
+    task_labels,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+ICBHI = DATA_DIR / "icbhi"
+SPRSOUND = DATA_DIR / "sprsound"
+pytestmark = pytest.mark.skipif(not (ICBHI / "audio_and_txt_files").is_dir() or not (SPRSOUND / "train_wav").is_dir(),
+                                reason=f"the shared data is not at {DATA_DIR} (set RESPSTF_DATA_DIR)")
+
+ICBHI_32_BIT = "101_1b1_Al_sc_Meditron"  # 44.1 kHz PCM_32
+ICBHI_4_KHZ = "104_1b1_Al_sc_Litt3200"  # 4 kHz PCM_16
+
+
+def copy_icbhi(tmp_path: Path, stems=None) -> Path:
+    """A copy of the ICBHI sample (all of it, or only `stems`) to alter."""
+    root = tmp_path / "icbhi"
+    shutil.copytree(ICBHI, root, ignore=shutil.ignore_patterns("audio_and_txt_files"))
+    (root / "audio_and_txt_files").mkdir()
+    for path in sorted((ICBHI / "audio_and_txt_files").iterdir()):
+        if stems is None or path.stem in stems:
+            shutil.copyfile(path, root / "audio_and_txt_files" / path.name)
+    return root
+
+
+def named_counts(dataset, column: str) -> dict[str, int]:
+    return {label: count for label, count in count_labels(dataset, column).items() if count}
+
+
+# --- ICBHI ---------------------------------------------------------------------------------------------------
+
+def test_icbhi_cycles_official_split_and_native_rates():
+    cycles = load_icbhi(ICBHI, "cycle", progress=False)
+    assert list(cycles) == ["train", "test"]  # from ICBHI_challenge_train_test.txt: 103 is train, the rest test
+    assert set(cycles["train"]["recording_id"]) == {"103_2b2_Ar_mc_LittC2SE"}
+    assert cycles["train"].num_rows + cycles["test"].num_rows == 97
+    train, test = count_labels(cycles["train"], "cycle_label"), count_labels(cycles["test"], "cycle_label")
+    total = {label: train[label] + test[label] for label in ICBHI_CYCLE_LABELS}
+    assert total == {"Normal": 82, "Crackle": 1, "Wheeze": 14, "Both": 0}  # the README's counts
+    assert cycles["test"].features["cycle_label"] == ClassLabel(names=ICBHI_CYCLE_LABELS)
+    assert cycles["test"].features["diagnosis"] == ClassLabel(names=ICBHI_DIAGNOSES)
+    rows = cycles["test"].filter(lambda row: row["recording_id"] in (ICBHI_32_BIT, ICBHI_4_KHZ))
+    for stem, rate in ((ICBHI_32_BIT, 44100), (ICBHI_4_KHZ, 4000)):
+        recording, native_rate = read_audio(ICBHI / "audio_and_txt_files" / f"{stem}.wav")
+        row = rows[rows["recording_id"].index(stem)]
+        assert native_rate == rate and row["audio"]["sampling_rate"] == rate  # not resampled here
+        first = round(row["start_s"] * rate)
+        cut = row["audio"]["array"]
+        np.testing.assert_allclose(cut, recording[first:first + len(cut)], atol=1e-6)  # lossless, also at 32-bit
+        assert len(cut) == round(row["end_s"] * rate) - first
+    first_row = rows[0]
+    assert first_row["patient_id"] == "101" and first_row["age"] == 3.0 and first_row["gender"] == "female"
+    assert first_row["location_name"] == "anterior left" and first_row["equipment"] == "Meditron"
+    assert ICBHI_DIAGNOSES[first_row["diagnosis"]] == "URTI"
+
+
+def test_icbhi_patient_level():
+    recordings = load_icbhi(ICBHI, "patient", progress=False)
+    assert recordings["train"].num_rows == 1 and recordings["test"].num_rows == 9
+    assert named_counts(recordings["test"], "diagnosis") == {"Healthy": 1, "URTI": 2, "COPD": 6}
+    assert ICBHI_DIAGNOSES[recordings["train"][0]["diagnosis"]] == "Asthma"
+    assert sum(len(events) for events in recordings["test"]["events"]) + len(recordings["train"][0]["events"]) == 97
+    row = recordings["test"][recordings["test"]["recording_id"].index(ICBHI_4_KHZ)]
+    assert row["duration_s"] == pytest.approx(15.856) and row["audio"]["sampling_rate"] == 4000
+    with pytest.raises(ValueError, match="Unknown ICBHI level"):
+        load_icbhi(ICBHI, "record")
+
+
+def test_icbhi_bad_input(tmp_path):
+    root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ, ICBHI_32_BIT})
+    split_file = root / "ICBHI_challenge_train_test.txt"
+    split_file.write_text("".join(line + "\n" for line in split_file.read_text().splitlines()
+                                  if not line.startswith(ICBHI_4_KHZ)))
+    with pytest.raises(FileNotFoundError, match=f"{ICBHI_4_KHZ}.wav \\(not in ICBHI_challenge_train_test.txt\\)"):
+        load_icbhi(root, decode=False, progress=False)
+    with pytest.warns(UserWarning, match="skipped 1 files"):
+        cycles = load_icbhi(root, on_missing="skip", decode=False, progress=False)
+    assert set(cycles["test"]["recording_id"]) == {ICBHI_32_BIT}
+
+    annotation = root / "audio_and_txt_files" / f"{ICBHI_32_BIT}.txt"
+    annotation.write_text(annotation.read_text().replace("0.579\t2.45\t0\t0", "0.579\t2.45\t0\tyes"))
+    with pytest.raises(ValueError, match=f"{ICBHI_32_BIT}.txt, line 2: expected"):
+        load_icbhi(root, on_missing="skip", decode=False, progress=False)
+    with pytest.raises(FileNotFoundError, match="ICBHI_challenge_train_test.txt not found"):
+        split_file.unlink()
+        load_icbhi(root)
+
+
+def test_icbhi_unknown_diagnosis(tmp_path):
+    root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ})
+    diagnoses = root / "patient_diagnosis.csv"
+    diagnoses.write_text(diagnoses.read_text().replace("104,COPD", "104,Flu"))
+    with pytest.raises(ValueError, match="patient_diagnosis.csv, line 5: .*'104,Flu'"):
+        load_icbhi(root)
+
+
+# --- the generic folder loader -----------------------------------------------------------------------------------
+
+def sprsound_audio(count: int) -> list[Path]:
+    return sorted((SPRSOUND / "test_wav").glob("*.flac"))[:count]
+
+
+def test_folder_with_a_csv_of_segments(tmp_path):
+    files = sprsound_audio(3)
+    for path in files:
+        shutil.copyfile(path, tmp_path / path.name)
+    (tmp_path / "metadata.csv").write_text(
+        "file,label,start,end,patient_id\n"
+        f"{files[0].name},Wheeze,1.0,2.5,p1\n"
+        f"{files[0].name},Normal,0.2,0.9,p1\n"
+        f"{files[1].name},Normal,,,p2\n"  # no times: the whole file
+        f"{files[2].name},Crackle,3.0,40.0,p3\n"  # past the end: clipped and counted
+    )
+    with pytest.warns(UserWarning, match="1 annotated events ended after their recording"):
+        segments = load_audio_folder(tmp_path, decode=False, progress=False)
+    train = segments["train"]
+    assert train.features["label"] == ClassLabel(names=["Normal", "Crackle", "Wheeze"])  # Normal is class 0
+    assert train["recording_id"] == [files[0].stem, files[0].stem, files[1].stem, files[2].stem]
+    assert train["start_s"] == [0.2, 1.0, 0.0, 3.0]  # sorted within a recording
+    assert train["patient_id"] == ["p1", "p1", "p2", "p3"]
+    whole, rate = read_audio(files[1])
+    assert train["end_s"][2] == pytest.approx(len(whole) / rate)
+    np.testing.assert_array_equal(read_audio(train[2]["audio"])[0], whole)
+    assert train["end_s"][3] == pytest.approx(sf.info(files[2]).duration)
+    assert [len(read_audio(row["audio"])[0]) for row in train.select(range(2))] == [5600, 12000]
+
+
+def test_folder_with_sprsound_labels_and_json_metadata(tmp_path):
+    files = sprsound_audio(2)
+    for path in files:
+        shutil.copyfile(path, tmp_path / path.name)
+    entries = [{"file": files[0].name, "label": "Stridor"}, {"file": files[1].name, "label": "Normal", "split": "test"}]
+    (tmp_path / "labels.json").write_text(json.dumps(entries))
+    segments = load_audio_folder(tmp_path, label_names=task_labels("12"), decode=False, progress=False)
+    assert list(segments) == ["train", "test"]
+    assert segments["train"].features["label"].names == task_labels("12")
+    assert task_labels("12")[segments["train"][0]["label"]] == "Stridor"
+    entries[1]["label"] = "Squeak"
+    (tmp_path / "labels.json").write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match="labels.json, entry 2: unknown label 'Squeak'"):
+        load_audio_folder(tmp_path, label_names=task_labels("12"), decode=False, progress=False)
+
+
+def test_audiofolder_convention_with_split_folders(tmp_path):
+    files = sprsound_audio(6)
+    for index, path in enumerate(files):
+        folder = tmp_path / ("train" if index < 4 else "test") / ("Normal" if index % 2 else "Wheeze")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / path.name)
+    shutil.copyfile(ICBHI / "audio_and_txt_files" / f"{ICBHI_32_BIT}.wav", tmp_path / "train" / "Wheeze" / "icbhi.wav")
+    segments = load_audio_folder(tmp_path, progress=False)
+    assert {split: segments[split].num_rows for split in segments} == {"test": 2, "train": 5}
+    assert named_counts(segments["train"], "label") == {"Normal": 2, "Wheeze": 3}
+    icbhi_row = segments["train"][segments["train"]["recording_id"].index("train/Wheeze/icbhi")]
+    assert icbhi_row["audio"]["sampling_rate"] == 44100 and icbhi_row["end_s"] == pytest.approx(20.0)
+    split = patient_disjoint_split(segments["train"], fraction=0.4, seed=0)  # no patient ids: by recording
+    assert split["train"].num_rows + split["validation"].num_rows == 5 and split["validation"].num_rows >= 1
+
+
+def test_folder_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_audio_folder(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no metadata file"):
+        load_audio_folder(tmp_path)
+    path = sprsound_audio(1)[0]
+    shutil.copyfile(path, tmp_path / path.name)
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{path.name},Normal\nmissing.wav,Normal\nnotes.txt,Wheeze\n")
+    with pytest.raises(FileNotFoundError, match="metadata.csv, entry 2: .*missing.wav: file not found"):
+        load_audio_folder(tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="skipped 2 files"):
+        segments = load_audio_folder(tmp_path, on_missing="skip", decode=False, progress=False)
+    assert segments["train"].num_rows == 1 and segments.loading_summary.skipped[1][1].startswith("not an audio file")
+    (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{path.name},Normal,2.0,1.0\n")
+    with pytest.raises(ValueError, match="entry 1: start 2.0 s is not before end 1.0 s"):
+        load_audio_folder(tmp_path)
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{path.name},\n")
+    with pytest.raises(ValueError, match="entry 1: needs 'file'"):
+        load_audio_folder(tmp_path)
+
+
+# --- read_audio --------------------------------------------------------------------------------------------------
+
+def test_read_audio_sources_and_formats(tmp_path):
+    flac = sorted((SPRSOUND / "train_wav").glob("*.flac"))[0]
+    waveform, rate = read_audio(flac)
+    assert waveform.dtype == np.float32 and waveform.ndim == 1 and rate == 8000
+    assert np.array_equal(read_audio(flac.read_bytes())[0], waveform)
+    assert np.array_equal(read_audio({"bytes": None, "path": str(flac)})[0], waveform)
+    for stem in ("101_1b1_Pr_sc_Meditron", ICBHI_32_BIT):  # 24- and 32-bit
+        samples, rate = read_audio(ICBHI / "audio_and_txt_files" / f"{stem}.wav")
+        assert rate == 44100 and samples.dtype == np.float32 and np.abs(samples).max() <= 1.0
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([waveform, np.zeros_like(waveform)], axis=1), 8000)
+    assert read_audio(stereo, mono=False)[0].shape == (len(waveform), 2)
+    np.testing.assert_allclose(read_audio(stereo)[0], waveform / 2, atol=1e-4)
+
+
+def test_read_audio_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="missing.wav: audio file not found"):
+        read_audio(tmp_path / "missing.wav")
+    text = tmp_path / "notes.wav"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="notes.wav: not a readable audio file"):
+        read_audio(text)
+    with pytest.raises(ValueError, match="<audio bytes>: not a readable audio file"):
+        read_audio(b"\x00" * 100)

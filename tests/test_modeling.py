@@ -1,0 +1,346 @@
+"""RespSTF config and models: forward shapes, losses, config validation, parameter counts, the attention
+mask, and the four Hub behaviours on a real SPRSound recording (save/load round trip, remote code in an
+interpreter without respstf, the audio-classification pipeline, a Hub-cache folder offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import CRACKLE_RECORDING, REPO_ROOT, SHORT_RECORDING, read_recording
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset.labels import id2label, label2id
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, RespSTFModel
+
+TASK = "22"  # record level: Normal, CAS, DAS, CAS & DAS, Poor Quality
+# A small network (~15k parameters) so every test runs in well under a second.
+TINY = dict(
+    stem_channels=8,
+    stage_channels=(8, 16),
+    stage_pool=((2, 2), (2, 2)),
+    hidden_size=16,
+    num_attention_heads=2,
+    intermediate_size=32,
+    id2label=id2label(TASK),
+    label2id=label2id(TASK),
+)
+
+
+def tiny_model(seed: int = 0, **overrides) -> RespSTFForAudioClassification:
+    torch.manual_seed(seed)
+    return RespSTFForAudioClassification(RespSTFConfig(**{**TINY, **overrides})).eval()
+
+
+@pytest.fixture(scope="module")
+def extractor() -> RespSTFFeatureExtractor:
+    return RespSTFFeatureExtractor()
+
+
+@pytest.fixture(scope="module")
+def crackle() -> np.ndarray:
+    return read_recording(CRACKLE_RECORDING)[0]
+
+
+@pytest.fixture(scope="module")
+def features(extractor, crackle) -> dict[str, torch.Tensor]:
+    """Two real clips: the crackle recording and its second half, as one batch of 192-frame scalograms."""
+    return dict(extractor([crackle, crackle[len(crackle) // 2 :]], sampling_rate=8000, return_tensors="pt"))
+
+
+# -- forward -------------------------------------------------------------------------------------------
+
+
+def test_forward_shapes(features):
+    model = tiny_model()
+    with torch.no_grad():
+        out = model(**features, output_attentions=True, output_hidden_states=True)
+    assert isinstance(out, SequenceClassifierOutput) and out.loss is None
+    assert out.logits.shape == (2, 5) and torch.isfinite(out.logits).all()
+    frames = 192 // 2 // 2 // 2  # stem stride 2, then two stages pooling time by 2
+    assert len(out.hidden_states) == 2 and out.hidden_states[-1].shape == (2, frames, 16)
+    assert len(out.attentions) == 1 and out.attentions[0].shape == (2, 2, frames, frames)  # (batch, heads, T', T')
+
+    with torch.no_grad():
+        base = model.respstf(**features)
+    assert base.last_hidden_state.shape == (2, frames, 16) and base.pooler_output.shape == (2, 16)
+    assert isinstance(RespSTFModel(model.config), RespSTFModel)
+
+    with torch.no_grad():
+        as_tuple = model(**features, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], out.logits)
+
+
+def test_forward_rejects_wrong_input_shape(features):
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"input_features must have shape \(batch, 1, 64, frames\)"):
+        model(features["input_features"][:, :, :32])
+    with pytest.raises(ValueError, match="max_frames=4"):
+        tiny_model(max_frames=4)(**features)
+
+
+def test_training_step_gives_finite_gradients(features):
+    model = tiny_model().train()  # SpecAugment and dropout on
+    out = model(**features, labels=torch.tensor([2, 0]))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# -- losses --------------------------------------------------------------------------------------------
+
+
+def test_cross_entropy_loss_with_and_without_class_weights(features):
+    labels = torch.tensor([2, 0])
+    out = tiny_model()(**features, labels=labels)
+    torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels))
+
+    weights = [1.0, 4.0, 3.0, 5.0, 2.0]
+    weighted = tiny_model(class_weights=weights)(**features, labels=labels)
+    torch.testing.assert_close(weighted.loss, F.cross_entropy(weighted.logits, labels, weight=torch.tensor(weights)))
+    assert not torch.isclose(weighted.loss, out.loss)
+
+    smoothed = tiny_model(label_smoothing=0.1)(**features, labels=labels)
+    torch.testing.assert_close(smoothed.loss, F.cross_entropy(smoothed.logits, labels, label_smoothing=0.1))
+
+
+def test_focal_loss(features):
+    labels = torch.tensor([2, 0])
+    cross_entropy = tiny_model()(**features, labels=labels)
+    # gamma = 0 is cross-entropy; gamma > 0 down-weights easy examples
+    torch.testing.assert_close(tiny_model(loss="focal", focal_gamma=0.0)(**features, labels=labels).loss, cross_entropy.loss)
+    focal = tiny_model(loss="focal", focal_gamma=2.0)(**features, labels=labels)
+    p = cross_entropy.logits.softmax(-1)[torch.arange(2), labels]
+    torch.testing.assert_close(focal.loss, (-((1 - p) ** 2) * p.log()).mean())
+    assert focal.loss < cross_entropy.loss
+
+    weights = [1.0, 4.0, 3.0, 5.0, 2.0]
+    weighted = tiny_model(loss="focal", class_weights=weights)(**features, labels=labels)
+    w = torch.tensor(weights)[labels]
+    torch.testing.assert_close(weighted.loss, (w * -((1 - p) ** 2) * p.log()).sum() / w.sum())
+
+
+def test_frame_labels_loss(features):
+    model = tiny_model(num_frame_labels=4, frame_loss_weight=0.5)
+    labels = torch.tensor([2, 0])
+    frame_labels = torch.zeros(2, 192, dtype=torch.long)
+    frame_labels[0, 60:120] = 2  # a crackle event in the first clip
+    clip_only = model(**features, labels=labels).loss
+    combined = model(**features, labels=labels, frame_labels=frame_labels).loss
+    frame_only = model(**features, frame_labels=frame_labels).loss
+    torch.testing.assert_close(combined, clip_only + frame_only)
+    assert frame_only > 0
+    # every frame ignored: the clip loss alone, not NaN
+    ignored = model(**features, labels=labels, frame_labels=torch.full((2, 192), -100)).loss
+    torch.testing.assert_close(ignored, clip_only)
+
+    with pytest.raises(ValueError, match="num_frame_labels is 0"):
+        tiny_model()(**features, frame_labels=frame_labels)
+
+
+# -- config --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_attention_heads": 5}, "num_attention_heads=5 must divide hidden_size=16"),
+        ({"stage_pool": ((2, 2),)}, "stage_pool needs one positive"),
+        ({"stage_pool": ((2, 2), (0, 2))}, "stage_pool needs one positive"),
+        ({"class_weights": [1.0, 2.0]}, "class_weights has 2 entries but the model has num_labels=5"),
+        ({"loss": "hinge"}, "loss must be one of"),
+        ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+        ({"stem_stride": (2,)}, "stem_stride must be a positive"),
+        ({"branch_ratio": 0.0}, "branch_ratio must be in"),
+        ({"hidden_dropout": 1.0}, "hidden_dropout must be in"),
+        ({"time_masks": -1}, "time_masks must be a non-negative integer"),
+    ],
+)
+def test_config_validation(settings, message):
+    with pytest.raises(ValueError, match=f"RespSTFConfig.{message}"):
+        RespSTFConfig(**{**TINY, **settings})
+
+
+def test_parameter_counts_of_the_presets():
+    labels = dict(id2label=id2label(TASK), label2id=label2id(TASK))
+    counts = {
+        name: sum(p.numel() for p in RespSTFForAudioClassification(config).parameters())
+        for name, config in (("default", RespSTFConfig(**labels)), ("paper", RespSTFConfig.paper(**labels)))
+    }
+    print(f"parameters with 5 labels: default {counts['default']:,}, paper {counts['paper']:,}")
+    assert 200_000 < counts["default"] < 350_000  # 264,519
+    assert 2_000_000 < counts["paper"] < 3_500_000  # 2,579,879
+    assert RespSTFConfig.paper().n_scales == 128 and RespSTFConfig.paper(hidden_size=128).hidden_size == 128
+
+
+# -- attention mask -----------------------------------------------------------------------------------
+
+
+def test_attention_mask_ignores_padding():
+    """A real 0.3 s clip zero-padded to 192 frames: with its mask the logits stay close to the clip's
+    own (unpadded) logits; without it the padding moves them. (Convolutions still see the padding at
+    the clip's edge, so masked is close, not identical.)"""
+    clip, _ = read_recording(SHORT_RECORDING)
+    padded = RespSTFFeatureExtractor(padding_mode="zero")(clip, sampling_rate=8000, return_tensors="pt")
+    alone = RespSTFFeatureExtractor()(clip, sampling_rate=8000, truncation=False, return_tensors="pt")
+    assert padded["attention_mask"].sum() == 19 and alone["input_features"].shape[-1] == 19
+    model = tiny_model()
+    with torch.no_grad():
+        masked = model(**padded).logits
+        unmasked = model(padded["input_features"]).logits
+        reference = model(**alone).logits
+    assert torch.isfinite(masked).all() and torch.isfinite(unmasked).all()
+    assert not torch.allclose(masked, unmasked, atol=1e-4)
+    assert (masked - reference).abs().max() < (unmasked - reference).abs().max()
+
+
+# -- Hub behaviours ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, extractor, features):
+    """A tiny random model + the feature extractor saved as a Hub folder, and the logits it gives."""
+    folder = tmp_path_factory.mktemp("respstf-tiny")
+    model = tiny_model()
+    model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    with torch.no_grad():
+        logits = model(**features).logits
+    return folder, logits
+
+
+def test_save_pretrained_writes_safetensors_configs_and_code(saved, features):
+    folder, logits = saved
+    files = {p.name for p in folder.iterdir()}
+    assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= files
+    assert {"configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "respstf" and config["id2label"]["3"] == "CAS & DAS"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_respstf.RespSTFConfig",
+        "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
+    }
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert preprocessor["auto_map"] == {"AutoFeatureExtractor": "feature_extraction_respstf.RespSTFFeatureExtractor"}
+    assert preprocessor["n_scales"] == 64 and preprocessor["sampling_rate"] == 8000
+
+    # the shipped code imports only its own folder's files and third-party libraries
+    for name in ("configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py"):
+        assert not re.search(r"^\s*(from|import)\s+respstf\b", (folder / name).read_text(), re.MULTILINE), name
+
+    # round trip, through the Auto classes of this (installed) package
+    loaded = AutoModelForAudioClassification.from_pretrained(folder).eval()
+    assert type(loaded) is RespSTFForAudioClassification and loaded.config.id2label == id2label(TASK)
+    assert isinstance(AutoFeatureExtractor.from_pretrained(folder), RespSTFFeatureExtractor)
+    assert isinstance(AutoConfig.from_pretrained(folder), RespSTFConfig)
+    backbone = AutoModel.from_pretrained(folder)
+    assert type(backbone) is RespSTFModel
+    assert torch.equal(backbone.stem[0].weight, loaded.respstf.stem[0].weight)
+    with torch.no_grad():
+        assert torch.equal(loaded(**features).logits, logits)
+
+
+# Loads folders or Hub ids with the stock Auto classes in an interpreter where respstf cannot be imported,
+# and prints, for each, the logits for a real recording, the modules the classes came from and the
+# pipeline's scores.
+_REMOTE_CODE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["respstf"] = None  # any `import respstf...` now fails
+    import json
+    import soundfile, torch
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+
+    recording, references = sys.argv[1], sys.argv[2:]
+    waveform, rate = soundfile.read(recording, dtype="float32")
+    clips = [waveform, waveform[len(waveform) // 2 :]]
+    reports = {}
+    for reference in references:
+        model = AutoModelForAudioClassification.from_pretrained(reference, trust_remote_code=True).eval()
+        extractor = AutoFeatureExtractor.from_pretrained(reference, trust_remote_code=True)
+        with torch.no_grad():
+            logits = model(**extractor(clips, sampling_rate=rate, return_tensors="pt")).logits
+        reports[reference] = {
+            "logits": logits.tolist(),
+            "modules": [type(model).__module__, type(extractor).__module__],
+            "pipeline": pipeline("audio-classification", model=reference, trust_remote_code=True)(waveform),
+        }
+    print(json.dumps(reports))
+    """
+)
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def without_respstf(saved, tmp_path_factory) -> dict[str, dict]:
+    """Reports of one fresh interpreter without respstf, loading the saved folder and "org/name" from a
+    folder laid out like the Hub cache (models--org--name/snapshots/<commit>, refs/main -> <commit>)."""
+    folder, _ = saved
+    work = tmp_path_factory.mktemp("no-respstf")
+    repo = work / "hub" / "models--org--name"
+    shutil.copytree(folder, repo / "snapshots" / HUB_COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(HUB_COMMIT)
+    result = subprocess.run(
+        [sys.executable, "-c", _REMOTE_CODE_SCRIPT, str(CRACKLE_RECORDING), str(folder), "org/name"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=work,  # not the repo root, so the source folders are not importable either
+        env={
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_CACHE": str(work / "hub"),
+            "HF_MODULES_CACHE": str(work / "modules"),
+            "OMP_NUM_THREADS": "1",
+        },
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_remote_code_loads_without_respstf(saved, without_respstf):
+    folder, logits = saved
+    report = without_respstf[str(folder)]
+    assert all(module.startswith("transformers_modules.") for module in report["modules"]), report["modules"]
+    np.testing.assert_allclose(report["logits"], logits.numpy(), atol=1e-5)
+    assert report["pipeline"][0]["label"] == id2label(TASK)[int(logits[0].argmax())]
+
+
+def test_pipeline_with_array_dict_and_file(saved, crackle):
+    folder, logits = saved
+    classifier = pipeline("audio-classification", model=str(folder))
+    expected = logits[0].softmax(-1)
+    inputs = [crackle, {"raw": crackle, "sampling_rate": 8000}]
+    if shutil.which("ffmpeg"):  # a file path is decoded by ffmpeg
+        inputs.append(str(CRACKLE_RECORDING))
+    for audio in inputs:
+        scores = classifier(audio)
+        assert [s["label"] for s in scores] == [id2label(TASK)[int(i)] for i in expected.argsort(descending=True)]
+        np.testing.assert_allclose([s["score"] for s in scores], expected.sort(descending=True).values, atol=1e-5)
+    assert len(classifier(crackle, top_k=2)) == 2
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg is not installed: the file-path input was not checked")
+
+
+def test_hub_cache_folder_resolves_offline(saved, without_respstf):
+    """ "org/name" resolves from a folder laid out like the Hub cache with HF_HUB_OFFLINE=1: the Hub
+    code path (refs/main -> snapshot, remote code pinned to the commit) without a network."""
+    _, logits = saved
+    report = without_respstf["org/name"]
+    assert all(module.startswith(f"transformers_modules.org.name.{HUB_COMMIT}.") for module in report["modules"])
+    np.testing.assert_allclose(report["logits"], logits.numpy(), atol=1e-5)

@@ -1,0 +1,178 @@
+"""train.py end to end on real data: a short SPRSound run, resume after a kill, fine-tuning on a real
+ICBHI folder, and the errors that must stop a run before training starts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import ICBHI, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+import train  # noqa: E402
+from respstf.hub_dataset import task_labels  # noqa: E402
+
+QUICK = ["--max_eval_samples", "16", "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--logging_steps", "1"]
+
+
+def run_train(args: list[str]) -> dict:
+    return train.main(args + QUICK)
+
+
+@pytest.fixture(scope="session")
+def task12_run(sprsound_root, tmp_path_factory) -> Path:
+    """A few real training steps of Task 1-2 (event level); its folder is a complete checkpoint."""
+    output = tmp_path_factory.mktemp("task12")
+    run_train(["--task", "12", "--dataset", str(sprsound_root), "--output_dir", str(output),
+               "--max_train_samples", "48", "--max_steps", "3", "--eval_strategy", "steps", "--save_strategy", "steps",
+               "--eval_steps", "3", "--save_steps", "3"])
+    return output
+
+
+def test_short_real_run_writes_a_complete_checkpoint(task12_run):
+    summary = json.loads((task12_run / "results.json").read_text())
+    assert summary["task"] == "12" and summary["global_step"] == 3
+    assert summary["labels"] == task_labels(12)
+    for split in ("validation", "inter_test"):
+        result = summary["results"][split]
+        assert 0.0 <= result["score"] <= 1.0
+        assert np.asarray(result["confusion_matrix"]).sum() == result["rows"] == 16
+        assert (task12_run / f"confusion_{split}.png").stat().st_size > 1000
+    config = json.loads((task12_run / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(7)] == task_labels(12)
+    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_respstf.RespSTFForAudioClassification"
+    for name in ("model.safetensors", "preprocessor_config.json", "modeling_respstf.py", "cwt.py", "README.md"):
+        assert (task12_run / name).is_file(), name
+    assert not (task12_run / "training_args.bin").exists(), "no pickles in a shipped folder"
+    card = (task12_run / "README.md").read_text()
+    assert "pipeline_tag: audio-classification" in card and "inter_test" in card
+
+
+def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path):
+    output = tmp_path / "task22"
+    run_train(["--task", "22", "--dataset", str(sprsound_root), "--output_dir", str(output), "--eval_split", "none",
+               "--max_train_samples", "16", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+               "--load_best_model_at_end", "false"])
+    config = json.loads((output / "config.json").read_text())
+    assert config["num_frame_labels"] == 4 and config["id2label"]["4"] == "Poor Quality"
+
+
+def test_frame_targets_follow_the_events():
+    extractor = train.RespSTFFeatureExtractor(hop_length=256, n_frames=512, padding_mode="zero")
+    events = [{"start_s": 0.5, "end_s": 1.5, "type": "Normal"}, {"start_s": 2.0, "end_s": 3.0, "type": "Fine Crackle"},
+              {"start_s": 4.0, "end_s": 5.0, "type": "Wheeze+Crackle"}]
+    targets = train.frame_targets(events, duration_s=9.2, extractor=extractor)
+    per_second = extractor.sampling_rate / extractor.hop_length
+    assert targets[int(1.0 * per_second)] == 0  # Normal
+    assert targets[int(2.5 * per_second)] == 2  # DAS
+    assert targets[int(4.5 * per_second)] == 3  # CAS & DAS
+    assert targets[int(1.75 * per_second)] == -100  # between events: ignored
+    assert (targets[int(9.3 * per_second):] == -100).all()
+
+
+def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
+    output = tmp_path / "resume"
+    args = [sys.executable, str(REPO_ROOT / "train.py"), "--task", "11", "--dataset", str(sprsound_root),
+            "--output_dir", str(output), "--eval_split", "none", "--max_train_samples", "64", "--max_steps", "30",
+            "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
+            "--save_total_limit", "3", *QUICK]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (output / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint-4 within 240 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # killed mid-epoch, like a lost machine
+    process.wait()
+    assert not (output / "results.json").exists()
+    completed = subprocess.run(args + ["--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True, timeout=400)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["global_step"] == 30
+    assert "Continuing training from checkpoint" in completed.stderr + completed.stdout
+
+
+@pytest.fixture()
+def icbhi_folder(tmp_path) -> Path:
+    """A real new dataset: the ICBHI cycles as a metadata.csv of file,label,start,end,patient_id (audio referenced in place)."""
+    if not ICBHI.is_dir():
+        pytest.skip(f"the ICBHI sample is not at {ICBHI}")
+    rows = []
+    for annotation in sorted((ICBHI / "audio_and_txt_files").glob("*.txt")):
+        for line in annotation.read_text().split("\n"):
+            if line.strip():
+                start, end, crackles, wheezes = line.split("\t")
+                label = {(0, 0): "Normal", (1, 0): "Crackle", (0, 1): "Wheeze", (1, 1): "Both"}[(int(crackles), int(wheezes))]
+                rows.append({"file": str(annotation.with_suffix(".wav")), "label": label, "start": start, "end": end,
+                             "patient_id": annotation.name.split("_")[0]})
+    with open(tmp_path / "metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return tmp_path
+
+
+def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, tmp_path):
+    output = tmp_path / "icbhi-finetune"
+    summary = run_train(["--dataset", str(icbhi_folder), "--from", str(task12_run), "--ignore-mismatched",
+                         "--output_dir", str(output), "--eval_split", "none", "--max_steps", "2",
+                         "--validation_fraction", "0.3", "--eval_strategy", "steps", "--save_strategy", "steps",
+                         "--eval_steps", "2", "--save_steps", "2"])
+    config = json.loads((output / "config.json").read_text())
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    assert labels[0] == "Normal" and set(labels) == {"Normal", "Crackle", "Wheeze"}  # the classes present
+    assert summary["from"] == str(task12_run) and summary["global_step"] == 2
+    # ICBHI is 4 kHz and 44.1 kHz: the extractor resampled it to the checkpoint's 8 kHz front end.
+    assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
+
+
+# -- errors before training starts --------------------------------------------------------------
+
+def test_unknown_task_is_rejected(sprsound_root, tmp_path):
+    with pytest.raises(ValueError, match="Unknown task '13'"):
+        run_train(["--task", "13", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path)])
+
+
+def test_label_outside_the_task_is_rejected(tmp_path):
+    recording = REPO_ROOT.parent / "shared" / "data" / "sprsound" / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
+    if not recording.is_file():
+        pytest.skip("shared SPRSound example folder absent")
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{recording},Normal\n{recording},Squawk\n")
+    with pytest.raises(ValueError, match="Squawk"):
+        run_train(["--task", "12", "--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+
+
+def test_empty_split_is_rejected(tmp_path):
+    from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"audio": Audio(), "label": ClassLabel(names=["Normal", "Wheeze"]), "patient_id": Value("string")})
+    waveform = np.zeros(8000, dtype=np.float32)
+    sf.write(tmp_path / "a.wav", waveform, 8000)
+    rows = {"audio": [str(tmp_path / "a.wav")], "label": [0], "patient_id": ["1"]}
+    DatasetDict({"train": Dataset.from_dict(rows, features=features),
+                 "test": Dataset.from_dict({k: [] for k in rows}, features=features)}).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match="Split 'test' .* is empty"):
+        run_train(["--dataset", str(tmp_path / "saved"), "--output_dir", str(tmp_path / "out")])
+
+
+def test_checkpoint_with_other_labels_needs_ignore_mismatched(task12_run, sprsound_root, tmp_path):
+    with pytest.raises(ValueError, match="--ignore-mismatched"):
+        run_train(["--task", "11", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(tmp_path)])
+
+
+def test_help_is_readable():
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--help"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0
+    for option in ("--task", "--dataset", "--from", "--ignore-mismatched", "--imbalance", "--preset", "--eval_split"):
+        assert option in completed.stdout

@@ -1,0 +1,448 @@
+"""Train and score RespSTF on an SPRSound task, or fine-tune a trained model on a new respiratory dataset.
+
+Examples::
+
+    # Task 1-2 (event, 7 classes), small preset, on the shared SPRSound copy (CPU is fine)
+    python train.py --task 12 --dataset ../shared/data/sprsound --output_dir runs/task12
+
+    # Fine-tune a trained checkpoint on a new labelled folder (its own label set; the head is replaced)
+    python train.py --dataset my_recordings/ --from checkpoints/sprsound-task12 --ignore-mismatched \
+        --output_dir runs/my-finetune
+
+    # Several GPUs / nodes: the same script through Accelerate
+    accelerate launch train.py --task 22 --preset paper --bf16 --output_dir runs/task22-paper
+
+Data: ``--dataset`` is an SPRSound release folder, a folder saved with ``DatasetDict.save_to_disk``,
+a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with ``file,label[,start,end]`` or one
+subfolder per label). Model selection (best epoch, early stopping) looks only at a patient-disjoint
+validation split carved from ``train``; ``--eval_split`` (default ``inter_test``) is scored once at the
+end and never used for a choice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import evaluate
+import numpy as np
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+import respstf.hub_dataset as hub_dataset
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset.folder import METADATA_FILES
+from respstf.hub_dataset.sprsound import find_splits
+from respstf.hub_dataset.labels import FRAME_LABELS, NORMAL_LABEL, TASKS, frame_label, normalize_task
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+
+logger = logging.getLogger("respstf.train")
+METRIC_PATH = str(Path(hub_dataset.__file__).parent / "sprsound_score")
+DEFAULT_DATASET = str(Path(__file__).resolve().parent.parent / "shared" / "data" / "sprsound")
+# Front-end settings per annotation level: events are short (median 1.2 s, 95% < 2.4 s) and are
+# tiled to a 2.05 s clip; recordings (up to 15.4 s) are zero-padded to 16.4 s with a frame mask.
+LEVEL_FEATURES = {
+    "event": dict(hop_length=128, n_frames=128, padding_mode="repeat"),
+    "record": dict(hop_length=256, n_frames=512, padding_mode="zero"),
+}
+
+
+@dataclass
+class DataArguments:
+    task: str | None = field(
+        default=None,
+        metadata={"help": "SPRSound task: 11, 12 (event level), 21, 22 (record level). Leave out for a new dataset with its own labels."},
+    )
+    dataset: str = field(
+        default=DEFAULT_DATASET,
+        metadata={"help": "SPRSound release folder, save_to_disk folder, Hub dataset id, or folder of audio + labels."},
+    )
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the task's column, else 'label')."})
+    eval_split: str = field(default="inter_test", metadata={"help": "Split scored once at the end (never used for selection); 'none' to skip."})
+    validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (quick runs)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows of validation and eval splits."})
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="small", metadata={"help": "'small' (CPU-trainable) or 'paper' (sized like the paper's model)."})
+    from_checkpoint: str | None = field(
+        default=None, metadata={"aliases": ["--from"], "help": "Start from this RespSTF checkpoint (folder or Hub id)."}
+    )
+    ignore_mismatched: bool = field(
+        default=False,
+        metadata={"aliases": ["--ignore-mismatched", "--ignore_mismatched_sizes"], "help": "Replace the checkpoint's head when its label set differs."},
+    )
+    imbalance: str = field(default="weights", metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'focal', or 'none'."})
+    frame_supervision: bool = field(
+        default=True, metadata={"help": "Record tasks: also learn frame labels from the event timestamps."}
+    )
+    early_stopping_patience: int = field(default=5, metadata={"help": "Evaluations without a better validation Score before stopping."})
+
+
+@dataclass
+class FeatureArguments:
+    n_scales: int | None = field(default=None, metadata={"help": "CWT scales (default 64 small / 128 paper)."})
+    hop_length: int | None = field(default=None, metadata={"help": "Samples per frame (default by level)."})
+    n_frames: int | None = field(default=None, metadata={"help": "Frames per example (default by level)."})
+    fmin: float = field(default=50.0, metadata={"help": "Lowest CWT centre frequency (Hz)."})
+    fmax: float = field(default=3900.0, metadata={"help": "Highest CWT centre frequency (Hz)."})
+
+
+@dataclass
+class RespSTFTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with defaults that suit this model (see ``--help`` for all of them)."""
+
+    output_dir: str = field(default="runs/respstf", metadata={"help": "Where checkpoints, the final model and results go."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to score the validation split."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint (resume granularity)."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the epoch with the best validation Score."})
+    metric_for_best_model: str = field(default="score", metadata={"help": "Selection metric (official SPRSound Score)."})
+    greater_is_better: bool = field(default=True, metadata={"help": "Higher Score is better."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float < 1 is a fraction of training)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
+    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder to resume from, or 'last' for the newest in output_dir."}
+    )
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((DataArguments, ModelArguments, FeatureArguments, RespSTFTrainingArguments))
+    parser.description = __doc__.split("\n\n")[0]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def is_sprsound_release(folder: Path) -> bool:
+    """An SPRSound layout (per ``find_splits``) and not a generic folder with a labels table."""
+    if any((folder / name).is_file() for name in METADATA_FILES):
+        return False
+    try:
+        find_splits(folder)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDict:
+    """The dataset as a `DatasetDict` with undecoded audio, whatever form ``--dataset`` takes."""
+    source = Path(data_args.dataset)
+    if source.is_dir() and (source / "dataset_dict.json").is_file():
+        data = datasets.load_from_disk(str(source))
+    elif source.is_dir() and is_sprsound_release(source):
+        if task is None:
+            raise ValueError(f"{source} is an SPRSound release: pass --task 11, 12, 21 or 22.")
+        data = hub_dataset.load_sprsound(source, task=task, decode=False)
+    elif source.is_dir():
+        names = hub_dataset.task_labels(task) if task else None
+        data = hub_dataset.load_audio_folder(source, label_names=names, decode=False)
+    elif source.exists():
+        raise ValueError(f"--dataset {source} is a file; expected a folder or a Hub dataset id.")
+    else:
+        data = datasets.load_dataset(data_args.dataset, TASKS[task]["level"] if task else None)
+    if "train" not in data:
+        raise ValueError(f"--dataset {data_args.dataset} has no 'train' split (it has {list(data)}).")
+    for name, split in data.items():
+        if len(split) == 0:
+            raise ValueError(f"Split {name!r} of {data_args.dataset} is empty.")
+    return data.cast_column("audio", datasets.Audio(decode=False))
+
+
+def resolve_label_column(data: datasets.DatasetDict, data_args: DataArguments, task: str | None) -> tuple[str, list[str]]:
+    column = data_args.label_column or (TASKS[task]["column"] if task else "label")
+    feature = data["train"].features.get(column)
+    if not isinstance(feature, datasets.ClassLabel):
+        raise ValueError(
+            f"Label column {column!r} not found as a ClassLabel in {data_args.dataset} "
+            f"(columns: {data['train'].column_names}); pass --label_column."
+        )
+    if task and feature.names != hub_dataset.task_labels(task):
+        raise ValueError(
+            f"Column {column!r} has labels {feature.names}, but task {task} expects {hub_dataset.task_labels(task)}."
+        )
+    return column, feature.names
+
+
+def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatureExtractor) -> np.ndarray:
+    """Per-frame classes (:data:`FRAME_LABELS`) of one recording from its events; -100 outside events."""
+    targets = np.full(extractor.n_frames, -100, dtype=np.int64)
+    # The extractor centre-crops recordings longer than its clip; shift the events the same way.
+    offset = max(0.0, duration_s - extractor.clip_seconds) / 2
+    for event in events:
+        first = max(0, int(round((event["start_s"] - offset) / extractor.frame_seconds)))
+        last = min(extractor.n_frames, int(round((event["end_s"] - offset) / extractor.frame_seconds)))
+        targets[first:last] = frame_label(event["type"])
+    return targets
+
+
+def featurize(split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool) -> datasets.Dataset:
+    """Scalograms computed once, batched (``datasets.map``), kept next to the labels."""
+
+    def compute(batch):
+        clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
+        out = {"labels": batch[label_column]}
+        rates = {rate for _, rate in clips}
+        if len(rates) == 1:
+            features = extractor([array for array, _ in clips], sampling_rate=rates.pop())
+            out["input_features"] = list(features["input_features"])
+            out["attention_mask"] = list(features["attention_mask"])
+        else:  # mixed-rate datasets (e.g. ICBHI): resample clip by clip
+            parts = [extractor(array, sampling_rate=rate) for array, rate in clips]
+            out["input_features"] = [p["input_features"][0] for p in parts]
+            out["attention_mask"] = [p["attention_mask"][0] for p in parts]
+        if with_frames:
+            out["frame_labels"] = [frame_targets(e, d, extractor) for e, d in zip(batch["events"], batch["duration_s"])]
+        return out
+
+    keep = [c for c in split.column_names if c not in ("audio",)]
+    return split.map(compute, batched=True, batch_size=32, remove_columns=keep + ["audio"], desc="CWT scalograms")
+
+
+# -- model --------------------------------------------------------------------------------------
+
+def class_weights(labels: list[int], num_labels: int) -> list[float]:
+    """Inverse square-root class frequency, normalised to mean 1 (absent classes get the largest weight)."""
+    counts = np.bincount(labels, minlength=num_labels).astype(float)
+    weights = 1 / np.sqrt(np.maximum(counts, 1))
+    return (weights / weights.mean()).round(4).tolist()
+
+
+def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames):
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in enumerate(label_names)}
+    loss_settings = {
+        "loss": "focal" if model_args.imbalance == "focal" else "cross_entropy",
+        "class_weights": class_weights(train_labels, len(label_names)) if model_args.imbalance == "weights" else None,
+    }
+    if model_args.imbalance not in ("weights", "focal", "none"):
+        raise ValueError(f"--imbalance must be 'weights', 'focal' or 'none', got {model_args.imbalance!r}.")
+    if model_args.from_checkpoint:
+        source = model_args.from_checkpoint
+        config = RespSTFConfig.from_pretrained(source)
+        if [config.id2label[i] for i in range(config.num_labels)] != label_names and not model_args.ignore_mismatched:
+            raise ValueError(
+                f"Checkpoint {source} predicts {list(config.id2label.values())} but the dataset's labels are {label_names}; "
+                "pass --ignore-mismatched to replace the classification head."
+            )
+        config.id2label, config.label2id = id2label, label2id  # also sets num_labels
+        for name, value in loss_settings.items():
+            setattr(config, name, value)
+        config._validate()
+        model = RespSTFForAudioClassification.from_pretrained(
+            source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
+        )
+        extractor = AutoFeatureExtractor.from_pretrained(source)
+        return model, extractor
+    if model_args.preset not in ("small", "paper"):
+        raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
+    front = dict(LEVEL_FEATURES[level])
+    front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
+    for name in ("hop_length", "n_frames"):
+        if getattr(feature_args, name):
+            front[name] = getattr(feature_args, name)
+    extractor = RespSTFFeatureExtractor(fmin=feature_args.fmin, fmax=feature_args.fmax, **front)
+    settings = dict(
+        n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
+        num_frame_labels=len(FRAME_LABELS) if with_frames else 0, **loss_settings,
+    )
+    config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
+    return RespSTFForAudioClassification(config), extractor
+
+
+# -- scoring and reports --------------------------------------------------------------------------
+
+def make_compute_metrics(label_names: list[str]):
+    metric = evaluate.load(METRIC_PATH, keep_in_memory=True)
+    normal = label_names.index(NORMAL_LABEL) if NORMAL_LABEL in label_names else 0
+
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        result = metric.compute(
+            predictions=logits.argmax(-1), references=eval_pred.label_ids, normal_label=normal, label_names=label_names
+        )
+        flat = {key: float(result[key]) for key in ("score", "se", "sp", "as", "hs")}
+        for name, recall in result["per_class_recall"].items():
+            flat[f"recall_{re.sub(r'[^0-9a-zA-Z]+', '_', name).strip('_').lower()}"] = float(recall)
+        flat["confusion_matrix"] = result["confusion_matrix"]
+        return flat
+
+    return compute_metrics
+
+
+def plot_confusion(matrix: list[list[int]], label_names: list[str], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.1 * len(label_names) + 2.5, 1.0 * len(label_names) + 2))
+    ax.imshow(counts / np.maximum(counts.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+    for (row, col), value in np.ndenumerate(counts):
+        ax.text(col, row, str(value), ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(label_names)), label_names, rotation=35, ha="right")
+    ax.set_yticks(range(len(label_names)), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_model_card(output_dir: Path, task: str | None, label_names: list[str], results: dict, data_args, model_args) -> None:
+    task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
+    rows = "\n".join(
+        f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
+        for split, r in results.items()
+    )
+    card = f"""---
+library_name: transformers
+pipeline_tag: audio-classification
+tags: [audio-classification, respiratory-sound, stethoscope, sprsound, cwt, respstf]
+license: apache-2.0
+metrics: [sprsound_score]
+---
+
+# RespSTF — {task_text}
+
+A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal focusing and multi-head
+attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
+`respstf` package on `{Path(data_args.dataset).name}`{f' starting from `{model_args.from_checkpoint}`' if model_args.from_checkpoint else ''}.
+
+Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.
+
+## Measured scores (official SPRSound Score)
+
+Selection (best epoch) used only the patient-disjoint validation split carved from `train`.
+`inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
+paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
+0.810 / 0.667 / 0.744 / 0.608.
+
+| split | Score | SE | SP | AS | HS | rows |
+|---|---|---|---|---|---|---|
+{rows}
+
+## Use
+
+```python
+from transformers import pipeline
+classify = pipeline("audio-classification", model="<this folder or repo id>", trust_remote_code=True)
+classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
+```
+
+The feature extractor resamples any rate to 8 kHz and fits each input to
+{json.loads((output_dir / 'preprocessor_config.json').read_text())['n_frames']} frames; with `respstf` installed no
+`trust_remote_code` is needed.
+"""
+    (output_dir / "README.md").write_text(card)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, feature_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    task = normalize_task(data_args.task) if data_args.task else None
+    set_seed(training_args.seed)
+
+    data = load_data(data_args, task)
+    label_column, label_names = resolve_label_column(data, data_args, task)
+    level = TASKS[task]["level"] if task else "event"
+    with_frames = model_args.frame_supervision and "events" in data["train"].column_names and level == "record"
+
+    if "validation" not in data:
+        carved = hub_dataset.patient_disjoint_split(
+            data["train"], data_args.validation_fraction, data_args.split_seed, label_column=label_column
+        )
+        data["train"], data["validation"] = carved["train"], carved["validation"]
+    if data_args.max_train_samples:
+        data["train"] = data["train"].shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(data["train"]))))
+    eval_splits = [] if data_args.eval_split == "none" else [data_args.eval_split]
+    for name in eval_splits:
+        if name not in data:
+            raise ValueError(f"--eval_split {name!r} not in {data_args.dataset} (splits: {list(data)}).")
+    for name in ["validation", *eval_splits]:
+        if data_args.max_eval_samples:
+            data[name] = data[name].select(range(min(data_args.max_eval_samples, len(data[name]))))
+
+    model, extractor = build_model_and_extractor(
+        model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames
+    )
+    logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
+    prepared = datasets.DatasetDict(
+        {name: featurize(data[name], extractor, label_column, with_frames) for name in ["train", "validation", *eval_splits]}
+    ).with_format("torch")
+
+    training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False  # pushed below, with our model card and the code files
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["validation"],
+        compute_metrics=make_compute_metrics(label_names),
+        callbacks=[EarlyStoppingCallback(model_args.early_stopping_patience)]
+        if model_args.early_stopping_patience and training_args.eval_strategy != "no"
+        else [],
+    )
+    resume = training_args.resume_from_checkpoint
+    if resume == "last":
+        resume = get_last_checkpoint(training_args.output_dir)
+    train_result = trainer.train(resume_from_checkpoint=resume)
+
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model(str(output_dir))
+    extractor.save_pretrained(str(output_dir))
+    (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
+    results = {}
+    for name in ["validation", *eval_splits]:
+        prediction = trainer.predict(prepared[name], metric_key_prefix=name)
+        metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
+        metrics["rows"] = len(prepared[name])
+        results[name] = metrics
+        plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
+    summary = {
+        "task": task, "labels": label_names, "dataset": data_args.dataset, "preset": model_args.preset,
+        "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": len(prepared["train"]),
+        "global_step": train_result.global_step, "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "device": str(training_args.device), "results": results,
+    }
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_model_card(output_dir, task, label_names, results, data_args, model_args)
+    for name, r in results.items():
+        logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])
+    if push:
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = training_args.hub_model_id or output_dir.name
+        create_repo(repo_id, exist_ok=True, private=training_args.hub_private_repo)
+        upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"])
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
