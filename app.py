@@ -72,6 +72,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
@@ -431,10 +432,11 @@ class RespSTFDemo:
                         gr.Examples(examples=[[str(p)] for p in self.examples], inputs=[audio],
                                     example_labels=self.example_labels, label="SPRSound example recordings")
                 with gr.Column(scale=1):
-                    label = gr.Label(label="What the model hears", num_top_classes=5)
+                    label = gr.Label(label="What the model hears")
                     explanation = gr.Markdown()
-            timeline = gr.Image(label="Event timeline", format="png", type="numpy", interactive=False)
-            scalogram = gr.Image(label="Scalogram the model saw", format="png", type="numpy", interactive=False)
+            timeline = gr.Image(label="Event timeline", format="png", type="numpy", interactive=False, elem_id="timeline")
+            scalogram = gr.Image(label="Scalogram the model saw", format="png", type="numpy", interactive=False,
+                                 elem_id="scalogram")
             with gr.Accordion("Timeline windows (JSON)", open=False):
                 rows = gr.JSON(label="windows")
             button.click(
@@ -491,23 +493,26 @@ def render(figure: Figure) -> np.ndarray:
 
 
 def plot_scalogram(analysis: Analysis) -> Figure:
+    """The selected model's input: rows are log-spaced wavelet frequencies, so the image is drawn on a log10 axis."""
     extractor = analysis.task_model.extractor
     features = analysis.scalogram
-    frequencies = extractor.frequencies
-    ratio = np.sqrt(frequencies[:-1] / frequencies[1:])
-    frequency_edges = np.concatenate([[frequencies[0] * ratio[0]], frequencies[1:] * ratio, [frequencies[-1] / ratio[-1]]])
-    time_edges = np.arange(features.shape[1] + 1) * extractor.frame_seconds
-    figure = Figure(figsize=(11, 3.4), dpi=100, layout="constrained")
+    log_frequencies = np.log10(extractor.frequencies)  # highest first, evenly spaced
+    half_row = (log_frequencies[0] - log_frequencies[-1]) / (len(log_frequencies) - 1) / 2
+    extent = (0, features.shape[1] * extractor.frame_seconds, log_frequencies[-1] - half_row, log_frequencies[0] + half_row)
+    figure = Figure(figsize=(11, 3.4), dpi=100)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9)
     axes = figure.add_subplot()
-    mesh = axes.pcolormesh(time_edges, frequency_edges, features, cmap="magma", shading="flat")
-    axes.set_yscale("log")
+    image = axes.imshow(features, cmap="magma", aspect="auto", origin="upper", extent=extent, interpolation="nearest")
+    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 4000) if extent[2] <= np.log10(f) <= extent[3]]
+    axes.set_yticks(np.log10(ticks), [str(f) for f in ticks])
     axes.set_xlabel("time (s)")
-    axes.set_ylabel("frequency (Hz)")
+    axes.set_ylabel("frequency (Hz, log scale)")
     axes.set_title(f"What the {analysis.task_model.name} model saw: {analysis.scalogram_note}", fontsize=10)
-    if time_edges[-1] > analysis.duration + extractor.frame_seconds:
+    if extent[1] > analysis.duration + extractor.frame_seconds:
         axes.axvline(analysis.duration, color="white", linestyle="--", linewidth=1)
-        axes.text(analysis.duration, frequency_edges[-1] * 1.15, "end of recording ", color="white", fontsize=8, ha="right")
-    figure.colorbar(mesh, ax=axes, pad=0.01, label="log |CWT|, standardised")
+        axes.text(analysis.duration, extent[2] + half_row, "end of recording ", color="white", fontsize=8, ha="right",
+                  va="bottom")
+    figure.colorbar(image, ax=axes, pad=0.01, label="log |CWT|, standardised")
     return figure
 
 
@@ -515,8 +520,9 @@ def plot_timeline(analysis: Analysis) -> Figure:
     """The waveform with each window's top class behind it, and the class probabilities under it."""
     windows, labels = analysis.windows, analysis.timeline_model.labels
     rows = 3 if analysis.annotated_events else 2
-    figure = Figure(figsize=(11, 1.6 * rows + 0.6), dpi=100, layout="constrained")
-    grid = figure.add_gridspec(rows, 1, height_ratios=[2, 1.4, 0.5][:rows])
+    figure = Figure(figsize=(11, 1.6 * rows + 0.6), dpi=100)
+    grid = figure.add_gridspec(rows, 1, height_ratios=[2, 1.4, 0.5][:rows], left=0.085, right=0.86, top=0.93,
+                               bottom=0.55 / (1.6 * rows + 0.6), hspace=0.12)
     wave_axes = figure.add_subplot(grid[0])
     probability_axes = figure.add_subplot(grid[1], sharex=wave_axes)
     # Min/max envelope per pixel column: the waveform's shape without drawing every sample.
@@ -526,17 +532,17 @@ def plot_timeline(analysis: Analysis) -> Figure:
     times = np.arange(len(blocks)) * step / analysis.sampling_rate
     wave_axes.fill_between(times, blocks.min(axis=1), blocks.max(axis=1), color="#252525", linewidth=0.4)
     wave_axes.set_ylabel("amplitude")
-    bottoms = np.zeros(len(windows.starts_s))
-    widths = np.diff(windows.edges_s)
-    for index, label in enumerate(labels):
-        probabilities = windows.probabilities[:, index]
-        probability_axes.bar(windows.edges_s[:-1], probabilities, widths, bottoms, align="edge",
-                             color=_colour(label, labels), label=label, edgecolor="white", linewidth=0.3)
-        bottoms += probabilities
-    for k, probabilities in enumerate(windows.probabilities):
-        label = labels[int(probabilities.argmax())]
-        wave_axes.axvspan(windows.edges_s[k], windows.edges_s[k + 1], color=_colour(label, labels),
-                          alpha=0.15 + 0.45 * float(probabilities.max()), linewidth=0)
+    # Few artists (one per class, one for all windows): drawing cost stays flat on long recordings.
+    top = windows.probabilities.argmax(axis=1)
+    wave_axes.broken_barh(
+        list(zip(windows.edges_s[:-1], np.diff(windows.edges_s))), (0, 1),
+        facecolors=[to_rgba(_colour(labels[k], labels), 0.15 + 0.45 * p) for k, p in zip(top, windows.probabilities.max(axis=1))],
+        transform=wave_axes.get_xaxis_transform(),
+    )
+    stacked = np.vstack([windows.probabilities, windows.probabilities[-1:]]).T  # step plot needs N + 1 points
+    probability_axes.stackplot(windows.edges_s, stacked, step="post", labels=labels,
+                               colors=[_colour(label, labels) for label in labels])
+    probability_axes.vlines(windows.edges_s[1:-1], 0, 1, colors="white", linewidth=0.5)
     wave_axes.set_title(
         f"Event timeline ({analysis.timeline_model.name} model, {windows.window_s:.2f} s windows): "
         "colour = top class of the window nearest in time", fontsize=10)

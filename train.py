@@ -54,10 +54,10 @@ logger = logging.getLogger("respstf.train")
 METRIC_PATH = str(Path(hub_dataset.__file__).parent / "sprsound_score")
 DEFAULT_DATASET = str(Path(__file__).resolve().parent.parent / "shared" / "data" / "sprsound")
 # Front-end settings per annotation level: events are short (median 1.2 s, 95% < 2.4 s) and are
-# tiled to a 2.05 s clip; recordings (up to 15.4 s) are zero-padded to 16.4 s with a frame mask.
+# tiled to a 2.05 s clip; recordings (up to 15.4 s) are zero-padded to 16.4 s (64 ms frames) with a frame mask.
 LEVEL_FEATURES = {
     "event": dict(hop_length=128, n_frames=128, padding_mode="repeat"),
-    "record": dict(hop_length=256, n_frames=512, padding_mode="zero"),
+    "record": dict(hop_length=512, n_frames=256, padding_mode="zero"),
 }
 
 

@@ -12,7 +12,14 @@ shift), instead of at every input sample as a full-resolution FFT CWT does. Scal
 number of points per frame are processed together as one batched inverse FFT.
 
 Why it is bounded in memory: long inputs are cut into chunks of frames with a margin of one wavelet
-support on each side (overlap-save); each chunk's output is independent of the chunk size.
+support on each side (overlap-save); each chunk's output is independent of the chunk size up to the
+wavelet's truncation at 1e-4 (a 1-hour input matches a 10 s slice of it to < 5e-4 relative).
+
+Accuracy (tests/test_feature_extraction.py): against ``pywt.cwt`` frame-pooled (mean ``|coef|`` over
+each hop) on real SPRSound recordings, over the bins above 1e-3 of the maximum, the median relative
+error is ~1 % and the 99th percentile ~8-9 % (64 or 128 scales, default settings); the tests assert
+median < 2 % and p99 < 15 %. The residual comes from averaging the envelope at up to
+``max_points_per_frame`` points per frame in the widest (highest-frequency) bands.
 
 Frequency response at scale ``s`` (``f`` in cycles per sample), matching pywt's discretisation, which
 integrates the wavelet over each sample interval (hence the ``sinc`` factor)::
@@ -29,6 +36,8 @@ import torch
 
 # Bins whose Gaussian response is below this fraction of the peak are skipped.
 _BAND_EDGE = 1e-4
+# Examples per pass on CPU (see PooledMorletCWT.__call__).
+_CPU_MICRO_BATCH = 2
 
 
 def morlet_scales(sampling_rate: int, n_scales: int, fmin: float, fmax: float, center_frequency: float) -> torch.Tensor:
@@ -154,6 +163,23 @@ class PooledMorletCWT:
             )
         return groups
 
+    def _segment(self, segment: torch.Tensor, groups: list[_ScaleGroup], max_width: int) -> torch.Tensor:
+        """Pooled magnitudes of one segment: ``(b, segment_frames * hop) -> (b, n_scales, segment_frames)``."""
+        batch, segment_frames = segment.shape[0], segment.shape[1] // self.hop_length
+        spectrum = torch.fft.rfft(segment, dim=-1)  # (b, n_rfft)
+        spectrum = torch.nn.functional.pad(spectrum, (0, max_width))  # bands may run past Nyquist
+        pooled = segment.new_empty(batch, len(self.scales), segment_frames)
+        for group in groups:
+            width = group.response.shape[-1]
+            # Contiguous slices (views) instead of an index gather: the bands are contiguous.
+            band = torch.stack([spectrum[:, first : first + width] for first in group.first_bins], dim=1)
+            band = band * group.response  # (b, n_group, folds * L)
+            # Sampling the envelope at L points folds the spectrum modulo L: exact samples.
+            folded = band.view(batch, len(group.rows), group.folds, -1).sum(2)
+            envelope = torch.fft.ifft(folded, dim=-1).abs()
+            pooled[:, group.rows] = envelope.view(batch, len(group.rows), segment_frames, group.points_per_frame).mean(-1)
+        return pooled
+
     def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.ndim != 2:
             raise ValueError(f"waveforms must have shape (batch, n_samples), got {tuple(waveforms.shape)}")
@@ -172,19 +198,13 @@ class PooledMorletCWT:
         )
         out = waveforms.new_empty(batch, len(self.scales), n_frames, dtype=torch.float32)
         max_width = max(group.response.shape[-1] for group in groups)
+        # On CPU the per-band intermediates of a whole batch overflow the caches: a few examples at a
+        # time is faster (examples are independent, so the output is identical).
+        step = batch if waveforms.device.type != "cpu" else _CPU_MICRO_BATCH
         for start in range(0, n_frames, chunk):
-            segment = padded[:, start * hop : (start + segment_frames) * hop]
-            spectrum = torch.fft.rfft(segment, dim=-1)  # (batch, n_rfft)
-            spectrum = torch.nn.functional.pad(spectrum, (0, max_width))  # bands may run past Nyquist
             keep = min(chunk, n_frames - start)
-            for group in groups:
-                width = group.response.shape[-1]
-                # Contiguous slices (views) instead of an index gather: the bands are contiguous.
-                band = torch.stack([spectrum[:, first : first + width] for first in group.first_bins], dim=1)
-                band = band * group.response  # (batch, n_group, folds * L)
-                # Sampling the envelope at L points folds the spectrum modulo L: exact samples.
-                folded = band.view(batch, len(group.rows), group.folds, -1).sum(2)
-                envelope = torch.fft.ifft(folded, dim=-1).abs()
-                pooled = envelope.view(batch, len(group.rows), segment_frames, group.points_per_frame).mean(-1)
-                out[:, group.rows, start : start + keep] = pooled[:, :, margin : margin + keep]
+            for first in range(0, batch, step):
+                segment = padded[first : first + step, start * hop : (start + segment_frames) * hop]
+                pooled = self._segment(segment, groups, max_width)
+                out[first : first + step, :, start : start + keep] = pooled[:, :, margin : margin + keep]
         return out

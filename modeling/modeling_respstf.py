@@ -141,10 +141,13 @@ class AttentionLayer(nn.Module):
         )
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden: torch.Tensor, padding_mask: torch.Tensor | None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed = self.attention_norm(hidden)
+        # Weights only when asked: computing them rules out PyTorch's fused attention kernels.
         attended, weights = self.attention(
-            normed, normed, normed, key_padding_mask=padding_mask, need_weights=True, average_attn_weights=False
+            normed, normed, normed, key_padding_mask=padding_mask, need_weights=need_weights, average_attn_weights=False
         )
         hidden = hidden + self.dropout(attended)
         hidden = hidden + self.dropout(self.feed_forward(self.feed_forward_norm(hidden)))
@@ -270,7 +273,7 @@ class RespSTFModel(RespSTFPreTrainedModel):
         padding_mask = None if mask is None else ~mask
         all_hidden, all_attentions = [hidden], []
         for layer in self.layers:
-            hidden, weights = layer(hidden, padding_mask)
+            hidden, weights = layer(hidden, padding_mask, need_weights=bool(output_attentions))
             all_hidden.append(hidden)
             all_attentions.append(weights)
         hidden = self.final_norm(hidden)

@@ -18,7 +18,7 @@ SPRSOUND = DATA_DIR / "sprsound"
 ICBHI = DATA_DIR / "icbhi"
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 
-# A real train recording with Normal and Fine Crackle events (9.2 s, 8 kHz, 16-bit FLAC).
+# A real DAS train recording: one Fine Crackle event at 5.813-6.984 s (9.2 s, 8 kHz, 16-bit FLAC).
 CRACKLE_RECORDING = SPRSOUND / "train_wav" / "40638274_9.7_1_p1_1789.flac"
 # A real WAV exactly as in the release (example folder).
 EXAMPLE_WAV = SPRSOUND / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CRACKLE_RECORDING, REPO_ROOT, SHORT_RECORDING, read_recording
+from conftest import CRACKLE_RECORDING, SHORT_RECORDING, read_recording
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 

@@ -1,0 +1,292 @@
+"""The Gradio demo (app.py), served on a free loopback port and used the way people and programs use it.
+
+The app is driven through ``gradio_client`` (the ``/classify`` API), a real browser (Debian chromium +
+Playwright) and 20 concurrent clients, with real SPRSound and ICBHI recordings. The models are small
+random-weight checkpoints written here in the layout train.py writes (task 1-2 and 2-2 label maps from
+``labels.py``, the front end train.py uses per level), so the tests check the app, not a training run;
+the bundled ``checkpoints/`` are loaded by their own test when present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import CHECKPOINTS, CRACKLE_RECORDING, EXAMPLE_WAV, ICBHI_44K_RECORDING, REPO_ROOT, SHORT_RECORDING
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
+import app  # noqa: E402
+import app_browser  # noqa: E402
+import app_load  # noqa: E402
+import train  # noqa: E402
+from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
+from respstf.hub_dataset import TASKS, task_labels  # noqa: E402
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
+
+
+def real(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"the real recording {path} is not there (set RESPSTF_DATA_DIR to the shared data folder)")
+    return path
+
+
+def save_random_checkpoint(folder: Path, task: str) -> Path:
+    """A small untrained RespSTF checkpoint for ``task``, saved as train.py saves one."""
+    labels = task_labels(task)
+    torch.manual_seed(int(task))
+    config = RespSTFConfig(
+        stem_channels=8, stage_channels=(8, 16, 16), hidden_size=16, num_attention_heads=2, intermediate_size=32,
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+    )
+    RespSTFForAudioClassification(config).save_pretrained(folder)
+    RespSTFFeatureExtractor(**train.LEVEL_FEATURES[TASKS[task]["level"]]).save_pretrained(folder)
+    return folder
+
+
+def confidences(label_output: dict) -> dict[str, float]:
+    """The ``gr.Label`` value as the client returns it -> ``{label: probability}``."""
+    return {entry["label"]: entry["confidence"] for entry in label_output["confidences"]}
+
+
+def event_window_s() -> float:
+    features = train.LEVEL_FEATURES["event"]
+    return features["n_frames"] * features["hop_length"] / 8000
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("checkpoints")
+    for task in ("12", "22"):
+        save_random_checkpoint(root / f"sprsound-task{task}", task)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo(checkpoints) -> app.RespSTFDemo:
+    return app.RespSTFDemo(app.load_models(str(checkpoints)), app.DEFAULT_EXAMPLES)
+
+
+@pytest.fixture(scope="module")
+def server(demo) -> str:
+    port = app_load.free_port()
+    blocks = demo.build()
+    allowed = [str(app.DEFAULT_EXAMPLES)] if demo.examples else None
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=allowed)
+    yield f"http://127.0.0.1:{port}/"
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server, verbose=False)
+
+
+def test_models_load_once_with_task_and_level(demo, checkpoints):
+    assert set(demo.models) == {"12", "22"}
+    assert demo.models["12"].level == "event" and demo.models["22"].level == "record"
+    assert demo.default_task == "22"  # the record-level answer, with the event model's timeline
+    assert demo.timeline_model is demo.models["12"]
+    assert demo.models["12"].source == checkpoints / "sprsound-task12"
+
+
+def test_real_recording_through_the_api(client, demo):
+    path = real(CRACKLE_RECORDING)  # 9.2 s, Normal and Fine Crackle events
+    label, scalogram, timeline, explanation, rows = client.predict(handle_file(str(path)), api_name="/classify")
+
+    probabilities = confidences(label)
+    assert list(probabilities) != [] and sorted(probabilities) == sorted(task_labels("22"))
+    assert sum(probabilities.values()) == pytest.approx(1, abs=1e-4)
+    assert label["label"] == max(probabilities, key=probabilities.get)
+    # The API answers what the loaded model computes.
+    expected = demo.analyse(path).probabilities
+    assert [probabilities[name] for name in task_labels("22")] == pytest.approx(expected.tolist(), abs=1e-5)
+
+    for image_path in (scalogram, timeline):
+        image = np.asarray(Image.open(image_path))
+        assert image.shape[0] > 250 and image.shape[1] > 1000 and image.std() > 10  # a drawn plot, not blank
+
+    # The timeline: event windows every half window, the last one ending with the recording.
+    duration = sf.info(path).duration
+    window = event_window_s()
+    assert len(rows) == 8
+    assert [row["start_s"] for row in rows] == pytest.approx(np.arange(8) * window / 2, abs=1e-3)
+    assert rows[-1]["end_s"] == pytest.approx(duration, abs=1e-3)
+    for row in rows:
+        assert sum(row["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+        assert set(row["probabilities"]) == set(task_labels("12"))
+    assert "Task 2-2" in explanation and "What the classes mean" in explanation and "**CAS**" in explanation
+
+
+def test_event_task_scalogram_is_what_the_windows_saw(demo):
+    path = real(CRACKLE_RECORDING)
+    analysis = demo.analyse(path, "12")
+    windows = analysis.windows
+    extractor = demo.models["12"].extractor
+    # One column per frame of the recording, each copied from the window centred nearest to it.
+    assert analysis.scalogram.shape == (extractor.n_scales, int(np.ceil(analysis.duration / extractor.frame_seconds)))
+    assert np.array_equal(analysis.scalogram[:, :10], windows.features[0][:, :10])
+    assert np.array_equal(analysis.scalogram[:, -10:], windows.features[-1][:, -10:])
+    assert analysis.probabilities == pytest.approx(windows.probabilities.mean(axis=0))
+
+
+def test_formats_rates_and_channels(client, tmp_path):
+    waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="int16")
+    files = {
+        "int16.wav": (waveform, "PCM_16"),
+        "float.wav": (waveform / 32768, "FLOAT"),
+        "stereo.flac": (np.stack([waveform, waveform], axis=1), "PCM_16"),
+        "vorbis.ogg": (waveform / 32768, "VORBIS"),
+    }
+    results = {}
+    for name, (samples, subtype) in files.items():
+        sf.write(tmp_path / name, samples, rate, subtype=subtype)
+        results[name] = confidences(client.predict(handle_file(str(tmp_path / name)), api_name="/classify")[0])
+    assert results["float.wav"] == pytest.approx(results["int16.wav"], abs=1e-5)  # int16 is scaled to [-1, 1]
+    assert results["stereo.flac"] == pytest.approx(results["int16.wav"], abs=1e-5)  # channels are averaged
+    assert sum(results["vorbis.ogg"].values()) == pytest.approx(1, abs=1e-4)
+
+    # A real 44.1 kHz ICBHI recording (20 s) with the event task: resampled, windowed to its end.
+    path = real(ICBHI_44K_RECORDING)
+    label, _, _, _, rows = client.predict(handle_file(str(path)), "12", api_name="/classify")
+    assert sorted(confidences(label)) == sorted(task_labels("12"))
+    assert rows[-1]["end_s"] == pytest.approx(sf.info(path).duration, abs=1e-3)
+
+
+def test_shortest_real_recording_is_one_window(client):
+    label, _, timeline, _, rows = client.predict(handle_file(str(real(SHORT_RECORDING))), api_name="/classify")
+    assert len(rows) == 1 and rows[0]["start_s"] == 0 and rows[0]["end_s"] == pytest.approx(0.3, abs=0.01)
+    assert sum(confidences(label).values()) == pytest.approx(1, abs=1e-4)
+    assert Path(timeline).is_file()
+
+
+def test_bad_recordings_get_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
+    waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")
+    (tmp_path / "notes.wav").write_text("these are my notes, not audio")
+    (tmp_path / "truncated.flac").write_bytes(CRACKLE_RECORDING.read_bytes()[:20000])
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), rate)
+    sf.write(tmp_path / "silent.wav", np.zeros(5 * rate, dtype=np.float32), rate)
+    sf.write(tmp_path / "short.wav", waveform[: rate // 10], rate)
+    sf.write(tmp_path / "long.flac", np.tile(waveform, 14), rate)  # 129 s of real audio
+    expected = {
+        "notes.wav": "notes.wav: not a readable audio file",
+        "truncated.flac": "truncated.flac: not a readable audio file",
+        "empty.wav": "empty.wav: the audio file holds no samples",
+        "silent.wav": "silent.wav is silent",
+        "short.wav": r"short.wav is 0.10 s long: the shortest recording accepted is 0.25 s",
+        "long.flac": r"long.flac is 129.0 s long: this demo accepts at most 120 s",
+    }
+    for name, message in expected.items():
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(tmp_path / name)), api_name="/classify")
+    with pytest.raises(AppError, match="No recording"):
+        client.predict(None, api_name="/classify")
+    label = client.predict(handle_file(str(CRACKLE_RECORDING)), api_name="/classify")[0]
+    assert sum(confidences(label).values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_bad_model_stops_the_start_up_with_a_message(tmp_path, checkpoints):
+    good = checkpoints / "sprsound-task12"
+    with pytest.raises(SystemExit, match="no such folder"):
+        app.main(["--model", str(tmp_path / "missing"), "--predict", str(CRACKLE_RECORDING)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="holds no model"):
+        app.load_models(str(tmp_path / "empty"))
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(good, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(SystemExit, match="missing model.safetensors"):
+        app.load_models(str(no_weights))
+
+    other_model = tmp_path / "other-model"
+    shutil.copytree(good, other_model)
+    (other_model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(SystemExit, match="holds a 'bert' model, expected a 'respstf' model"):
+        app.load_models(str(other_model))
+
+    resized = tmp_path / "resized"
+    shutil.copytree(good, resized)
+    config = json.loads((resized / "config.json").read_text())
+    (resized / "config.json").write_text(json.dumps({**config, "hidden_size": 32, "intermediate_size": 64}))
+    with pytest.raises(SystemExit, match="does not (load|match)"):
+        app.load_models(str(resized))
+
+    twice = tmp_path / "twice"
+    for copy in ("a", "b"):
+        shutil.copytree(good, twice / copy)
+    with pytest.raises(SystemExit, match="both models for Task 1-2"):
+        app.load_models(str(twice))
+
+    with pytest.raises(SystemExit, match="downloading it from the Hugging Face Hub failed"):
+        app.load_models("respstf-test/no-such-model")  # offline in tests (conftest)
+
+
+def test_bundled_checkpoints_load_and_classify():
+    folders = sorted(config.parent for config in CHECKPOINTS.glob("*/config.json"))
+    if not folders:
+        pytest.skip(f"{CHECKPOINTS} holds no trained model yet (train.py writes checkpoints/sprsound-taskNN/)")
+    demo = app.RespSTFDemo(app.load_models(str(CHECKPOINTS)))
+    assert len(demo.models) == len(folders) and set(demo.models) <= set(TASKS)
+    for key, task_model in demo.models.items():
+        assert task_model.level == TASKS[key]["level"] and key in task_model.source.name
+    analysis = demo.analyse(real(CRACKLE_RECORDING))
+    assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_predict_command_works_without_the_installed_package(checkpoints, tmp_path):
+    """``python app.py --predict``, as on a Space: respstf is not installed there, app.py loads the folders."""
+    real(app.DEFAULT_PREDICT_FILE)
+    script = (
+        "import runpy, sys\n"
+        "sys.path = [p for p in sys.path if '__editable__' not in p]  # hide the editable install\n"
+        "sys.argv = ['app.py'] + sys.argv[1:]\n"
+        "runpy.run_path('app.py', run_name='__main__')\n"
+        "print('respstf from source folders:', sys.modules['respstf'].__spec__ is None)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "--predict", "--model", str(checkpoints), "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    out = completed.stdout
+    assert "respstf from source folders: True" in out
+    assert f"Recording: {app.DEFAULT_PREDICT_FILE} (15.36 s at 8000 Hz)" in out
+    assert "Model: Task 2-2 (record level)" in out
+    assert sum(f"  {name} " in out for name in task_labels("22")) == 5
+    assert "Timeline (Task 1-2 model, 14 windows" in out
+    for kind in ("scalogram", "timeline"):
+        assert (tmp_path / f"{app.DEFAULT_PREDICT_FILE.stem}_{kind}.png").is_file()
+        assert f"{tmp_path / app.DEFAULT_PREDICT_FILE.stem}_{kind}.png" in out
+
+
+@pytest.mark.slow
+def test_real_browser_upload_shows_the_top_label(server, client, tmp_path):
+    if not Path(app_browser.CHROMIUM).is_file():
+        pytest.skip(f"no chromium at {app_browser.CHROMIUM} (apt-get install chromium, or set RESPSTF_CHROMIUM)")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (its browser download is not needed)")
+    recording = real(EXAMPLE_WAV)
+    expected = client.predict(handle_file(str(recording)), api_name="/classify")[0]["label"]
+    screenshot = tmp_path / "app.png"
+    run = app_browser.classify_in_browser(server, recording, screenshot, timeout_s=90)
+    assert run.top_label == expected
+    width, height = Image.open(screenshot).size
+    assert width >= 1300 and height > 1000  # the full page, plots included
+
+
+@pytest.mark.slow
+def test_load_of_20_concurrent_clients(server):
+    result = app_load.run_load(server, real(CRACKLE_RECORDING), clients=20, requests_per_client=2, timeout_s=120)
+    assert result.failures == []
+    assert len(result.latencies_s) == 40
+    assert result.wall_s < 150, result.summary()
