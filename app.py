@@ -386,7 +386,7 @@ class RespSTFDemo:
                 f", zero-padded (and masked) to {extractor.clip_seconds:.1f} s" if duration < extractor.clip_seconds else ""
             )
         return Analysis(name, duration, sampling_rate, task_model, probabilities, scalogram, scalogram_note,
-                        waveform, self.timeline_model, windows, self.annotations.get(Path(path).stem))
+                        waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))))
 
     def classify(self, audio: str | None, task: str | None = None):
         """Classify a recording: ``(label -> probability, scalogram image, timeline image, explanation, timeline rows)``."""
@@ -446,24 +446,29 @@ class RespSTFDemo:
         return blocks
 
 
-def find_examples(folder: Path | None) -> tuple[list[Path], list[str], dict[str, list[dict]]]:
+def example_key(path: Path) -> tuple[str, int]:
+    """How an upload is recognised as an example recording: gradio keeps the file name and the bytes."""
+    return path.stem, path.stat().st_size
+
+
+def find_examples(folder: Path | None) -> tuple[list[Path], list[str], dict[tuple[str, int], list[dict]]]:
     """Up to MAX_EXAMPLES recordings of ``folder``, one record class after another when annotated.
 
-    Returns the files, their labels for the page, and the annotated events by file stem (drawn on
-    the timeline when that recording is classified).
+    Returns the files, their labels for the page, and the annotated events of every annotated recording
+    of the folder (drawn on the timeline when that recording is classified), by :func:`example_key`.
     """
     if folder is None or not Path(folder).is_dir():
         return [], [], {}
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
     by_label: dict[str, list[Path]] = {}
-    annotations: dict[str, list[dict]] = {}
+    annotations: dict[tuple[str, int], list[dict]] = {}
     record_labels: dict[Path, str] = {}
     for path in files:
         annotation = path.with_suffix(".json")
         label = "not annotated"
         if annotation.is_file():
             try:
-                label, annotations[path.stem] = parse_annotation(annotation)
+                label, annotations[example_key(path)] = parse_annotation(annotation)
             except ValueError:
                 pass  # an unreadable annotation only costs the example its label
         record_labels[path] = label
@@ -473,7 +478,7 @@ def find_examples(folder: Path | None) -> tuple[list[Path], list[str], dict[str,
         for group in by_label.values():
             if group and len(chosen) < MAX_EXAMPLES:
                 chosen.append(group.pop(0))
-    labels = [f"{record_labels[p]} (annotated): {p.name}" if p.stem in annotations else p.name for p in chosen]
+    labels = [f"{record_labels[p]} (annotated): {p.name}" if example_key(p) in annotations else p.name for p in chosen]
     return chosen, labels, annotations
 
 
@@ -554,6 +559,8 @@ def plot_timeline(analysis: Analysis) -> Figure:
         annotation_axes = figure.add_subplot(grid[2], sharex=wave_axes)
         for event in analysis.annotated_events:
             annotation_axes.axvspan(event["start_s"], event["end_s"], color=_colour(event["type"], labels), alpha=0.8)
+            if event["end_s"] - event["start_s"] < analysis.duration / 25:
+                continue  # too narrow for its name; the colour says it
             annotation_axes.text((event["start_s"] + event["end_s"]) / 2, 0.5, event["type"], ha="center",
                                  va="center", fontsize=7, clip_on=True)
         annotation_axes.set_yticks([])

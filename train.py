@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from pathlib import Path
 import datasets
 import evaluate
 import numpy as np
-import torch
 from transformers import (
     AutoFeatureExtractor,
     EarlyStoppingCallback,
@@ -116,7 +114,7 @@ class RespSTFTrainingArguments(TrainingArguments):
     metric_for_best_model: str = field(default="score", metadata={"help": "Selection metric (official SPRSound Score)."})
     greater_is_better: bool = field(default=True, metadata={"help": "Higher Score is better."})
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "Peak AdamW learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float < 1 is a fraction of training)."})

@@ -93,8 +93,10 @@ class SpatioTemporalFocusing(nn.Module):
     """Focus the feature map on informative frequency bands and time frames.
 
     Frequency focusing: per-channel softmax weights over the frequency axis (from the time-averaged
-    map) collapse frequency by a weighted sum. Temporal focusing: a sigmoid gate per frame (from a 1-D
-    convolution over time) rescales frames, so silent or noisy stretches contribute less.
+    map) collapse frequency by a weighted sum. Temporal focusing: a sigmoid gate ``g`` per frame (from a
+    1-D convolution over time) rescales frames by ``1 + g``, so informative stretches count up to twice
+    as much. The gate can emphasise but never silence a frame: a plain ``g`` gate collapsed to 0 on
+    every real frame in our record-level runs, leaving the classifier blind.
 
     ``(B, C, F', T') -> (B, C, T')``; also returns the time gate ``(B, T')``.
     """
@@ -120,7 +122,7 @@ class SpatioTemporalFocusing(nn.Module):
         frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
         focused = torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
         gate = torch.sigmoid(self.time_gate(focused)).squeeze(1)  # (B, T')
-        return focused * gate[:, None, :], gate
+        return focused * (1 + gate[:, None, :]), gate
 
 
 class AttentionLayer(nn.Module):

@@ -5,7 +5,6 @@ card, saving/pushing and the CLI."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,9 +28,7 @@ from respstf.hub_dataset import (
     save_hub_folder,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-SPRSOUND = DATA_DIR / "sprsound"
+from conftest import SPRSOUND  # noqa: E402
 pytestmark = pytest.mark.skipif(not (SPRSOUND / "train_json").is_dir(),
                                 reason=f"the shared SPRSound copy is not at {SPRSOUND} (set RESPSTF_DATA_DIR)")
 

@@ -4,7 +4,6 @@ recordings from the shared data (copied into tmp_path when a case needs altered 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -24,10 +23,7 @@ from respstf.hub_dataset import (
     task_labels,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-ICBHI = DATA_DIR / "icbhi"
-SPRSOUND = DATA_DIR / "sprsound"
+from conftest import DATA_DIR, ICBHI, SPRSOUND  # noqa: E402
 pytestmark = pytest.mark.skipif(not (ICBHI / "audio_and_txt_files").is_dir() or not (SPRSOUND / "train_wav").is_dir(),
                                 reason=f"the shared data is not at {DATA_DIR} (set RESPSTF_DATA_DIR)")
 
