@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 RECORD, SPAN = "record", "span"  # the two kinds of level: whole recordings, or spans cut from them
 
 
+def check_on_missing(on_missing: str) -> None:
+    """Validate the ``on_missing`` argument shared by every loader."""
+    if on_missing not in ("error", "skip"):
+        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+
+
 class DataQualityWarning(UserWarning):
     """Something in the data was repaired or left out (clipped events, skipped files, unparsed names)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, Value
 
 from .audio import AUDIO_EXTENSIONS
-from .builder import SPAN, LoadingSummary, Recording, Span, build_levels
+from .builder import LoadingSummary, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import NORMAL_LABEL
 
 METADATA_FILES = ("metadata.csv", "labels.csv", "metadata.jsonl", "metadata.json", "labels.jsonl", "labels.json")
@@ -122,8 +122,7 @@ def load_audio_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset root {root} does not exist or is not a folder.")
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+    check_on_missing(on_missing)
     if metadata_file is None:
         metadata_file = next((root / name for name in METADATA_FILES if (root / name).is_file()), None)
     elif not Path(metadata_file).is_file():

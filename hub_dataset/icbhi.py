@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
-from .builder import RECORD, SPAN, LoadingSummary, Recording, Span, build_levels
+from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import ICBHI_CYCLE_LABELS, ICBHI_DIAGNOSES, icbhi_cycle_label
 
 LEVELS = ("cycle", "patient")
@@ -131,8 +131,7 @@ def load_icbhi(
     """
     if level not in LEVELS:
         raise ValueError(f"Unknown ICBHI level {level!r}: expected one of {LEVELS}.")
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+    check_on_missing(on_missing)
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"ICBHI root {root} does not exist or is not a folder.")

@@ -22,7 +22,7 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
 from .audio import AUDIO_EXTENSIONS
-from .builder import RECORD, SPAN, LoadingSummary, Recording, Span, build_levels
+from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import (
     EVENT_TYPE_ALIASES,
     EVENT_TYPES,
@@ -267,8 +267,7 @@ def load_sprsound_levels(
     unknown = [level for level in levels if level not in LEVELS]
     if unknown or not levels:
         raise ValueError(f"Unknown level(s) {unknown}: expected 'record' and/or 'event'.")
-    if on_missing not in ("error", "skip"):
-        raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}.")
+    check_on_missing(on_missing)
     folders = find_splits(root)
     absent = [split for split in splits or () if split not in folders]
     if absent:
