@@ -247,6 +247,8 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
                 "pass --ignore-mismatched to replace the classification head."
             )
         config.id2label, config.label2id = id2label, label2id  # also sets num_labels
+        if with_frames and not config.num_frame_labels:
+            config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
         for name, value in loss_settings.items():
             setattr(config, name, value)
         config._validate()
@@ -254,6 +256,14 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
             source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
         )
         extractor = AutoFeatureExtractor.from_pretrained(source)
+        if feature_args.hop_length and feature_args.hop_length != extractor.hop_length:
+            raise ValueError(
+                f"--hop_length {feature_args.hop_length} differs from the checkpoint's {extractor.hop_length}: "
+                "its convolutions were learned at that frame rate."
+            )
+        if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
+            extractor.n_frames = feature_args.n_frames
+            extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
         return model, extractor
     if model_args.preset not in ("small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")

@@ -1,0 +1,270 @@
+"""Feature extractor for RespSTF: waveform(s) -> log-magnitude complex-Morlet CWT scalogram.
+
+Output ``input_features`` has shape ``(batch, 1, n_scales, n_frames)``: one channel, rows are wavelet
+scales from ``fmax`` (row 0) down to ``fmin`` Hz, columns are frames of ``hop_length`` samples.
+Every setting lives in ``preprocessor_config.json`` so a checkpoint reproduces its own front end.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+from transformers import BatchFeature, SequenceFeatureExtractor
+
+from .cwt import PooledMorletCWT, morlet_scales
+
+_PADDING_MODES = ("repeat", "zero")
+_NORMALIZATIONS = ("per_recording", "none")
+
+
+class RespSTFFeatureExtractor(SequenceFeatureExtractor):
+    r"""Turns respiratory recordings into CWT scalograms for :class:`RespSTFForAudioClassification`.
+
+    Args:
+        sampling_rate: the model's rate in Hz; inputs at other rates are resampled to it.
+        n_scales: number of wavelet scales (scalogram rows), log-spaced in frequency.
+        fmin, fmax: lowest and highest centre frequencies in Hz (``fmax`` below Nyquist).
+        hop_length: samples per output frame.
+        n_frames: frames per example when ``truncation=True``; the clip length is
+            ``n_frames * hop_length / sampling_rate`` seconds.
+        wavelet_bandwidth, wavelet_center_frequency: the complex Morlet ``B`` and ``C`` (pywt ``cmorB-C``).
+        padding_mode: ``"repeat"`` tiles a short clip to the full length (the attention mask is then all
+            ones: the tiles are real signal); ``"zero"`` pads with silence and masks the padded frames.
+        normalization: ``"per_recording"`` standardises each log-scalogram over its unpadded frames
+            (invariant to stethoscope gain); ``"none"`` keeps the raw log magnitudes.
+        log_floor: added to magnitudes before the log, so silence stays finite.
+        oversampling, max_points_per_frame, chunk_frames: accuracy/speed/memory knobs of the CWT.
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        sampling_rate: int = 8000,
+        n_scales: int = 64,
+        fmin: float = 50.0,
+        fmax: float = 3900.0,
+        hop_length: int = 128,
+        n_frames: int = 192,
+        wavelet_bandwidth: float = 1.5,
+        wavelet_center_frequency: float = 1.0,
+        padding_mode: str = "repeat",
+        normalization: str = "per_recording",
+        log_floor: float = 1e-6,
+        oversampling: int = 4,
+        max_points_per_frame: int = 32,
+        chunk_frames: int = 1024,
+        padding_value: float = 0.0,
+        return_attention_mask: bool = True,
+        **kwargs,
+    ):
+        kwargs.pop("feature_size", None)  # derived from n_scales (present in saved configs)
+        super().__init__(
+            feature_size=n_scales,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        if not 0 < fmin < fmax:
+            raise ValueError(f"fmin must be positive and below fmax, got fmin={fmin}, fmax={fmax}.")
+        if fmax >= sampling_rate / 2:
+            raise ValueError(f"fmax={fmax} Hz must be below the Nyquist frequency {sampling_rate / 2} Hz.")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}.")
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}.")
+        for name, value in (("n_scales", n_scales), ("hop_length", hop_length), ("n_frames", n_frames)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.n_scales = int(n_scales)
+        self.fmin = float(fmin)
+        self.fmax = float(fmax)
+        self.hop_length = int(hop_length)
+        self.n_frames = int(n_frames)
+        self.wavelet_bandwidth = float(wavelet_bandwidth)
+        self.wavelet_center_frequency = float(wavelet_center_frequency)
+        self.padding_mode = padding_mode
+        self.normalization = normalization
+        self.log_floor = float(log_floor)
+        self.oversampling = int(oversampling)
+        self.max_points_per_frame = int(max_points_per_frame)
+        self.chunk_frames = int(chunk_frames)
+        self._cwt = PooledMorletCWT(
+            sampling_rate,
+            morlet_scales(sampling_rate, self.n_scales, self.fmin, self.fmax, self.wavelet_center_frequency),
+            self.hop_length,
+            bandwidth=self.wavelet_bandwidth,
+            center_frequency=self.wavelet_center_frequency,
+            chunk_frames=self.chunk_frames,
+            oversampling=self.oversampling,
+            max_points_per_frame=self.max_points_per_frame,
+        )
+
+    # -- what the rows and columns mean (used by plots and the demo) --------------------------
+    @property
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency in Hz of each scalogram row, ``(n_scales,)``, highest first."""
+        return self.wavelet_center_frequency * self.sampling_rate / self._cwt.scales.numpy()
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.hop_length / self.sampling_rate
+
+    @property
+    def clip_seconds(self) -> float:
+        """Length of the clip every example is fitted to when ``truncation=True``."""
+        return self.n_frames * self.frame_seconds
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest accepted input (model rate): the support of the smallest (highest-frequency) wavelet."""
+        smallest_scale = float(self._cwt.scales.min())
+        return math.ceil(2 * smallest_scale * math.sqrt(self.wavelet_bandwidth * math.log(1e4)))
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output.pop("_cwt", None)
+        return output
+
+    # -- input checking -------------------------------------------------------------------------
+    def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
+        if isinstance(waveform, torch.Tensor):
+            waveform = waveform.detach().cpu().numpy()
+        array = np.asarray(waveform)
+        where = f"audio input {index}"
+        if array.dtype == object or array.dtype.kind not in "iuf":
+            raise ValueError(f"{where}: expected a numeric waveform (float or int16/int32 PCM), got dtype {array.dtype}.")
+        if array.ndim not in (1, 2):
+            raise ValueError(f"{where}: expected a 1-D waveform (or a 2-D stereo clip), got shape {array.shape}.")
+        if array.size == 0:
+            raise ValueError(f"{where} is empty: expected at least {self.min_samples} samples.")
+        if array.dtype.kind == "u":
+            raise ValueError(f"{where}: unsigned integer audio ({array.dtype}) is not supported; convert to float or int16.")
+        if array.dtype.kind == "i":
+            # Integer PCM: scale to [-1, 1] by its bit depth (int16 -> 32768).
+            array = array.astype(np.float32) / float(-np.iinfo(array.dtype).min)
+        if array.ndim == 2:
+            # One clip with channels: downmix along the short axis (frames x channels or channels x frames).
+            channel_axis = int(np.argmin(array.shape))
+            if array.shape[channel_axis] > 8:
+                raise ValueError(
+                    f"{where}: a 2-D clip must be (samples, channels) or (channels, samples) with at most 8 channels, "
+                    f"got shape {array.shape}. Pass a batch as a list of 1-D arrays."
+                )
+            array = array.mean(axis=channel_axis)
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise ValueError(f"{where} has {bad} NaN/Inf samples: expected finite values.")
+        return array
+
+    def _resample(self, array: np.ndarray, sampling_rate: int) -> np.ndarray:
+        if sampling_rate == self.sampling_rate:
+            return array
+        ratio = Fraction(self.sampling_rate, int(sampling_rate))
+        return resample_poly(array, ratio.numerator, ratio.denominator).astype(np.float32)
+
+    def _fit_length(self, array: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
+        """Crop (centred) or pad to ``n_samples``; returns the clip and its count of real samples."""
+        if len(array) >= n_samples:
+            start = (len(array) - n_samples) // 2
+            return array[start : start + n_samples], n_samples
+        if self.padding_mode == "repeat":
+            return np.resize(array, n_samples), n_samples
+        return np.pad(array, (0, n_samples - len(array)), constant_values=self.padding_value), len(array)
+
+    # -- main entry -----------------------------------------------------------------------------
+    def __call__(
+        self,
+        raw_speech: np.ndarray | list | torch.Tensor,
+        sampling_rate: int | None = None,
+        truncation: bool = True,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Compute scalograms.
+
+        Args:
+            raw_speech: one waveform (1-D, or a 2-D multichannel clip inside a list) or a batch: a list
+                of waveforms, or a 2-D array/tensor of shape ``(batch, n_samples)``. Float in [-1, 1]
+                or integer PCM.
+            sampling_rate: rate of ``raw_speech`` in Hz; resampled to ``self.sampling_rate``.
+            truncation: ``True`` fits every clip to ``n_frames`` frames (centre crop or pad);
+                ``False`` keeps each clip's length and zero-pads the batch to the longest (use it
+                for long recordings: memory stays bounded by ``chunk_frames``).
+            device: where the CWT runs (``"cuda"`` for GPU); outputs stay there with ``return_tensors="pt"``.
+
+        Returns:
+            ``BatchFeature`` with ``input_features`` ``(batch, 1, n_scales, frames)`` and, unless
+            disabled, ``attention_mask`` ``(batch, frames)`` (1 = frame of real audio).
+        """
+        if sampling_rate is None:
+            warnings.warn(
+                f"It is strongly recommended to pass the `sampling_rate` argument to {type(self).__name__}; "
+                f"assuming {self.sampling_rate} Hz. Failing to do so can result in silent errors.",
+                UserWarning,
+            )
+            sampling_rate = self.sampling_rate
+        if int(sampling_rate) != sampling_rate or sampling_rate <= 0:
+            raise ValueError(f"sampling_rate must be a positive integer (Hz), got {sampling_rate!r}.")
+
+        is_batched = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and not np.isscalar(raw_speech[0])
+        if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
+            if raw_speech.ndim > 2:
+                raise ValueError(
+                    f"audio input must be 1-D (one clip) or 2-D (batch, n_samples), got shape {tuple(raw_speech.shape)}."
+                )
+            is_batched = raw_speech.ndim == 2
+        clips = list(raw_speech) if is_batched else [raw_speech]
+        if not clips:
+            raise ValueError("audio input is an empty batch: expected at least one waveform.")
+
+        arrays = []
+        for index, clip in enumerate(clips):
+            array = self._resample(self._to_mono_float(clip, index), int(sampling_rate))
+            if len(array) < self.min_samples:
+                raise ValueError(
+                    f"audio input {index} has {len(array)} samples at {self.sampling_rate} Hz: expected at least "
+                    f"{self.min_samples} (the support of the smallest wavelet)."
+                )
+            arrays.append(array)
+
+        target = self.n_frames * self.hop_length if truncation else max(len(a) for a in arrays)
+        target = math.ceil(target / self.hop_length) * self.hop_length
+        fitted, lengths = [], []
+        for array in arrays:
+            if truncation:
+                clip, real = self._fit_length(array, target)
+            else:
+                clip, real = np.pad(array, (0, target - len(array)), constant_values=self.padding_value), len(array)
+            fitted.append(clip)
+            lengths.append(real)
+
+        waveforms = torch.from_numpy(np.stack(fitted)).to(device or "cpu")
+        with torch.no_grad():
+            magnitudes = self._cwt(waveforms)  # (batch, n_scales, frames)
+        features = torch.log(magnitudes + self.log_floor)
+        frames = features.shape[-1]
+        valid = torch.tensor([math.ceil(n / self.hop_length) for n in lengths], device=features.device)
+        mask = (torch.arange(frames, device=features.device)[None, :] < valid[:, None]).to(torch.int32)
+        if self.normalization == "per_recording":
+            weights = mask[:, None, :].to(features.dtype)
+            count = weights.sum(dim=(1, 2), keepdim=True) * self.n_scales
+            mean = (features * weights).sum(dim=(1, 2), keepdim=True) / count
+            var = (((features - mean) * weights) ** 2).sum(dim=(1, 2), keepdim=True) / count
+            features = (features - mean) / torch.sqrt(var + 1e-5) * weights
+        data = {"input_features": features[:, None]}
+        if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
+            data["attention_mask"] = mask
+        if return_tensors != "pt":
+            data = {key: value.cpu().numpy() for key, value in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors if return_tensors != "pt" else None)
