@@ -3,7 +3,7 @@
 The recipe: Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record classes) starts from
 that event model and learns whole recordings (8.2 s centre crop at the event model's 16 ms frames) with
 frame supervision from the event timestamps; on validation this beat a record model trained from
-scratch (0.638 vs 0.576). Task 1-1 and Task 2-1 fine-tune those models with their coarser label sets
+scratch (validation Score 0.638 vs 0.576). Task 1-1 and Task 2-1 fine-tune those models with their coarser label sets
 (new head). Every choice (best epoch) is made on the patient-disjoint validation
 split carved from train; ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
 
