@@ -164,9 +164,6 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
         data = datasets.load_dataset(data_args.dataset, TASKS[task]["level"] if task else None)
     if "train" not in data:
         raise ValueError(f"--dataset {data_args.dataset} has no 'train' split (it has {list(data)}).")
-    for name, split in data.items():
-        if len(split) == 0:
-            raise ValueError(f"Split {name!r} of {data_args.dataset} is empty.")
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 
@@ -395,6 +392,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ["validation", *eval_splits]:
         if data_args.max_eval_samples:
             data[name] = data[name].select(range(min(data_args.max_eval_samples, len(data[name]))))
+    for name in ["train", "validation", *eval_splits]:
+        if len(data[name]) == 0:
+            raise ValueError(
+                f"Split {name!r} of {data_args.dataset} is empty"
+                + (" (too few patients to carve a patient-disjoint validation split)" if name in ("train", "validation") else "")
+                + "."
+            )
 
     model, extractor = build_model_and_extractor(
         model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames
