@@ -186,7 +186,7 @@ def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatu
     """Per-frame classes (:data:`FRAME_LABELS`) of one recording from its events; -100 outside events."""
     targets = np.full(extractor.n_frames, -100, dtype=np.int64)
     # The extractor centre-crops recordings longer than its clip; shift the events the same way.
-    offset = max(0.0, duration_s - extractor.clip_seconds) / 2
+    offset = extractor.crop_start(round(duration_s * extractor.sampling_rate)) / extractor.sampling_rate
     for event in events:
         first = max(0, int(round((event["start_s"] - offset) / extractor.frame_seconds)))
         last = min(extractor.n_frames, int(round((event["end_s"] - offset) / extractor.frame_seconds)))
@@ -229,12 +229,12 @@ def class_weights(labels: list[int], num_labels: int) -> list[float]:
 def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
+    if model_args.imbalance not in ("weights", "focal", "none"):
+        raise ValueError(f"--imbalance must be 'weights', 'focal' or 'none', got {model_args.imbalance!r}.")
     loss_settings = {
         "loss": "focal" if model_args.imbalance == "focal" else "cross_entropy",
         "class_weights": class_weights(train_labels, len(label_names)) if model_args.imbalance == "weights" else None,
     }
-    if model_args.imbalance not in ("weights", "focal", "none"):
-        raise ValueError(f"--imbalance must be 'weights', 'focal' or 'none', got {model_args.imbalance!r}.")
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint
         config = RespSTFConfig.from_pretrained(source)

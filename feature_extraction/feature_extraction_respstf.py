@@ -171,10 +171,18 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         ratio = Fraction(self.sampling_rate, int(sampling_rate))
         return resample_poly(array, ratio.numerator, ratio.denominator).astype(np.float32)
 
+    def crop_start(self, n_input_samples: int) -> int:
+        """First sample (at the model rate) kept when an input of ``n_input_samples`` is fitted to the clip.
+
+        Longer inputs are centre-cropped; shorter ones start at 0. Frame-level targets (training) use
+        this to line up with what the model sees.
+        """
+        return max(0, n_input_samples - self.n_frames * self.hop_length) // 2
+
     def _fit_length(self, array: np.ndarray, n_samples: int) -> tuple[np.ndarray, int]:
         """Crop (centred) or pad to ``n_samples``; returns the clip and its count of real samples."""
         if len(array) >= n_samples:
-            start = (len(array) - n_samples) // 2
+            start = self.crop_start(len(array))
             return array[start : start + n_samples], n_samples
         if self.padding_mode == "repeat":
             return np.resize(array, n_samples), n_samples
