@@ -167,6 +167,27 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 
+def sprsound_validation_patients(data_args: DataArguments) -> list[str] | None:
+    """On an SPRSound release, the validation patients of every task: those the record-level split
+    (stratified by the 5 record classes) chooses. One set for all four tasks, so a model fine-tuned from
+    another task's model (the recipe's 12 -> 22 -> 21) never validates on patients that trained it.
+    None for other datasets (each task carves its own split)."""
+    source = Path(data_args.dataset)
+    if not (source.is_dir() and is_sprsound_release(source)):
+        return None
+    records = hub_dataset.load_sprsound(source, level="record", splits=["train"], decode=False, progress=False)["train"]
+    carved = hub_dataset.patient_disjoint_split(records, data_args.validation_fraction, data_args.split_seed, label_column="task22")
+    return sorted({patient for patient in carved["validation"]["patient_id"] if patient is not None})
+
+
+def carve_validation(train_split: datasets.Dataset, data_args: DataArguments, label_column: str) -> datasets.DatasetDict:
+    """``train`` and a patient-disjoint ``validation`` split (the same patients for every SPRSound task)."""
+    return hub_dataset.patient_disjoint_split(
+        train_split, data_args.validation_fraction, data_args.split_seed, label_column=label_column,
+        validation_patients=sprsound_validation_patients(data_args),
+    )
+
+
 def resolve_label_column(data: datasets.DatasetDict, data_args: DataArguments, task: str | None) -> tuple[str, list[str]]:
     column = data_args.label_column or (TASKS[task]["column"] if task else "label")
     feature = data["train"].features.get(column)
@@ -379,10 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
     with_frames = model_args.frame_supervision and "events" in data["train"].column_names and level == "record"
 
     if "validation" not in data:
-        carved = hub_dataset.patient_disjoint_split(
-            data["train"], data_args.validation_fraction, data_args.split_seed, label_column=label_column
-        )
-        data["train"], data["validation"] = carved["train"], carved["validation"]
+        data["train"], data["validation"] = carve_validation(data["train"], data_args, label_column).values()
     if data_args.max_train_samples:
         data["train"] = data["train"].shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(data["train"]))))
     eval_splits = [] if data_args.eval_split == "none" else [data_args.eval_split]

@@ -1,11 +1,12 @@
 """Train and score all four SPRSound tasks with train.py; print the table beside the paper and append it to RESULTS.md.
 
 The recipe: Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record classes) starts from
-that event model and learns whole recordings (8.2 s centre crop at the event model's 16 ms frames) with
-frame supervision from the event timestamps; on validation this beat a record model trained from
-scratch (validation Score 0.638 vs 0.576). Task 1-1 and Task 2-1 fine-tune those models with their coarser label sets
-(new head). Every choice (best epoch) is made on the patient-disjoint validation
-split carved from train; ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
+that event model and learns whole recordings (960 frames of 16 ms = 15.4 s, the full length of nearly
+every SPRSound recording, at the event model's frame rate) with frame supervision from the event
+timestamps. Task 1-1 and Task 2-1 fine-tune those models with their coarser label sets (new head).
+Every choice (best epoch) is made on the patient-disjoint validation split carved from train, the
+same patients for all four tasks (so no model validates on patients its parent trained on);
+``--eval_split`` (default: the 2022 inter-patient test) is scored once.
 
     python benchmarks/sprsound_score.py                                # small preset, CPU
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
@@ -38,7 +39,7 @@ PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
 RECIPE = [
     ("12", None, ["--num_train_epochs", "10", "--logging_steps", "50"]),
     ("11", "12", ["--num_train_epochs", "2", "--learning_rate", "5e-4", "--ignore-mismatched"]),
-    ("22", "12", ["--num_train_epochs", "6", "--learning_rate", "5e-4", "--ignore-mismatched", "--n_frames", "512"]),
+    ("22", "12", ["--num_train_epochs", "6", "--learning_rate", "5e-4", "--ignore-mismatched", "--n_frames", "960"]),
     ("21", "22", ["--num_train_epochs", "4", "--learning_rate", "5e-4", "--ignore-mismatched"]),
 ]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",

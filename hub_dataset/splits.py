@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
@@ -21,6 +23,7 @@ def patient_disjoint_split(
     seed: int = 0,
     label_column: str | None = None,
     patient_column: str = "patient_id",
+    validation_patients: Iterable[str] | None = None,
 ) -> DatasetDict:
     """Split ``dataset`` into ``train`` and ``validation`` so that no patient is on both sides.
 
@@ -34,6 +37,9 @@ def patient_disjoint_split(
         seed: shuffles the order in which patients are considered.
         label_column: the label to stratify by (default: the `ClassLabel` column with the most classes).
         patient_column: the column identifying patients.
+        validation_patients: put exactly these patients in validation instead of choosing them, e.g. the
+            patients a record-level split chose, so that a record model fine-tuned from an event model
+            never validates on patients whose events trained it.
     """
     if isinstance(dataset, DatasetDict):
         raise TypeError("patient_disjoint_split takes one split (a Dataset), e.g. dsdict['train'].")
@@ -55,6 +61,8 @@ def patient_disjoint_split(
     patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
     if len(patient_ids) < 2:
         raise ValueError(f"Need at least 2 patients to split without overlap, found {len(patient_ids)}.")
+    if validation_patients is not None:
+        return _select_patients(dataset, patient_of_row, np.isin(patient_ids, [str(p) for p in validation_patients]))
 
     if len(labels) and labels.min() < 0:
         raise ValueError(f"Column {label_column!r} has rows without a label (-1); drop or label them first.")
@@ -88,6 +96,10 @@ def patient_disjoint_split(
     if chosen.all():
         chosen[order[0]] = False
 
+    return _select_patients(dataset, patient_of_row, chosen)
+
+
+def _select_patients(dataset: Dataset, patient_of_row: np.ndarray, chosen: np.ndarray) -> DatasetDict:
     validation_rows = np.flatnonzero(chosen[patient_of_row])
     train_rows = np.flatnonzero(~chosen[patient_of_row])
     return DatasetDict({"train": dataset.select(train_rows), "validation": dataset.select(validation_rows)})

@@ -207,6 +207,15 @@ def test_patient_disjoint_split(sprsound, level, column):
     assert set(other_seed["validation"]["patient_id"]) != validation_patients
 
 
+def test_patient_disjoint_split_takes_the_patients_of_another_level(sprsound):
+    records = patient_disjoint_split(sprsound["record"]["train"], fraction=0.15, seed=0)
+    chosen = set(records["validation"]["patient_id"])
+    events = patient_disjoint_split(sprsound["event"]["train"], validation_patients=chosen)
+    assert set(events["validation"]["patient_id"]) <= chosen
+    assert not set(events["train"]["patient_id"]) & chosen
+    assert events["train"].num_rows + events["validation"].num_rows == sprsound["event"]["train"].num_rows
+
+
 def test_patient_disjoint_split_rejects_bad_arguments(sprsound):
     with pytest.raises(ValueError, match="fraction"):
         patient_disjoint_split(sprsound["record"]["train"], fraction=1.5)

@@ -141,6 +141,24 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, t
 
 # -- errors before training starts --------------------------------------------------------------
 
+def test_every_sprsound_task_validates_on_the_same_patients(sprsound_root, tmp_path):
+    # The recipe fine-tunes 12 -> 11, 12 -> 22 -> 21: a validation patient of one task must never be a
+    # training patient of another, or model selection sees data the parent model trained on.
+    patients = {}
+    for task in ("12", "11", "22", "21"):
+        data_args, *_ = train.parse_args(["--task", task, "--dataset", str(sprsound_root), "--output_dir", str(tmp_path)])
+        data = train.load_data(data_args, task)
+        label_column, _ = train.resolve_label_column(data, data_args, task)
+        carved = train.carve_validation(data["train"], data_args, label_column)
+        patients[task] = set(carved["train"]["patient_id"]), set(carved["validation"]["patient_id"])
+    record_validation = patients["22"][1]
+    assert 0.10 < len(record_validation) / (len(record_validation) + len(patients["22"][0])) < 0.20
+    for task, (train_patients, validation_patients) in patients.items():
+        assert not train_patients & record_validation, task
+        assert validation_patients <= record_validation, task  # events: Poor Quality patients have none
+    assert patients["21"][1] == record_validation
+
+
 def test_unknown_task_is_rejected(sprsound_root, tmp_path):
     with pytest.raises(ValueError, match="Unknown task '13'"):
         run_train(["--task", "13", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path)])
