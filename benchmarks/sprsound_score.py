@@ -39,7 +39,7 @@ PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
 RECIPE = [
     ("12", None, ["--num_train_epochs", "10", "--logging_steps", "50"]),
     ("11", "12", ["--num_train_epochs", "2", "--learning_rate", "5e-4", "--ignore-mismatched"]),
-    ("22", "12", ["--num_train_epochs", "6", "--learning_rate", "5e-4", "--ignore-mismatched", "--n_frames", "960"]),
+    ("22", "12", ["--num_train_epochs", "10", "--learning_rate", "5e-4", "--ignore-mismatched", "--n_frames", "960"]),
     ("21", "22", ["--num_train_epochs", "4", "--learning_rate", "5e-4", "--ignore-mismatched"]),
 ]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
