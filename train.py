@@ -346,6 +346,10 @@ def write_model_card(output_dir: Path, task: str | None, label_names: list[str],
         f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
         for split, r in results.items()
     )
+    # A local parent is named by its folder (an absolute path says nothing on the Hub); a Hub id as given.
+    parent = model_args.from_checkpoint
+    if parent and Path(parent).is_dir():
+        parent = Path(parent).resolve().name
     card = f"""---
 library_name: transformers
 pipeline_tag: audio-classification
@@ -358,7 +362,7 @@ metrics: [sprsound_score]
 
 A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal focusing and multi-head
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
-`respstf` package on `{Path(data_args.dataset).name}`{f' starting from `{model_args.from_checkpoint}`' if model_args.from_checkpoint else ''}.
+`respstf` package on `{Path(data_args.dataset).name}`{f' starting from `{parent}`' if parent else ''}.
 
 Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.
 
