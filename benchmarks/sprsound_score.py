@@ -40,7 +40,7 @@ RECIPE = [
     ("12", None, ["--num_train_epochs", "10", "--logging_steps", "50"]),
     ("11", "12", ["--num_train_epochs", "2", "--learning_rate", "5e-4", "--ignore-mismatched"]),
     ("22", "12", ["--num_train_epochs", "10", "--learning_rate", "5e-4", "--ignore-mismatched", "--n_frames", "960"]),
-    ("21", "22", ["--num_train_epochs", "4", "--learning_rate", "5e-4", "--ignore-mismatched"]),
+    ("21", "22", ["--num_train_epochs", "4", "--learning_rate", "5e-4", "--ignore-mismatched", "--imbalance", "none"]),
 ]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
