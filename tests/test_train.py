@@ -139,8 +139,6 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, t
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
 
 
-# -- errors before training starts --------------------------------------------------------------
-
 def test_every_sprsound_task_validates_on_the_same_patients(sprsound_root, tmp_path):
     # The recipe fine-tunes 12 -> 11, 12 -> 22 -> 21: a validation patient of one task must never be a
     # training patient of another, or model selection sees data the parent model trained on.
@@ -158,6 +156,8 @@ def test_every_sprsound_task_validates_on_the_same_patients(sprsound_root, tmp_p
         assert validation_patients <= record_validation, task  # events: Poor Quality patients have none
     assert patients["21"][1] == record_validation
 
+
+# -- errors before training starts --------------------------------------------------------------
 
 def test_unknown_task_is_rejected(sprsound_root, tmp_path):
     with pytest.raises(ValueError, match="Unknown task '13'"):
