@@ -1,10 +1,10 @@
 """Train and score all four SPRSound tasks with train.py; print the table beside the paper and append it to RESULTS.md.
 
 The recipe: Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record classes) starts from
-an event model (the same recipe, 10 epochs instead of 20) and learns whole recordings (960 frames of 16 ms = 15.4 s, the full length of nearly
-every SPRSound recording, at the event model's frame rate) with frame supervision from the event
-timestamps. Task 1-1 and Task 2-1 fine-tune those models with their coarser label sets (new head).
-Every choice (best epoch) is made on the patient-disjoint validation split carved from train, the
+an event model (the same recipe, 10 epochs instead of 20) and learns whole recordings (960 frames of
+16 ms = 15.4 s, the full length of nearly every SPRSound recording, at the event model's frame rate)
+with frame supervision from the event timestamps. Task 1-1 and Task 2-1 fine-tune those models with
+their coarser label sets (new head). Every choice (best epoch) is made on the patient-disjoint validation split carved from train, the
 same patients for all four tasks (so no model validates on patients its parent trained on);
 ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
 
@@ -12,8 +12,9 @@ same patients for all four tasks (so no model validates on patients its parent t
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
     python benchmarks/sprsound_score.py --eval_split test2023 --dataset /data/SPRSound   # the 2023 set
 
-A run whose ``runs/<name>/results.json`` already exists is read back, not retrained (``--retrain`` forces it
-for the runs of ``--tasks``; the runs they start from are trained only when missing).
+``--tasks`` picks the tasks to ship; the runs they start from come along. A run whose
+``runs/<name>/results.json`` already exists is read back, not retrained (``--retrain`` retrains every run
+needed, so a preset change never starts from an old parent).
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
@@ -63,10 +64,10 @@ def runs_needed(tasks: list[str]) -> set[str]:
     return needed
 
 
-def run_task(run: str, task: str, parent: str | None, extra: list[str], args, retrain: bool) -> dict:
+def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
     output_dir = Path(args.runs) / run
     results_file = output_dir / "results.json"
-    if results_file.is_file() and not retrain:
+    if results_file.is_file() and not args.retrain:
         print(f"{run}: reading {results_file} (pass --retrain to train again)")
         return json.loads(results_file.read_text())
     argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", args.eval_split,
@@ -88,19 +89,19 @@ def main() -> None:
     parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
     parser.add_argument("--eval_split", default="inter_test")
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
-    parser.add_argument("--runs", default=str(ROOT / "runs"))
+    parser.add_argument("--runs", default=None, help="Run folders (default: runs/, or runs/paper/ for --preset paper).")
     parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=["11", "12", "21", "22"])
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args()
+    args.runs = args.runs or str(ROOT / "runs" / ("paper" if args.preset == "paper" else ""))
 
     summaries, needed = {}, runs_needed(args.tasks)
     for run, task, parent, extra in RECIPE:
         if run in needed:
-            shipped = run == f"task{task}" and task in args.tasks
-            summary = run_task(run, task, parent, extra, args, retrain=args.retrain and shipped)
-            if shipped:
+            summary = run_task(run, task, parent, extra, args)
+            if run == f"task{task}" and task in args.tasks:
                 summaries[task] = summary
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
