@@ -4,9 +4,9 @@ The recipe: Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 reco
 an event model (the same recipe, 10 epochs instead of 20) and learns whole recordings (960 frames of
 16 ms = 15.4 s, the full length of nearly every SPRSound recording, at the event model's frame rate)
 with frame supervision from the event timestamps. Task 1-1 and Task 2-1 fine-tune those models with
-their coarser label sets (new head). Every choice (best epoch) is made on the patient-disjoint validation split carved from train, the
-same patients for all four tasks (so no model validates on patients its parent trained on);
-``--eval_split`` (default: the 2022 inter-patient test) is scored once.
+their coarser label sets (new head). Every choice (best epoch) is made on the patient-disjoint
+validation split carved from train, the same patients for all four tasks (so no model validates on
+patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
 
     python benchmarks/sprsound_score.py                                # small preset, CPU
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
@@ -95,7 +95,8 @@ def main() -> None:
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args()
-    args.runs = args.runs or str(ROOT / "runs" / ("paper" if args.preset == "paper" else ""))
+    if args.runs is None:
+        args.runs = str(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
     summaries, needed = {}, runs_needed(args.tasks)
     for run, task, parent, extra in RECIPE:
