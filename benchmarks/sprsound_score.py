@@ -56,6 +56,11 @@ SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "READ
            "confusion_validation.png"]
 
 
+def must_train(run_dir: Path, retrain: bool) -> bool:
+    """Whether a run is trained (else its results.json is read back)."""
+    return retrain or not (run_dir / "results.json").is_file()
+
+
 def runs_needed(tasks: list[str], runs: Path, retrain: bool) -> set[str]:
     """The runs that ship the given tasks, with the runs that those to be trained start from."""
     parents = {run: parent for run, _, parent, _ in RECIPE}
@@ -63,7 +68,7 @@ def runs_needed(tasks: list[str], runs: Path, retrain: bool) -> set[str]:
     while pending:
         run = pending.pop()
         needed.add(run)
-        if parents[run] and (retrain or not (runs / run / "results.json").is_file()):
+        if parents[run] and must_train(runs / run, retrain):
             pending.append(parents[run])
     return needed
 
@@ -71,7 +76,7 @@ def runs_needed(tasks: list[str], runs: Path, retrain: bool) -> set[str]:
 def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
     output_dir = Path(args.runs) / run
     results_file = output_dir / "results.json"
-    if results_file.is_file() and not args.retrain:
+    if not must_train(output_dir, args.retrain):
         print(f"{run}: reading {results_file} (pass --retrain to train again)")
         return json.loads(results_file.read_text())
     argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", args.eval_split,
