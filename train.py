@@ -31,6 +31,7 @@ from pathlib import Path
 import datasets
 import evaluate
 import numpy as np
+import torch
 from transformers import (
     AutoFeatureExtractor,
     EarlyStoppingCallback,
@@ -108,6 +109,11 @@ class RespSTFTrainingArguments(TrainingArguments):
     """`TrainingArguments` with defaults that suit this model (see ``--help`` for all of them)."""
 
     output_dir: str = field(default="runs/respstf", metadata={"help": "Where checkpoints, the final model and results go."})
+    do_train: bool = field(
+        default=True,
+        metadata={"help": "'false' scores the --from model on validation and --eval_split without training "
+                  "(e.g. a model trained on another machine); the scores are merged into output_dir/results.json."},
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to score the validation split."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint (resume granularity)."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the epoch with the best validation Score."})
@@ -215,19 +221,21 @@ def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatu
     return targets
 
 
-def featurize(split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool) -> datasets.Dataset:
-    """Scalograms computed once, batched (``datasets.map``), kept next to the labels."""
+def featurize(
+    split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool, device: str = "cpu"
+) -> datasets.Dataset:
+    """Scalograms computed once, batched (``datasets.map``) on ``device``, kept next to the labels."""
 
     def compute(batch):
         clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
         out = {"labels": batch[label_column]}
         rates = {rate for _, rate in clips}
         if len(rates) == 1:
-            features = extractor([array for array, _ in clips], sampling_rate=rates.pop())
+            features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), device=device)
             out["input_features"] = list(features["input_features"])
             out["attention_mask"] = list(features["attention_mask"])
         else:  # mixed-rate datasets (e.g. ICBHI): resample clip by clip
-            parts = [extractor(array, sampling_rate=rate) for array, rate in clips]
+            parts = [extractor(array, sampling_rate=rate, device=device) for array, rate in clips]
             out["input_features"] = [p["input_features"][0] for p in parts]
             out["attention_mask"] = [p["attention_mask"][0] for p in parts]
         if with_frames:
@@ -301,6 +309,12 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
 
 # -- scoring and reports --------------------------------------------------------------------------
 
+def describe_device(device) -> str:
+    """A device as a person reads it in a results table: the GPU's name, or CPU with its thread count."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type.upper()} ({torch.get_num_threads()} threads)"
+
+
 def make_compute_metrics(label_names: list[str]):
     metric = evaluate.load(METRIC_PATH, keep_in_memory=True)
     normal = label_names.index(NORMAL_LABEL) if NORMAL_LABEL in label_names else 0
@@ -340,14 +354,16 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], title: str, 
     plt.close(fig)
 
 
-def write_model_card(output_dir: Path, task: str | None, label_names: list[str], results: dict, data_args, model_args) -> None:
+def write_model_card(output_dir: Path, summary: dict) -> None:
+    """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores)."""
+    task, label_names, results = summary["task"], summary["labels"], summary["results"]
     task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
     rows = "\n".join(
         f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
         for split, r in results.items()
     )
     # A local parent is named by its folder (an absolute path says nothing on the Hub); a Hub id as given.
-    parent = model_args.from_checkpoint
+    parent = summary["from"]
     if parent and Path(parent).is_dir():
         parent = Path(parent).resolve().name
     card = f"""---
@@ -362,7 +378,7 @@ metrics: [sprsound_score]
 
 A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal focusing and multi-head
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
-`respstf` package on `{Path(data_args.dataset).name}`{f' starting from `{parent}`' if parent else ''}.
+`respstf` package on `{Path(summary["dataset"]).name}`{f' starting from `{parent}`' if parent else ''}.
 
 Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.
 
@@ -396,6 +412,8 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, feature_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     task = normalize_task(data_args.task) if data_args.task else None
+    if not training_args.do_train and not model_args.from_checkpoint:
+        raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     set_seed(training_args.seed)
 
     data = load_data(data_args, task)
@@ -426,8 +444,10 @@ def main(argv: list[str] | None = None) -> dict:
         model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames
     )
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
+    featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
+    device = str(training_args.device)
     prepared = datasets.DatasetDict(
-        {name: featurize(data[name], extractor, label_column, with_frames) for name in ["train", "validation", *eval_splits]}
+        {name: featurize(data[name], extractor, label_column, with_frames, device) for name in featurized}
     ).with_format("torch")
 
     training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
@@ -436,38 +456,43 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=prepared["train"],
+        train_dataset=prepared["train"] if training_args.do_train else None,
         eval_dataset=prepared["validation"],
         compute_metrics=make_compute_metrics(label_names),
         callbacks=[EarlyStoppingCallback(model_args.early_stopping_patience)]
         if model_args.early_stopping_patience and training_args.eval_strategy != "no"
         else [],
     )
-    resume = training_args.resume_from_checkpoint
-    if resume == "last":
-        resume = get_last_checkpoint(training_args.output_dir)
-    train_result = trainer.train(resume_from_checkpoint=resume)
-
     output_dir = Path(training_args.output_dir)
-    trainer.save_model(str(output_dir))
-    extractor.save_pretrained(str(output_dir))
-    (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
-    results = {}
+    summary = {
+        "task": task, "labels": label_names, "dataset": data_args.dataset, "preset": model_args.preset,
+        "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
+        "global_step": 0, "train_runtime_s": None, "device": describe_device(training_args.device), "results": {},
+    }
+    if training_args.do_train:
+        resume = training_args.resume_from_checkpoint
+        if resume == "last":
+            resume = get_last_checkpoint(training_args.output_dir)
+        train_result = trainer.train(resume_from_checkpoint=resume)
+        summary.update(train_rows=len(prepared["train"]), global_step=train_result.global_step,
+                       train_runtime_s=train_result.metrics.get("train_runtime"))
+    in_place = Path(model_args.from_checkpoint or "").resolve() == output_dir.resolve()
+    if not training_args.do_train and in_place and (output_dir / "results.json").is_file():
+        summary = json.loads((output_dir / "results.json").read_text())  # scoring a trained run: keep how it was trained
+    if training_args.do_train or not in_place:
+        trainer.save_model(str(output_dir))
+        extractor.save_pretrained(str(output_dir))
+        (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
     for name in ["validation", *eval_splits]:
         prediction = trainer.predict(prepared[name], metric_key_prefix=name)
         metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
         metrics["rows"] = len(prepared[name])
-        results[name] = metrics
+        metrics["device"] = describe_device(training_args.device)
+        summary["results"][name] = metrics
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
-    summary = {
-        "task": task, "labels": label_names, "dataset": data_args.dataset, "preset": model_args.preset,
-        "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": len(prepared["train"]),
-        "global_step": train_result.global_step, "train_runtime_s": train_result.metrics.get("train_runtime"),
-        "device": str(training_args.device), "results": results,
-    }
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
-    write_model_card(output_dir, task, label_names, results, data_args, model_args)
-    for name, r in results.items():
+    write_model_card(output_dir, summary)
+    for name, r in summary["results"].items():
         logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])
     if push:
         from huggingface_hub import create_repo, upload_folder
