@@ -362,9 +362,10 @@ def write_model_card(output_dir: Path, summary: dict) -> None:
         f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
         for split, r in results.items()
     )
-    # A local parent is named by its folder (an absolute path says nothing on the Hub); a Hub id as given.
+    # A local parent is named by its folder (an absolute path says nothing on the Hub, nor on another
+    # machine: the run may have been trained elsewhere); a Hub id as given.
     parent = summary["from"]
-    if parent and Path(parent).is_dir():
+    if parent and (Path(parent).is_dir() or Path(parent).is_absolute()):
         parent = Path(parent).resolve().name
     card = f"""---
 library_name: transformers

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,29 @@ def test_short_real_run_writes_a_complete_checkpoint(task12_run):
     assert not (task12_run / "training_args.bin").exists(), "no pickles in a shipped folder"
     card = (task12_run / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card and "inter_test" in card
+
+
+def test_scoring_a_trained_run_adds_the_split_and_keeps_the_model(task12_run, sprsound_root, tmp_path):
+    """`--do_train false` on a run trained elsewhere with `--eval_split none`: the test split is scored and
+    merged into its results.json; the weights and how they were trained are left as they were."""
+    run = tmp_path / "trained-elsewhere"
+    shutil.copytree(task12_run, run)
+    summary = json.loads((run / "results.json").read_text())
+    del summary["results"]["inter_test"]
+    (run / "results.json").write_text(json.dumps(summary))
+    weights = (run / "model.safetensors").read_bytes()
+
+    scored = run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(run), "--output_dir", str(run),
+                        "--do_train", "false", "--eval_split", "inter_test"])
+    assert scored["global_step"] == summary["global_step"] == 3 and scored["train_rows"] == summary["train_rows"]
+    assert scored["results"]["inter_test"]["rows"] == 16
+    written = json.loads((run / "results.json").read_text())
+    assert written["global_step"] == 3 and set(written["results"]) == {"validation", "inter_test"}
+    assert written["results"]["inter_test"]["score"] == scored["results"]["inter_test"]["score"]
+    assert (run / "model.safetensors").read_bytes() == weights
+    assert "| inter_test |" in (run / "README.md").read_text()
+    with pytest.raises(ValueError, match="--from"):
+        run_train(["--task", "12", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path / "x"), "--do_train", "false"])
 
 
 def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path):
