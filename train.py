@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output_dir = Path(training_args.output_dir)
     summary = {
-        "task": task, "labels": label_names, "dataset": data_args.dataset, "preset": model_args.preset,
+        "task": task, "labels": label_names, "dataset": data_args.dataset,
+        "preset": None if model_args.from_checkpoint else model_args.preset,  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
         "global_step": 0, "train_runtime_s": None, "device": describe_device(training_args.device), "results": {},
     }
