@@ -446,9 +446,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
     featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
-    device = str(training_args.device)
     prepared = datasets.DatasetDict(
-        {name: featurize(data[name], extractor, label_column, with_frames, device) for name in featurized}
+        {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
     ).with_format("torch")
 
     training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
@@ -465,11 +464,12 @@ def main(argv: list[str] | None = None) -> dict:
         else [],
     )
     output_dir = Path(training_args.output_dir)
+    device = describe_device(training_args.device)
     summary = {
         "task": task, "labels": label_names, "dataset": data_args.dataset,
         "preset": None if model_args.from_checkpoint else model_args.preset,  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
-        "global_step": 0, "train_runtime_s": None, "device": describe_device(training_args.device), "results": {},
+        "global_step": 0, "train_runtime_s": None, "device": device, "results": {},
     }
     if training_args.do_train:
         resume = training_args.resume_from_checkpoint
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         prediction = trainer.predict(prepared[name], metric_key_prefix=name)
         metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
         metrics["rows"] = len(prepared[name])
-        metrics["device"] = describe_device(training_args.device)
+        metrics["device"] = device
         summary["results"][name] = metrics
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))

@@ -70,14 +70,14 @@ def main() -> None:
     wavelet = f"cmor{extractor.wavelet_bandwidth}-{extractor.wavelet_center_frequency}"
     hop = extractor.hop_length
 
-    def pywt_scalogram(method: str) -> np.ndarray:
-        coefficients, _ = pywt.cwt(clips[0].astype(np.float64), scales, wavelet, method=method)
-        return np.abs(coefficients).reshape(len(scales), -1, hop).mean(-1)
-
     try:
         import pywt
     except ImportError:
         pywt = None
+
+    def pywt_scalogram(method: str) -> np.ndarray:
+        coefficients, _ = pywt.cwt(clips[0].astype(np.float64), scales, wavelet, method=method)
+        return np.abs(coefficients).reshape(len(scales), -1, hop).mean(-1)
 
     def ours(batch: int):
         return extractor(clips[:batch], sampling_rate=RATE, truncation=False, return_tensors="pt")

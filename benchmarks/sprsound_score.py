@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -47,25 +46,20 @@ PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
 # run `task<id>`. Runs are listed after their parents. Validation Scores behind the small preset's choices
 # are in benchmarks/RESULTS.md: 2-2 for 16 epochs from the 20-epoch event model 0.635 (10 epochs with focal
 # loss 0.633, the 10-epoch chain 0.622); 2-1 from the 10-epoch chain's 2-2 0.732 (from the 16-epoch 2-2 0.728).
-EVENTS_20 = ["--num_train_epochs", "20", "--logging_steps", "50"]
 FINE_TUNE = ["--learning_rate", "5e-4", "--ignore-mismatched"]
-RECORDS_16 = ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]
 TWO_ONE = ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]
+SHARED_RUNS = [
+    ("task12", "12", None, ["--num_train_epochs", "20", "--logging_steps", "50"]),
+    ("task11", "11", "task12", ["--num_train_epochs", "4", *FINE_TUNE]),
+    ("task22", "22", "task12", ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]),
+]
 RECIPES = {
-    "small": [
-        ("task12", "12", None, EVENTS_20),
-        ("task11", "11", "task12", ["--num_train_epochs", "4", *FINE_TUNE]),
-        ("task22", "22", "task12", RECORDS_16),
+    "small": SHARED_RUNS + [
         ("task12-10ep", "12", None, ["--num_train_epochs", "10", "--logging_steps", "50"]),
         ("task22-10ep", "22", "task12-10ep", ["--num_train_epochs", "10", *FINE_TUNE, "--n_frames", "960"]),
         ("task21", "21", "task22-10ep", TWO_ONE),
     ],
-    "paper": [
-        ("task12", "12", None, EVENTS_20),
-        ("task11", "11", "task12", ["--num_train_epochs", "4", *FINE_TUNE]),
-        ("task22", "22", "task12", RECORDS_16),
-        ("task21", "21", "task22", TWO_ONE),
-    ],
+    "paper": SHARED_RUNS + [("task21", "21", "task22", TWO_ONE)],
 }
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
@@ -137,7 +131,7 @@ def main() -> None:
             if run == f"task{task}" and task in args.tasks:
                 summaries[task] = summary
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device = train.describe_device("cuda" if torch.cuda.is_available() else "cpu")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = [
         f"## {datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · eval split `{args.eval_split}`",
