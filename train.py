@@ -46,7 +46,9 @@ import respstf.hub_dataset as hub_dataset
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset.folder import METADATA_FILES
 from respstf.hub_dataset.sprsound import find_splits
-from respstf.hub_dataset.labels import FRAME_LABELS, NORMAL_LABEL, TASKS, frame_label, normalize_task
+from respstf.hub_dataset.labels import (
+    FRAME_LABELS, NORMAL_LABEL, TASKS, frame_label, normalize_task, record_label_from_frame_labels, record_task_label,
+)
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
 
 logger = logging.getLogger("respstf.train")
@@ -76,6 +78,12 @@ class DataArguments:
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows of validation and eval splits."})
+    record_crop_probability: float = field(
+        default=0.5,
+        metadata={"help": "Record tasks with event timestamps: chance that a training recording is replaced by a random "
+                  "window of it, labelled from the events inside (0 = always whole recordings)."},
+    )
+    record_crop_min_seconds: float = field(default=3.0, metadata={"help": "Shortest such window (seconds)."})
 
 
 @dataclass
@@ -88,7 +96,11 @@ class ModelArguments:
         default=False,
         metadata={"aliases": ["--ignore-mismatched", "--ignore_mismatched_sizes"], "help": "Replace the checkpoint's head when its label set differs."},
     )
-    imbalance: str = field(default="weights", metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'focal', or 'none'."})
+    imbalance: str = field(
+        default="weights",
+        metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'score' (Normal and non-Normal weigh "
+                  "half each, like SP and SE in the Score), 'focal', or 'none'."},
+    )
     frame_supervision: bool = field(
         default=True, metadata={"help": "Record tasks: also learn frame labels from the event timestamps."}
     )
@@ -246,23 +258,100 @@ def featurize(
     return split.map(compute, batched=True, batch_size=32, remove_columns=keep + ["audio"], desc="CWT scalograms")
 
 
+# A window's label counts an event type only when at least this much of it is inside: a sliver of a
+# crackle cut at the window's edge is not evidence a listener could hear.
+MIN_EVENT_SECONDS_IN_CROP = 0.25
+
+
+class RecordCrops(torch.utils.data.Dataset):
+    """Training recordings of a record task, each drawn whole or, with probability ``probability``, as
+    a random window (at least ``min_frames`` frames) moved to the start of the clip and labelled by the
+    record rule applied to the events inside it (a record's class is fixed by its events' types). Each
+    epoch then shows new, correctly labelled examples, and the model must find *where* the evidence is.
+    Poor Quality recordings (no events) and windows without an annotated event stay whole.
+
+    Items are those of ``records`` in torch format: ``input_features`` ``(1, F, T)``, ``attention_mask``
+    ``(T,)``, ``frame_labels`` ``(T,)`` (:data:`FRAME_LABELS`, -100 outside events) and ``labels``.
+    """
+
+    def __init__(self, records: datasets.Dataset, task: str, label_names: list[str], probability: float,
+                 min_frames: int, min_event_frames: int):
+        self.records, self.task, self.label_names = records, task, label_names
+        self.probability, self.min_frames, self.min_event_frames = probability, max(1, min_frames), max(1, min_event_frames)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.draw(self.records[index])
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """A batch read in one go (as the data loader asks when the dataset offers it)."""
+        return [self.draw(item) for item in self.records.__getitems__(indices)]
+
+    def draw(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``item`` whole, or a labelled window of it (see the class docstring)."""
+        length = int(item["attention_mask"].sum())
+        if length <= self.min_frames or float(torch.rand(())) >= self.probability:
+            return item
+        size = int(torch.randint(self.min_frames, length + 1, ()))
+        start = int(torch.randint(0, length - size + 1, ()))
+        frame_labels = item["frame_labels"][start : start + size].clone()
+        classes, counts = frame_labels[frame_labels >= 0].unique(return_counts=True)
+        present = classes[counts >= self.min_event_frames]
+        if len(present) == 0:
+            return item
+        frame_labels[~torch.isin(frame_labels, present)] = -100  # slivers left out of the label are not targets either
+        record_label = record_task_label(record_label_from_frame_labels(present.tolist()), self.task)
+        crop = {
+            "input_features": torch.zeros_like(item["input_features"]),
+            "attention_mask": torch.zeros_like(item["attention_mask"]),
+            "frame_labels": torch.full_like(item["frame_labels"], -100),
+            "labels": torch.tensor(self.label_names.index(record_label), dtype=item["labels"].dtype),
+        }
+        crop["input_features"][..., :size] = item["input_features"][..., start : start + size]
+        crop["attention_mask"][:size] = 1
+        crop["frame_labels"][:size] = frame_labels
+        return crop
+
+
 # -- model --------------------------------------------------------------------------------------
 
-def class_weights(labels: list[int], num_labels: int) -> list[float]:
-    """Inverse square-root class frequency, normalised to mean 1 (absent classes get the largest weight)."""
-    counts = np.bincount(labels, minlength=num_labels).astype(float)
-    weights = 1 / np.sqrt(np.maximum(counts, 1))
+IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
+
+
+def normal_class(label_names: list[str]) -> int:
+    """The class the Score's SP is about: ``Normal``, else class 0 (e.g. a new dataset's ``Healthy``)."""
+    return label_names.index(NORMAL_LABEL) if NORMAL_LABEL in label_names else 0
+
+
+def class_weights(labels: list[int], label_names: list[str], scheme: str) -> list[float]:
+    """Per-class loss weights, normalised to mean 1.
+
+    ``weights``: inverse square-root class frequency (absent classes get the largest weight).
+    ``score``: the Normal class and all other classes together weigh half each, every non-Normal
+    sample alike, as SP and SE do in the official Score.
+    """
+    counts = np.bincount(labels, minlength=len(label_names)).astype(float)
+    if scheme == "score":
+        normal = normal_class(label_names)
+        others = counts.sum() - counts[normal]
+        weights = np.full(len(counts), 1 / max(others, 1))
+        weights[normal] = 1 / max(counts[normal], 1)
+    else:
+        weights = 1 / np.sqrt(np.maximum(counts, 1))
     return (weights / weights.mean()).round(4).tolist()
 
 
 def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
-    if model_args.imbalance not in ("weights", "focal", "none"):
-        raise ValueError(f"--imbalance must be 'weights', 'focal' or 'none', got {model_args.imbalance!r}.")
+    if model_args.imbalance not in IMBALANCE_SCHEMES:
+        raise ValueError(f"--imbalance must be one of {', '.join(IMBALANCE_SCHEMES)}; got {model_args.imbalance!r}.")
     loss_settings = {
         "loss": "focal" if model_args.imbalance == "focal" else "cross_entropy",
-        "class_weights": class_weights(train_labels, len(label_names)) if model_args.imbalance == "weights" else None,
+        "class_weights": class_weights(train_labels, label_names, model_args.imbalance)
+        if model_args.imbalance in ("weights", "score") else None,
     }
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint
@@ -317,7 +406,7 @@ def describe_device(device) -> str:
 
 def make_compute_metrics(label_names: list[str]):
     metric = evaluate.load(METRIC_PATH, keep_in_memory=True)
-    normal = label_names.index(NORMAL_LABEL) if NORMAL_LABEL in label_names else 0
+    normal = normal_class(label_names)
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
@@ -415,6 +504,8 @@ def main(argv: list[str] | None = None) -> dict:
     task = normalize_task(data_args.task) if data_args.task else None
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
+    if not 0 <= data_args.record_crop_probability <= 1:
+        raise ValueError(f"--record_crop_probability must be in [0, 1], got {data_args.record_crop_probability}.")
     set_seed(training_args.seed)
 
     data = load_data(data_args, task)
@@ -450,13 +541,20 @@ def main(argv: list[str] | None = None) -> dict:
         {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
     ).with_format("torch")
 
+    train_dataset = prepared["train"] if training_args.do_train else None
+    if train_dataset is not None and with_frames and data_args.record_crop_probability > 0:
+        train_dataset = RecordCrops(
+            train_dataset, task, label_names, data_args.record_crop_probability,
+            min_frames=round(data_args.record_crop_min_seconds / extractor.frame_seconds),
+            min_event_frames=round(MIN_EVENT_SECONDS_IN_CROP / extractor.frame_seconds),
+        )
     training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
     push = training_args.push_to_hub
     training_args.push_to_hub = False  # pushed below, with our model card and the code files
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=prepared["train"] if training_args.do_train else None,
+        train_dataset=train_dataset,
         eval_dataset=prepared["validation"],
         compute_metrics=make_compute_metrics(label_names),
         callbacks=[EarlyStoppingCallback(model_args.early_stopping_patience)]
@@ -469,14 +567,16 @@ def main(argv: list[str] | None = None) -> dict:
         "task": task, "labels": label_names, "dataset": data_args.dataset,
         "preset": None if model_args.from_checkpoint else model_args.preset,  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
-        "global_step": 0, "train_runtime_s": None, "device": device, "results": {},
+        "global_step": 0, "train_runtime_s": None, "device": device,
+        "record_crop_probability": data_args.record_crop_probability if isinstance(train_dataset, RecordCrops) else 0.0,
+        "results": {},
     }
     if training_args.do_train:
         resume = training_args.resume_from_checkpoint
         if resume == "last":
             resume = get_last_checkpoint(training_args.output_dir)
         train_result = trainer.train(resume_from_checkpoint=resume)
-        summary.update(train_rows=len(prepared["train"]), global_step=train_result.global_step,
+        summary.update(train_rows=len(train_dataset), global_step=train_result.global_step,
                        train_runtime_s=train_result.metrics.get("train_runtime"))
     in_place = Path(model_args.from_checkpoint or "").resolve() == output_dir.resolve()
     if not training_args.do_train and in_place and (output_dir / "results.json").is_file():

@@ -1,11 +1,11 @@
 """Train and score all four SPRSound tasks with train.py; print the table beside the paper and append it to RESULTS.md.
 
-The recipe: Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record classes) starts from
-that event model and learns whole recordings (960 frames of 16 ms = 15.4 s, the full length of nearly
-every SPRSound recording, at the event model's frame rate) with frame supervision from the event
-timestamps. Task 1-1 fine-tunes the event model with its coarser label set (new head); Task 2-1
-fine-tunes an earlier Task 2-2 model (from a 10-epoch event model), which scored higher on validation
-than the 2-1 made from the current one. Every choice (best epoch, recipe) is made on the
+The recipe (both presets): Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record
+classes) starts from that event model and learns whole recordings (960 frames of 16 ms = 15.4 s, the
+full length of nearly every SPRSound recording, at the event model's frame rate) with frame supervision
+from the event timestamps, and half the time a random window of a recording labelled from the events
+inside it (train.py's record crops). Task 1-1 fine-tunes the event model with its coarser label set (new
+head); Task 2-1 fine-tunes the Task 2-2 model likewise. Every choice (best epoch, recipe) is made on the
 patient-disjoint validation split carved from train, the same patients for all four tasks (so no model
 validates on patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patient test)
 is scored once.
@@ -13,8 +13,6 @@ is scored once.
     python benchmarks/sprsound_score.py                                # small preset, CPU
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
     python benchmarks/sprsound_score.py --eval_split test2023 --dataset /data/SPRSound   # the 2023 set
-
-The paper preset (GPU) follows the same recipe without the 10-epoch chain: its 2-1 starts from its 2-2.
 
 ``--tasks`` picks the tasks to ship. A run whose ``runs/<name>/results.json`` already exists is read
 back, not retrained (and scored on ``--eval_split`` first if it lacks that split, e.g. a run trained on
@@ -42,25 +40,17 @@ sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 
 PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
-# Per preset: (run folder under --runs, task, parent run, extra train.py arguments); each task ships the
-# run `task<id>`. Runs are listed after their parents. Validation Scores behind the small preset's choices
-# are in benchmarks/RESULTS.md: 2-2 for 16 epochs from the 20-epoch event model 0.635 (10 epochs with focal
-# loss 0.633, the 10-epoch chain 0.622); 2-1 from the 10-epoch chain's 2-2 0.732 (from the 16-epoch 2-2 0.728).
+# (run folder under --runs, task, parent run, extra train.py arguments); each task ships the run
+# `task<id>`. Runs are listed after their parents. The validation Scores behind each choice are in
+# benchmarks/RESULTS.md (2-2: 0.668 with record crops against 0.635 without; 2-1 from it: 0.741 against
+# 0.732 for the previous 2-1 from a 10-epoch chain).
 FINE_TUNE = ["--learning_rate", "5e-4", "--ignore-mismatched"]
-TWO_ONE = ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]
-SHARED_RUNS = [
+RECIPE = [
     ("task12", "12", None, ["--num_train_epochs", "20", "--logging_steps", "50"]),
     ("task11", "11", "task12", ["--num_train_epochs", "4", *FINE_TUNE]),
     ("task22", "22", "task12", ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]),
+    ("task21", "21", "task22", ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]),
 ]
-RECIPES = {
-    "small": SHARED_RUNS + [
-        ("task12-10ep", "12", None, ["--num_train_epochs", "10", "--logging_steps", "50"]),
-        ("task22-10ep", "22", "task12-10ep", ["--num_train_epochs", "10", *FINE_TUNE, "--n_frames", "960"]),
-        ("task21", "21", "task22-10ep", TWO_ONE),
-    ],
-    "paper": SHARED_RUNS + [("task21", "21", "task22", TWO_ONE)],
-}
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
            "confusion_validation.png"]
@@ -123,9 +113,8 @@ def main() -> None:
     if args.runs is None:
         args.runs = str(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
-    recipe = RECIPES[args.preset]
-    summaries, needed = {}, runs_needed(recipe, args.tasks, Path(args.runs), args.retrain)
-    for run, task, parent, extra in recipe:
+    summaries, needed = {}, runs_needed(RECIPE, args.tasks, Path(args.runs), args.retrain)
+    for run, task, parent, extra in RECIPE:
         if run in needed:
             summary = run_task(run, task, parent, extra, args)
             if run == f"task{task}" and task in args.tasks:

@@ -15,6 +15,8 @@ EVENT_TYPE_ALIASES = {"Wheeze & Crackle": "Wheeze+Crackle", "Wheeze+crackle": "W
 
 CONTINUOUS_EVENTS = {"Rhonchi", "Wheeze", "Stridor", "Wheeze+Crackle"}  # CAS
 DISCONTINUOUS_EVENTS = {"Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"}  # DAS
+# (any continuous, any discontinuous sound) -> the record class they make
+_ADVENTITIOUS_KIND = {(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}
 
 TASKS = {
     "11": {"level": "event", "column": "task11", "labels": ["Normal", "Adventitious"]},
@@ -69,9 +71,9 @@ def record_label_from_events(event_types: list[str]) -> str:
     """The record class implied by its events (exact on every 2022 split); no events → Poor Quality."""
     if not event_types:
         return "Poor Quality"
-    cas = any(t in CONTINUOUS_EVENTS for t in event_types)
-    das = any(t in DISCONTINUOUS_EVENTS for t in event_types)
-    return {(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}[(cas, das)]
+    return _ADVENTITIOUS_KIND[
+        (any(t in CONTINUOUS_EVENTS for t in event_types), any(t in DISCONTINUOUS_EVENTS for t in event_types))
+    ]
 
 
 # ICBHI 2017 (a new dataset for fine-tuning): respiratory-cycle classes from the crackle/wheeze flags,
@@ -92,5 +94,13 @@ FRAME_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS"]
 
 def frame_label(event_type: str) -> int:
     """Index into :data:`FRAME_LABELS` of a frame inside an event of ``event_type``."""
-    cas, das = event_type in CONTINUOUS_EVENTS, event_type in DISCONTINUOUS_EVENTS
-    return FRAME_LABELS.index({(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}[(cas, das)])
+    return FRAME_LABELS.index(_ADVENTITIOUS_KIND[(event_type in CONTINUOUS_EVENTS, event_type in DISCONTINUOUS_EVENTS)])
+
+
+def record_label_from_frame_labels(frame_classes) -> str:
+    """The record class of a stretch of audio whose labelled frames have these :data:`FRAME_LABELS`
+    classes (at least one): the same rule as :func:`record_label_from_events`, on frames."""
+    names = {FRAME_LABELS[int(c)] for c in frame_classes}
+    if not names:
+        raise ValueError("record_label_from_frame_labels needs at least one labelled frame.")
+    return _ADVENTITIOUS_KIND[(bool(names & {"CAS", "CAS & DAS"}), bool(names & {"DAS", "CAS & DAS"}))]

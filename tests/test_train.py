@@ -16,12 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ICBHI, REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
 import train  # noqa: E402
+import respstf.hub_dataset as hub_dataset  # noqa: E402
 from respstf.hub_dataset import task_labels  # noqa: E402
+from respstf.hub_dataset.labels import record_label_from_frame_labels  # noqa: E402
 
 QUICK = ["--max_eval_samples", "16", "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--logging_steps", "1"]
 
@@ -89,6 +92,7 @@ def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path
                "--load_best_model_at_end", "false"])
     config = json.loads((output / "config.json").read_text())
     assert config["num_frame_labels"] == 4 and config["id2label"]["4"] == "Poor Quality"
+    assert json.loads((output / "results.json").read_text())["record_crop_probability"] == 0.5
 
 
 def test_frame_targets_follow_the_events():
@@ -102,6 +106,101 @@ def test_frame_targets_follow_the_events():
     assert targets[int(4.5 * per_second)] == 3  # CAS & DAS
     assert targets[int(1.75 * per_second)] == -100  # between events: ignored
     assert (targets[int(9.3 * per_second):] == -100).all()
+
+
+@pytest.fixture(scope="module")
+def record_scalograms(sprsound_root):
+    """Ten real training recordings (two of each record class, none longer than the clip) as the
+    featurized rows Task 2-2 trains on."""
+    records = hub_dataset.load_sprsound(sprsound_root, level="record", splits=["train"], decode=False, progress=False)["train"]
+    names = task_labels(22)
+    picked = []
+    for label in range(len(names)):
+        picked += [i for i, row in enumerate(records.select_columns(["task22", "duration_s"])) if row["task22"] == label and row["duration_s"] < 15][:2]
+    extractor = train.RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
+    return {column: train.featurize(records.select(picked), extractor, column, with_frames=True).with_format("torch")
+            for column in ("task21", "task22")}
+
+
+def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
+    records = record_scalograms["task22"]
+    names = task_labels(22)
+    crops = train.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16)
+    torch.manual_seed(0)
+    shortened = 0
+    for _ in range(5):
+        for index in range(len(records)):
+            whole, crop = records[index], crops[index]
+            length, size = int(whole["attention_mask"].sum()), int(crop["attention_mask"].sum())
+            assert crop["attention_mask"][:size].all() and not crop["attention_mask"][size:].any()
+            if names[int(whole["labels"])] == "Poor Quality":  # no events: always whole
+                assert size == length and int(crop["labels"]) == int(whole["labels"])
+                continue
+            if size == length:
+                continue
+            shortened += 1
+            assert size >= 188
+            # the window is a stretch of the recording's own scalogram, moved to the start
+            starts = [s for s in range(length - size + 1) if torch.equal(whole["input_features"][..., s : s + size], crop["input_features"][..., :size])]
+            assert starts and not crop["input_features"][..., size:].any()
+            labelled = crop["frame_labels"][crop["frame_labels"] >= 0]
+            assert (crop["frame_labels"][size:] == -100).all() and len(labelled) >= 16
+            assert names[int(crop["labels"])] == record_label_from_frame_labels(labelled.unique().tolist())
+            # a window never invents a kind of sound the recording does not have
+            whole_label = names[int(whole["labels"])]
+            assert set(labelled.tolist()) <= set(whole["frame_labels"][whole["frame_labels"] >= 0].tolist())
+            if whole_label == "Normal":
+                assert names[int(crop["labels"])] == "Normal"
+    assert shortened > 10
+    never = train.RecordCrops(records, "22", names, probability=0.0, min_frames=188, min_event_frames=16)
+    assert all(torch.equal(never[i]["input_features"], records[i]["input_features"]) for i in range(len(records)))
+    batch = never.__getitems__([3, 0])  # the data loader's batched read
+    assert [int(item["labels"]) for item in batch] == [int(records[3]["labels"]), int(records[0]["labels"])]
+    assert torch.equal(batch[0]["frame_labels"], records[3]["frame_labels"])
+
+
+def test_record_crops_for_task21_name_the_coarse_class(record_scalograms):
+    records = record_scalograms["task21"]
+    names = task_labels(21)
+    crops = train.RecordCrops(records, "21", names, probability=1.0, min_frames=188, min_event_frames=16)
+    torch.manual_seed(1)
+    for _ in range(3):
+        for index in range(len(records)):
+            crop = crops[index]
+            labelled = crop["frame_labels"][crop["frame_labels"] >= 0]
+            if len(labelled):  # 2-1 folds the four kinds into Normal / Adventitious
+                expected = "Normal" if record_label_from_frame_labels(labelled.unique().tolist()) == "Normal" else "Adventitious"
+                assert names[int(crop["labels"])] == expected
+            else:
+                assert names[int(crop["labels"])] == "Poor Quality"
+
+
+def test_class_weight_schemes():
+    names = ["Normal", "Wheeze", "Fine Crackle"]
+    labels = [0] * 6 + [1] + [2] * 2
+    score = train.class_weights(labels, names, "score")
+    # Normal and the rest weigh the same in total, each non-Normal sample alike (as in SE)
+    assert 6 * score[0] == pytest.approx(3 * score[1], abs=1e-3) and score[1] == score[2]
+    assert np.mean(score) == pytest.approx(1, abs=1e-3)
+    inverse_sqrt = np.array(train.class_weights(labels, names, "weights"))
+    expected = 1 / np.sqrt([6, 1, 2])
+    assert inverse_sqrt == pytest.approx(expected / expected.mean(), abs=1e-3)
+    # a dataset without a "Normal" class: class 0 plays its part, as in the metric
+    assert train.class_weights(labels, ["Healthy", "COPD", "URTI"], "score") == score
+
+
+def test_record_label_from_frame_labels():
+    assert record_label_from_frame_labels([0]) == "Normal"
+    assert record_label_from_frame_labels([0, 1]) == "CAS"
+    assert record_label_from_frame_labels([2, 0]) == "DAS"
+    assert record_label_from_frame_labels([1, 2]) == record_label_from_frame_labels([3]) == "CAS & DAS"
+    with pytest.raises(ValueError, match="at least one labelled frame"):
+        record_label_from_frame_labels([])
+
+
+def test_crop_probability_outside_0_1_is_rejected(sprsound_root, tmp_path):
+    with pytest.raises(ValueError, match="record_crop_probability must be in"):
+        run_train(["--task", "22", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path), "--record_crop_probability", "1.5"])
 
 
 def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
