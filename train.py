@@ -506,6 +506,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     if not 0 <= data_args.record_crop_probability <= 1:
         raise ValueError(f"--record_crop_probability must be in [0, 1], got {data_args.record_crop_probability}.")
+    if data_args.record_crop_min_seconds <= 0:
+        raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
     set_seed(training_args.seed)
 
     data = load_data(data_args, task)

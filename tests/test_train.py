@@ -198,9 +198,13 @@ def test_record_label_from_frame_labels():
         record_label_from_frame_labels([])
 
 
-def test_crop_probability_outside_0_1_is_rejected(sprsound_root, tmp_path):
-    with pytest.raises(ValueError, match="record_crop_probability must be in"):
-        run_train(["--task", "22", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path), "--record_crop_probability", "1.5"])
+@pytest.mark.parametrize("option, value, message", [
+    ("--record_crop_probability", "1.5", "record_crop_probability must be in"),
+    ("--record_crop_min_seconds", "0", "record_crop_min_seconds must be positive"),
+])
+def test_record_crop_settings_out_of_range_are_rejected(sprsound_root, tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        run_train(["--task", "22", "--dataset", str(sprsound_root), "--output_dir", str(tmp_path), option, value])
 
 
 def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
