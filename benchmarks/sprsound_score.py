@@ -61,9 +61,9 @@ def must_train(run_dir: Path, retrain: bool) -> bool:
     return retrain or not (run_dir / "results.json").is_file()
 
 
-def runs_needed(recipe: list[tuple], tasks: list[str], runs: Path, retrain: bool) -> set[str]:
+def runs_needed(tasks: list[str], runs: Path, retrain: bool) -> set[str]:
     """The runs that ship the given tasks, with the runs that those to be trained start from."""
-    parents = {run: parent for run, _, parent, _ in recipe}
+    parents = {run: parent for run, _, parent, _ in RECIPE}
     needed, pending = set(), [f"task{task}" for task in tasks]
     while pending:
         run = pending.pop()
@@ -113,7 +113,7 @@ def main() -> None:
     if args.runs is None:
         args.runs = str(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
-    summaries, needed = {}, runs_needed(RECIPE, args.tasks, Path(args.runs), args.retrain)
+    summaries, needed = {}, runs_needed(args.tasks, Path(args.runs), args.retrain)
     for run, task, parent, extra in RECIPE:
         if run in needed:
             summary = run_task(run, task, parent, extra, args)

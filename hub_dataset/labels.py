@@ -17,6 +17,7 @@ CONTINUOUS_EVENTS = {"Rhonchi", "Wheeze", "Stridor", "Wheeze+Crackle"}  # CAS
 DISCONTINUOUS_EVENTS = {"Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"}  # DAS
 # (any continuous, any discontinuous sound) -> the record class they make
 _ADVENTITIOUS_KIND = {(False, False): "Normal", (True, False): "CAS", (False, True): "DAS", (True, True): "CAS & DAS"}
+_KIND_OF_CLASS = {name: kind for kind, name in _ADVENTITIOUS_KIND.items()}
 
 TASKS = {
     "11": {"level": "event", "column": "task11", "labels": ["Normal", "Adventitious"]},
@@ -100,7 +101,7 @@ def frame_label(event_type: str) -> int:
 def record_label_from_frame_labels(frame_classes) -> str:
     """The record class of a stretch of audio whose labelled frames have these :data:`FRAME_LABELS`
     classes (at least one): the same rule as :func:`record_label_from_events`, on frames."""
-    names = {FRAME_LABELS[int(c)] for c in frame_classes}
-    if not names:
+    kinds = [_KIND_OF_CLASS[FRAME_LABELS[int(c)]] for c in frame_classes]  # (continuous, discontinuous) per class
+    if not kinds:
         raise ValueError("record_label_from_frame_labels needs at least one labelled frame.")
-    return _ADVENTITIOUS_KIND[(bool(names & {"CAS", "CAS & DAS"}), bool(names & {"DAS", "CAS & DAS"}))]
+    return _ADVENTITIOUS_KIND[(any(cas for cas, _ in kinds), any(das for _, das in kinds))]

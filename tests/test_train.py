@@ -111,12 +111,12 @@ def test_frame_targets_follow_the_events():
 @pytest.fixture(scope="module")
 def record_scalograms(sprsound_root):
     """Ten real training recordings (two of each record class, none longer than the clip) as the
-    featurized rows Task 2-2 trains on."""
+    featurized rows Tasks 2-1 and 2-2 train on, by label column."""
     records = hub_dataset.load_sprsound(sprsound_root, level="record", splits=["train"], decode=False, progress=False)["train"]
-    names = task_labels(22)
+    labels, durations = records["task22"], records["duration_s"]
     picked = []
-    for label in range(len(names)):
-        picked += [i for i, row in enumerate(records.select_columns(["task22", "duration_s"])) if row["task22"] == label and row["duration_s"] < 15][:2]
+    for label in range(len(task_labels(22))):
+        picked += [i for i, (row_label, seconds) in enumerate(zip(labels, durations)) if row_label == label and seconds < 15][:2]
     extractor = train.RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
     return {column: train.featurize(records.select(picked), extractor, column, with_frames=True).with_format("torch")
             for column in ("task21", "task22")}
