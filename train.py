@@ -84,6 +84,11 @@ class DataArguments:
                   "window of it, labelled from the events inside (0 = always whole recordings)."},
     )
     record_crop_min_seconds: float = field(default=3.0, metadata={"help": "Shortest such window (seconds)."})
+    record_pair_probability: float = field(
+        default=0.0,
+        metadata={"help": "Chance that such a window is followed by a window of another training recording, the pair "
+                  "labelled from the events of both (e.g. a wheeze then a crackle: CAS & DAS)."},
+    )
 
 
 @dataclass
@@ -268,16 +273,20 @@ class RecordCrops(torch.utils.data.Dataset):
     a random window (at least ``min_frames`` frames) moved to the start of the clip and labelled by the
     record rule applied to the events inside it (a record's class is fixed by its events' types). Each
     epoch then shows new, correctly labelled examples, and the model must find *where* the evidence is.
-    Poor Quality recordings (no events) and windows without an annotated event stay whole.
+    With probability ``pair_probability`` the window is followed by a window of another random training
+    recording, and the pair is labelled from the events of both (so CAS & DAS examples are also made
+    from a wheeze of one child and a crackle of another). Poor Quality recordings (no events) and
+    windows without an annotated event stay whole.
 
     Items are those of ``records`` in torch format: ``input_features`` ``(1, F, T)``, ``attention_mask``
     ``(T,)``, ``frame_labels`` ``(T,)`` (:data:`FRAME_LABELS`, -100 outside events) and ``labels``.
     """
 
     def __init__(self, records: datasets.Dataset, task: str, label_names: list[str], probability: float,
-                 min_frames: int, min_event_frames: int):
+                 min_frames: int, min_event_frames: int, pair_probability: float = 0.0):
         self.records, self.task, self.label_names = records, task, label_names
         self.probability, self.min_frames, self.min_event_frames = probability, max(1, min_frames), max(1, min_event_frames)
+        self.pair_probability = pair_probability
 
     def __len__(self) -> int:
         return len(self.records)
@@ -289,27 +298,50 @@ class RecordCrops(torch.utils.data.Dataset):
         """A batch read in one go (as the data loader asks when the dataset offers it)."""
         return [self.draw(item) for item in self.records.__getitems__(indices)]
 
-    def draw(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``item`` whole, or a labelled window of it (see the class docstring)."""
+    def window(self, item: dict[str, torch.Tensor], max_frames: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A random window of ``item``'s audio, ``min_frames`` to ``max_frames`` long: its features ``(1, F, size)``
+        and frame labels ``(size,)`` (event slivers shorter than ``min_event_frames`` set to -100), or None when
+        no event is in it (or the recording is too short)."""
         length = int(item["attention_mask"].sum())
-        if length <= self.min_frames or float(torch.rand(())) >= self.probability:
-            return item
-        size = int(torch.randint(self.min_frames, length + 1, ()))
+        if min(length, max_frames) < self.min_frames:
+            return None
+        size = int(torch.randint(self.min_frames, min(length, max_frames) + 1, ()))
         start = int(torch.randint(0, length - size + 1, ()))
         frame_labels = item["frame_labels"][start : start + size].clone()
         classes, counts = frame_labels[frame_labels >= 0].unique(return_counts=True)
         present = classes[counts >= self.min_event_frames]
         if len(present) == 0:
-            return item
+            return None
         frame_labels[~torch.isin(frame_labels, present)] = -100  # slivers left out of the label are not targets either
-        record_label = record_task_label(record_label_from_frame_labels(present.tolist()), self.task)
+        return item["input_features"][..., start : start + size], frame_labels
+
+    def draw(self, item: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``item`` whole, or a labelled window (or pair of windows) of it (see the class docstring)."""
+        length = int(item["attention_mask"].sum())
+        if length <= self.min_frames or float(torch.rand(())) >= self.probability:
+            return item
+        clip_frames = item["attention_mask"].numel()
+        paired = self.pair_probability > 0 and float(torch.rand(())) < self.pair_probability
+        first = self.window(item, clip_frames - self.min_frames if paired else length)
+        if first is None:
+            return item
+        windows = [first]
+        if paired:
+            other = self.records[int(torch.randint(len(self.records), ()))]
+            second = self.window(other, clip_frames - first[1].numel())
+            windows += [second] if second is not None else []
+        features = torch.cat([features for features, _ in windows], dim=-1)
+        frame_labels = torch.cat([labels for _, labels in windows])
+        size = frame_labels.numel()
+        present = frame_labels[frame_labels >= 0].unique().tolist()
+        record_label = record_task_label(record_label_from_frame_labels(present), self.task)
         crop = {
             "input_features": torch.zeros_like(item["input_features"]),
             "attention_mask": torch.zeros_like(item["attention_mask"]),
             "frame_labels": torch.full_like(item["frame_labels"], -100),
             "labels": torch.tensor(self.label_names.index(record_label), dtype=item["labels"].dtype),
         }
-        crop["input_features"][..., :size] = item["input_features"][..., start : start + size]
+        crop["input_features"][..., :size] = features
         crop["attention_mask"][:size] = 1
         crop["frame_labels"][:size] = frame_labels
         return crop
@@ -400,8 +432,8 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
 
 def describe_device(device) -> str:
     """A device as a person reads it in a results table: the GPU's name, or CPU with its thread count."""
-    device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type.upper()} ({torch.get_num_threads()} threads)"
+    device, threads = torch.device(device), torch.get_num_threads()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type.upper()} ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def make_compute_metrics(label_names: list[str]):
@@ -506,6 +538,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     if not 0 <= data_args.record_crop_probability <= 1:
         raise ValueError(f"--record_crop_probability must be in [0, 1], got {data_args.record_crop_probability}.")
+    if not 0 <= data_args.record_pair_probability <= 1:
+        raise ValueError(f"--record_pair_probability must be in [0, 1], got {data_args.record_pair_probability}.")
     if data_args.record_crop_min_seconds <= 0:
         raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
     set_seed(training_args.seed)
@@ -549,6 +583,7 @@ def main(argv: list[str] | None = None) -> dict:
             train_dataset, task, label_names, data_args.record_crop_probability,
             min_frames=round(data_args.record_crop_min_seconds / extractor.frame_seconds),
             min_event_frames=round(MIN_EVENT_SECONDS_IN_CROP / extractor.frame_seconds),
+            pair_probability=data_args.record_pair_probability,
         )
     training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
     push = training_args.push_to_hub
@@ -571,6 +606,7 @@ def main(argv: list[str] | None = None) -> dict:
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
         "global_step": 0, "train_runtime_s": None, "device": device,
         "record_crop_probability": data_args.record_crop_probability if isinstance(train_dataset, RecordCrops) else 0.0,
+        "record_pair_probability": data_args.record_pair_probability if isinstance(train_dataset, RecordCrops) else 0.0,
         "results": {},
     }
     if training_args.do_train:

@@ -99,6 +99,32 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     return summary
 
 
+def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> str:
+    """The RESULTS.md section for the runs' ``results.json`` summaries (keyed by task id): Scores on
+    ``eval_split`` ("–" where a run was not scored on it, e.g. trained with ``--eval_split none``) beside the
+    paper's and the validation Score that chose the checkpoint."""
+    lines = [
+        f"## {heading}",
+        "",
+        "Selection on the patient-disjoint validation split of train only. The paper's numbers are on the BioCAS 2023 "
+        "test set, which is not available here; ours are on the split named above.",
+        "",
+        "| task | Score | SE | SP | AS | HS | paper Score | validation Score | steps | train min | trained on | parameters |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in ("11", "12", "21", "22"):
+        if task not in summaries:
+            continue
+        s = summaries[task]
+        test = s["results"].get(eval_split, {})
+        figures = " | ".join(f"{test[name]:.3f}" if name in test else "–" for name in ("score", "se", "sp", "as", "hs"))
+        lines.append(
+            f"| {task[0]}-{task[1]} | {figures} | {PAPER[task]:.3f} | {s['results']['validation']['score']:.3f} | "
+            f"{s['global_step']} | {(s.get('train_runtime_s') or 0) / 60:.1f} | {s['device']} | {s['parameters']:,} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
@@ -122,28 +148,8 @@ def main() -> None:
 
     device = train.describe_device("cuda" if torch.cuda.is_available() else "cpu")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    lines = [
-        f"## {datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · eval split `{args.eval_split}`",
-        "",
-        "Selection on the patient-disjoint validation split of train only. The paper's numbers are on the BioCAS 2023 "
-        "test set, which is not available here; ours are on the split named above.",
-        "",
-        "| task | Score | SE | SP | AS | HS | paper Score | validation Score | steps | train min | trained on | parameters |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for task in ("11", "12", "21", "22"):
-        if task not in summaries:
-            continue
-        s = summaries[task]
-        test = s["results"].get(args.eval_split, {})
-        val = s["results"]["validation"]
-        lines.append(
-            f"| {task[0]}-{task[1]} | {test.get('score', float('nan')):.3f} | {test.get('se', float('nan')):.3f} | "
-            f"{test.get('sp', float('nan')):.3f} | {test.get('as', float('nan')):.3f} | {test.get('hs', float('nan')):.3f} | "
-            f"{PAPER[task]:.3f} | {val['score']:.3f} | {s['global_step']} | {(s.get('train_runtime_s') or 0) / 60:.1f} | "
-            f"{s['device']} | {s['parameters']:,} |"
-        )
-    table = "\n".join(lines)
+    heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · eval split `{args.eval_split}`"
+    table = results_table(summaries, args.eval_split, heading)
     print(table)
     with open(args.results, "a") as handle:
         handle.write("\n" + table + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -31,3 +32,20 @@ def test_bundled_checkpoint(task):
     assert f"{results['results']['inter_test']['score']:.3f}" in (folder / "README.md").read_text()
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt")), "safetensors only"
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3_000_000
+
+
+def test_results_table_reads_the_bundled_runs():
+    """benchmarks/sprsound_score.py's RESULTS.md section: the measured Scores where a split was scored, "–" where not."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from sprsound_score import PAPER, results_table
+
+    summaries = {task: json.loads((CHECKPOINTS / f"sprsound-task{task}" / "results.json").read_text()) for task in sorted(TASKS)}
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in results_table(summaries, "inter_test", "heading").splitlines()
+            if line.startswith("| ") and line[2].isdigit()}
+    assert list(rows) == ["| 1-1", "| 1-2", "| 2-1", "| 2-2"]
+    for task, summary in summaries.items():
+        row, test = rows[f"| {task[0]}-{task[1]}"], summary["results"]["inter_test"]
+        assert row[1:6] == [f"{test[name]:.3f}" for name in ("score", "se", "sp", "as", "hs")]
+        assert row[6:8] == [f"{PAPER[task]:.3f}", f"{summary['results']['validation']['score']:.3f}"]
+    unscored = results_table(summaries, "test2023", "heading").splitlines()[-1].split(" | ")
+    assert unscored[1:6] == ["–"] * 5

@@ -159,6 +159,48 @@ def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
     assert torch.equal(batch[0]["frame_labels"], records[3]["frame_labels"])
 
 
+def stretch_at_start(source: dict, features: torch.Tensor) -> int:
+    """How many leading frames of ``features`` ``(1, F, T)`` continue one stretch of ``source``'s real frames (0: none)."""
+    length, best = int(source["attention_mask"].sum()), 0
+    for start in range(length):
+        matched = 0
+        while start + matched < length and matched < features.shape[-1] and torch.equal(
+            source["input_features"][..., start + matched], features[..., matched]
+        ):
+            matched += 1
+        best = max(best, matched)
+    return best
+
+
+def test_record_crop_pairs_join_two_recordings_and_label_from_both(record_scalograms):
+    records = record_scalograms["task22"]
+    names = task_labels(22)
+    pairs = train.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16, pair_probability=1.0)
+    torch.manual_seed(2)
+    joined, made_up = 0, set()
+    for _ in range(3):
+        for index in range(len(records)):
+            whole, crop = records[index], pairs[index]
+            size = int(crop["attention_mask"].sum())
+            assert crop["attention_mask"][:size].all() and not crop["attention_mask"][size:].any()
+            if names[int(whole["labels"])] == "Poor Quality":
+                assert torch.equal(crop["input_features"], whole["input_features"])
+                continue
+            first = stretch_at_start(whole, crop["input_features"][..., :size])
+            assert first >= 188  # a window of this recording comes first
+            if first < size:  # then a window of another training recording
+                rest = crop["input_features"][..., first:size]
+                assert any(stretch_at_start(other, rest) == size - first for other in records)
+                joined += 1
+            labelled = crop["frame_labels"][crop["frame_labels"] >= 0]
+            label = names[int(crop["labels"])]
+            assert label == record_label_from_frame_labels(labelled.unique().tolist())
+            if label != names[int(whole["labels"])]:
+                made_up.add(label)
+    assert joined > 10
+    assert "CAS & DAS" in made_up  # e.g. one child's wheeze joined to another's crackle
+
+
 def test_record_crops_for_task21_name_the_coarse_class(record_scalograms):
     records = record_scalograms["task21"]
     names = task_labels(21)
@@ -201,6 +243,7 @@ def test_record_label_from_frame_labels():
 @pytest.mark.parametrize("option, value, message", [
     ("--record_crop_probability", "1.5", "record_crop_probability must be in"),
     ("--record_crop_min_seconds", "0", "record_crop_min_seconds must be positive"),
+    ("--record_pair_probability", "-0.1", "record_pair_probability must be in"),
 ])
 def test_record_crop_settings_out_of_range_are_rejected(sprsound_root, tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
