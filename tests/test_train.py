@@ -89,10 +89,11 @@ def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path
     output = tmp_path / "task22"
     run_train(["--task", "22", "--dataset", str(sprsound_root), "--output_dir", str(output), "--eval_split", "none",
                "--max_train_samples", "16", "--max_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
-               "--load_best_model_at_end", "false"])
+               "--load_best_model_at_end", "false", "--record_pair_probability", "0.5"])
     config = json.loads((output / "config.json").read_text())
     assert config["num_frame_labels"] == 4 and config["id2label"]["4"] == "Poor Quality"
-    assert json.loads((output / "results.json").read_text())["record_crop_probability"] == 0.5
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["record_crop_probability"] == 0.5 and summary["record_pair_probability"] == 0.5
 
 
 def test_frame_targets_follow_the_events():
