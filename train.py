@@ -536,10 +536,9 @@ def main(argv: list[str] | None = None) -> dict:
     task = normalize_task(data_args.task) if data_args.task else None
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
-    if not 0 <= data_args.record_crop_probability <= 1:
-        raise ValueError(f"--record_crop_probability must be in [0, 1], got {data_args.record_crop_probability}.")
-    if not 0 <= data_args.record_pair_probability <= 1:
-        raise ValueError(f"--record_pair_probability must be in [0, 1], got {data_args.record_pair_probability}.")
+    for name in ("record_crop_probability", "record_pair_probability"):
+        if not 0 <= getattr(data_args, name) <= 1:
+            raise ValueError(f"--{name} must be in [0, 1], got {getattr(data_args, name)}.")
     if data_args.record_crop_min_seconds <= 0:
         raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
     set_seed(training_args.seed)
@@ -600,13 +599,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output_dir = Path(training_args.output_dir)
     device = describe_device(training_args.device)
+    cropped = isinstance(train_dataset, RecordCrops)
     summary = {
         "task": task, "labels": label_names, "dataset": data_args.dataset,
         "preset": None if model_args.from_checkpoint else model_args.preset,  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
         "global_step": 0, "train_runtime_s": None, "device": device,
-        "record_crop_probability": data_args.record_crop_probability if isinstance(train_dataset, RecordCrops) else 0.0,
-        "record_pair_probability": data_args.record_pair_probability if isinstance(train_dataset, RecordCrops) else 0.0,
+        "record_crop_probability": data_args.record_crop_probability if cropped else 0.0,
+        "record_pair_probability": data_args.record_pair_probability if cropped else 0.0,
         "results": {},
     }
     if training_args.do_train:

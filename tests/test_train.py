@@ -123,6 +123,19 @@ def record_scalograms(sprsound_root):
             for column in ("task21", "task22")}
 
 
+def stretch_at_start(source: dict, features: torch.Tensor) -> int:
+    """How many leading frames of ``features`` ``(1, F, T)`` continue one stretch of ``source``'s real frames (0: none)."""
+    length, best = int(source["attention_mask"].sum()), 0
+    for start in range(length):
+        matched = 0
+        while start + matched < length and matched < features.shape[-1] and torch.equal(
+            source["input_features"][..., start + matched], features[..., matched]
+        ):
+            matched += 1
+        best = max(best, matched)
+    return best
+
+
 def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
     records = record_scalograms["task22"]
     names = task_labels(22)
@@ -142,8 +155,8 @@ def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
             shortened += 1
             assert size >= 188
             # the window is a stretch of the recording's own scalogram, moved to the start
-            starts = [s for s in range(length - size + 1) if torch.equal(whole["input_features"][..., s : s + size], crop["input_features"][..., :size])]
-            assert starts and not crop["input_features"][..., size:].any()
+            assert stretch_at_start(whole, crop["input_features"][..., :size]) == size
+            assert not crop["input_features"][..., size:].any()
             labelled = crop["frame_labels"][crop["frame_labels"] >= 0]
             assert (crop["frame_labels"][size:] == -100).all() and len(labelled) >= 16
             assert names[int(crop["labels"])] == record_label_from_frame_labels(labelled.unique().tolist())
@@ -158,19 +171,6 @@ def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
     batch = never.__getitems__([3, 0])  # the data loader's batched read
     assert [int(item["labels"]) for item in batch] == [int(records[3]["labels"]), int(records[0]["labels"])]
     assert torch.equal(batch[0]["frame_labels"], records[3]["frame_labels"])
-
-
-def stretch_at_start(source: dict, features: torch.Tensor) -> int:
-    """How many leading frames of ``features`` ``(1, F, T)`` continue one stretch of ``source``'s real frames (0: none)."""
-    length, best = int(source["attention_mask"].sum()), 0
-    for start in range(length):
-        matched = 0
-        while start + matched < length and matched < features.shape[-1] and torch.equal(
-            source["input_features"][..., start + matched], features[..., matched]
-        ):
-            matched += 1
-        best = max(best, matched)
-    return best
 
 
 def test_record_crop_pairs_join_two_recordings_and_label_from_both(record_scalograms):
