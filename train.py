@@ -430,10 +430,12 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
 
 # -- scoring and reports --------------------------------------------------------------------------
 
-def describe_device(device) -> str:
-    """A device as a person reads it in a results table: the GPU's name, or CPU with its thread count."""
+def describe_device(device, precision: str | None = None) -> str:
+    """A device as a person reads it in a results table: the GPU's name, or CPU with its thread count, and
+    the arithmetic when given (``"fp32"``, or ``"bf16"`` / ``"fp16"`` for mixed precision)."""
     device, threads = torch.device(device), torch.get_num_threads()
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type.upper()} ({threads} thread{'s' if threads > 1 else ''})"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type.upper()} ({threads} thread{'s' if threads > 1 else ''})"
+    return f"{name}, {precision}" if precision else name
 
 
 def make_compute_metrics(label_names: list[str]):
@@ -598,7 +600,8 @@ def main(argv: list[str] | None = None) -> dict:
         else [],
     )
     output_dir = Path(training_args.output_dir)
-    device = describe_device(training_args.device)
+    precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"  # autocast in training and scoring
+    device = describe_device(training_args.device, precision)
     cropped = isinstance(train_dataset, RecordCrops)
     summary = {
         "task": task, "labels": label_names, "dataset": data_args.dataset,

@@ -12,6 +12,7 @@ is scored once.
 
     python benchmarks/sprsound_score.py                                # small preset, CPU
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
+    python benchmarks/sprsound_score.py --bf16 --use_cpu --runs runs/bf16   # CPU with native bf16 (README: Training)
     python benchmarks/sprsound_score.py --eval_split test2023 --dataset /data/SPRSound   # the 2023 set
 
 ``--tasks`` picks the tasks to ship. A run whose ``runs/<name>/results.json`` already exists is read

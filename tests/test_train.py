@@ -46,6 +46,7 @@ def task12_run(sprsound_root, tmp_path_factory) -> Path:
 def test_short_real_run_writes_a_complete_checkpoint(task12_run):
     summary = json.loads((task12_run / "results.json").read_text())
     assert summary["task"] == "12" and summary["global_step"] == 3
+    assert summary["device"].startswith("CPU (") and summary["device"].endswith(", fp32")
     assert summary["labels"] == task_labels(12)
     for split in ("validation", "inter_test"):
         result = summary["results"][split]
@@ -64,7 +65,8 @@ def test_short_real_run_writes_a_complete_checkpoint(task12_run):
 
 def test_scoring_a_trained_run_adds_the_split_and_keeps_the_model(task12_run, sprsound_root, tmp_path):
     """`--do_train false` on a run trained elsewhere with `--eval_split none`: the test split is scored and
-    merged into its results.json; the weights and how they were trained are left as they were."""
+    merged into its results.json; the weights and how they were trained are left as they were. Scored here
+    in bf16 autocast on the CPU (``--bf16 --use_cpu``), which the split's results name."""
     run = tmp_path / "trained-elsewhere"
     shutil.copytree(task12_run, run)
     summary = json.loads((run / "results.json").read_text())
@@ -73,8 +75,9 @@ def test_scoring_a_trained_run_adds_the_split_and_keeps_the_model(task12_run, sp
     weights = (run / "model.safetensors").read_bytes()
 
     scored = run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(run), "--output_dir", str(run),
-                        "--do_train", "false", "--eval_split", "inter_test"])
+                        "--do_train", "false", "--eval_split", "inter_test", "--bf16", "--use_cpu"])
     assert scored["global_step"] == summary["global_step"] == 3 and scored["train_rows"] == summary["train_rows"]
+    assert scored["device"] == summary["device"] and scored["results"]["inter_test"]["device"].endswith(", bf16")
     assert scored["results"]["inter_test"]["rows"] == 16
     written = json.loads((run / "results.json").read_text())
     assert written["global_step"] == 3 and set(written["results"]) == {"validation", "inter_test"}
