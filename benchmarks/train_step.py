@@ -21,14 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoFeatureExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from respstf.hub_dataset import TASKS, load_sprsound, read_audio  # noqa: E402
+from respstf.hub_dataset import TASKS, load_sprsound  # noqa: E402
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
 
@@ -43,16 +42,11 @@ def real_rows(level: str, batch_size: int):
 
 
 def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
-    """``rows`` as the model's inputs: ``input_features`` ``(B, 1, F, T)``, ``attention_mask`` ``(B, T)``,
-    ``labels`` ``(B,)`` and, for records, ``frame_labels`` ``(B, T)`` from the event timestamps."""
-    clips = [read_audio(audio) for audio in rows["audio"]]
-    (rate,) = {rate for _, rate in clips}  # one release, one rate (8 kHz)
-    features = extractor([array for array, _ in clips], sampling_rate=rate, return_tensors="pt")
-    batch = {"input_features": features["input_features"], "attention_mask": features["attention_mask"],
-             "labels": torch.tensor(rows[TASKS[TASK_OF_LEVEL[level]]["column"]])}
-    if level == "record":
-        batch["frame_labels"] = torch.tensor(np.stack([train.frame_targets(e, d, extractor) for e, d in zip(rows["events"], rows["duration_s"])]))
-    return batch
+    """``rows`` as the model's inputs, through train.py's own ``featurize``: ``input_features`` ``(B, 1, F, T)``,
+    ``attention_mask`` ``(B, T)``, ``labels`` ``(B,)`` and, for records, ``frame_labels`` ``(B, T)`` from the
+    event timestamps."""
+    column = TASKS[TASK_OF_LEVEL[level]]["column"]
+    return train.featurize(rows, extractor, column, with_frames=level == "record").with_format("torch")[:]
 
 
 def candidates(level: str, paper_preset: bool) -> list[tuple[str, RespSTFFeatureExtractor, RespSTFForAudioClassification]]:
