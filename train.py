@@ -490,6 +490,8 @@ def write_model_card(output_dir: Path, summary: dict) -> None:
     parent = summary["from"]
     if parent and (Path(parent).is_dir() or Path(parent).is_absolute()):
         parent = Path(parent).resolve().name
+    seeds = summary.get("seed_selection")  # set by benchmarks/sprsound_score.py --seeds
+    chosen = "best epoch" + (f"; seed {seeds['kept']} of seeds {', '.join(map(str, seeds['validation_score_by_seed']))}" if seeds else "")
     card = f"""---
 library_name: transformers
 pipeline_tag: audio-classification
@@ -508,7 +510,7 @@ Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_
 
 ## Measured scores (official SPRSound Score)
 
-Selection (best epoch) used only the patient-disjoint validation split carved from `train`.
+Selection ({chosen}) used only the patient-disjoint validation split carved from `train`.
 `inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
 paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
 0.810 / 0.667 / 0.744 / 0.608.

@@ -20,6 +20,10 @@ back, not retrained (and scored on ``--eval_split`` first if it lacks that split
 a GPU machine with ``--eval_split none``, or a new test set); a run to be trained brings the runs it
 starts from along (read back or trained in turn). ``--retrain`` retrains every run the tasks need, so a
 preset change never starts from an old parent.
+``--seeds 42 1 2`` trains the runs that ship ``--tasks`` once per seed, into ``runs/<name>-seed<k>/`` (read
+back where present; the runs they start from train with the first seed), without scoring them on
+``--eval_split``; ``runs/<name>`` becomes a link to the one with the best validation Score, which alone is
+scored on ``--eval_split`` and is what later runs start from.
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
@@ -62,41 +66,87 @@ def must_train(run_dir: Path, retrain: bool) -> bool:
     return retrain or not (run_dir / "results.json").is_file()
 
 
-def runs_needed(tasks: list[str], runs: Path, retrain: bool) -> set[str]:
-    """The runs that ship the given tasks, with the runs that those to be trained start from."""
+def seeds_of(run: str, args) -> list[int]:
+    """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks``, else the first."""
+    return args.seeds if run in {f"task{task}" for task in args.tasks} else args.seeds[:1]
+
+
+def run_dirs(run: str, args) -> list[Path]:
+    """Where a run trains: ``runs/<run>``, or ``runs/<run>-seed<k>`` per seed when choosing among several."""
+    seeds = seeds_of(run, args)
+    return [Path(args.runs) / run] if len(seeds) == 1 else [Path(args.runs) / f"{run}-seed{seed}" for seed in seeds]
+
+
+def runs_needed(args) -> set[str]:
+    """The runs that ship ``--tasks``, with the runs that those to be trained start from."""
     parents = {run: parent for run, _, parent, _ in RECIPE}
-    needed, pending = set(), [f"task{task}" for task in tasks]
+    needed, pending = set(), [f"task{task}" for task in args.tasks]
     while pending:
         run = pending.pop()
         needed.add(run)
-        if parents[run] and must_train(runs / run, retrain):
+        if parents[run] and any(must_train(run_dir, args.retrain) for run_dir in run_dirs(run, args)):
             pending.append(parents[run])
     return needed
 
 
-def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
-    output_dir = Path(args.runs) / run
-    results_file = output_dir / "results.json"
-    common = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", args.eval_split,
-              "--disable_tqdm", "true"]
-    if not must_train(output_dir, args.retrain):
-        print(f"{run}: reading {results_file} (pass --retrain to train again)")
-        summary = json.loads(results_file.read_text())
-        if args.eval_split != "none" and args.eval_split not in summary["results"]:
-            argv = [*common, "--from", str(output_dir), "--do_train", "false", *args.train_args]
-            print(f"{run}: not yet scored on {args.eval_split}: python train.py " + " ".join(argv), flush=True)
-            summary = train.main(argv)
-        return summary
-    argv = [*common, *extra, *args.train_args]
-    if parent:
-        argv += ["--from", str(Path(args.runs) / parent)]
-    else:
-        argv += ["--preset", args.preset]
+def resolve_run(runs: Path, run: str) -> Path:
+    """A run's folder, through the link that names a seed-selected run (``task22`` -> ``task22-seed1``)."""
+    path = runs / run
+    return runs / path.readlink() if path.is_symlink() else path
+
+
+def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
+    """A trained run's results.json, scored first on ``eval_split`` when it lacks that split."""
+    print(f"{output_dir.name}: reading {output_dir / 'results.json'} (pass --retrain to train again)")
+    summary = json.loads((output_dir / "results.json").read_text())
+    if eval_split != "none" and eval_split not in summary["results"]:
+        argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
+                "--disable_tqdm", "true", "--from", str(output_dir), "--do_train", "false", *args.train_args]
+        print(f"{output_dir.name}: not yet scored on {eval_split}: python train.py " + " ".join(argv), flush=True)
+        summary = train.main(argv)
+    return summary
+
+
+def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
+    """Train one run with train.py (``--seed seed``) and write its results.json with the wall time."""
+    argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
+            "--disable_tqdm", "true", *extra, "--seed", str(seed), *args.train_args]
+    argv += ["--from", str(resolve_run(Path(args.runs), parent))] if parent else ["--preset", args.preset]
     print("python train.py " + " ".join(argv), flush=True)
     started = time.time()
     summary = train.main(argv)
     summary["wall_s"] = time.time() - started
-    results_file.write_text(json.dumps(summary, indent=2, default=float))
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
+    """Read back or train one run of the recipe; with several seeds, train (or read back) each, link the best
+    on validation as ``runs/<run>`` and score only that one on ``--eval_split``."""
+    seeds, output_dir = seeds_of(run, args), Path(args.runs) / run
+    if len(seeds) == 1:
+        if must_train(output_dir, args.retrain):
+            if output_dir.is_symlink():  # a seed-selected run: train anew beside its seed runs, not into one
+                output_dir.unlink()
+            return train_run(output_dir, task, parent, extra, seeds[0], args.eval_split, args)
+        return read_back(resolve_run(Path(args.runs), run), task, args.eval_split, args)
+    if output_dir.exists() and not output_dir.is_symlink():
+        raise SystemExit(f"{output_dir} is a trained run, not a link to a seed's run: move it aside (e.g. to "
+                         f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
+    validation = {}
+    for seed, seed_dir in zip(seeds, run_dirs(run, args)):
+        summary = (train_run(seed_dir, task, parent, extra, seed, "none", args) if must_train(seed_dir, args.retrain)
+                   else read_back(seed_dir, task, "none", args))
+        validation[seed] = summary["results"]["validation"]["score"]
+    best = max(seeds, key=validation.__getitem__)  # the first listed seed wins a tie
+    print(f"{run}: validation Score by seed " + ", ".join(f"{seed}: {score:.3f}" for seed, score in validation.items())
+          + f"; keeping seed {best}", flush=True)
+    output_dir.unlink(missing_ok=True)
+    output_dir.symlink_to(f"{run}-seed{best}")
+    summary = read_back(resolve_run(Path(args.runs), run), task, args.eval_split, args)
+    summary["seed_selection"] = {"validation_score_by_seed": validation, "kept": best}
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    train.write_model_card(output_dir, summary)
     return summary
 
 
@@ -123,10 +173,16 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
             f"| {task[0]}-{task[1]} | {figures} | {PAPER[task]:.3f} | {s['results']['validation']['score']:.3f} | "
             f"{s['global_step']} | {(s.get('train_runtime_s') or 0) / 60:.1f} | {s['device']} | {s['parameters']:,} |"
         )
+    for task, s in summaries.items():
+        if "seed_selection" in s:
+            by_seed = s["seed_selection"]["validation_score_by_seed"]
+            lines.append(f"\nTask {task[0]}-{task[1]}: seed {s['seed_selection']['kept']} kept for its validation Score among seeds "
+                         + ", ".join(f"{seed} ({score:.3f})" for seed, score in by_seed.items())
+                         + " (`--seeds`).")
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
     parser.add_argument("--eval_split", default="inter_test")
@@ -134,13 +190,17 @@ def main() -> None:
     parser.add_argument("--runs", default=None, help="Run folders (default: runs/, or runs/paper/ for --preset paper).")
     parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=["11", "12", "21", "22"])
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42],
+                        help="Train each run once per seed and keep the best on validation (see above).")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
-    args, args.train_args = parser.parse_known_args()
+    args, args.train_args = parser.parse_known_args(argv)
+    if "--seed" in args.train_args or len(set(args.seeds)) < len(args.seeds):
+        parser.error("pass the training seeds as --seeds, each once")
     if args.runs is None:
         args.runs = str(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
-    summaries, needed = {}, runs_needed(args.tasks, Path(args.runs), args.retrain)
+    summaries, needed = {}, runs_needed(args)
     for run, task, parent, extra in RECIPE:
         if run in needed:
             summary = run_task(run, task, parent, extra, args)

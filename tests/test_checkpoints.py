@@ -47,5 +47,9 @@ def test_results_table_reads_the_bundled_runs():
         row, test = rows[f"| {task[0]}-{task[1]}"], summary["results"]["inter_test"]
         assert row[1:6] == [f"{test[name]:.3f}" for name in ("score", "se", "sp", "as", "hs")]
         assert row[6:8] == [f"{PAPER[task]:.3f}", f"{summary['results']['validation']['score']:.3f}"]
-    unscored = results_table(summaries, "test2023", "heading").splitlines()[-1].split(" | ")
-    assert unscored[1:6] == ["–"] * 5
+    unscored = [line for line in results_table(summaries, "test2023", "heading").splitlines() if line.startswith("| 2-2 ")]
+    assert unscored[0].split(" | ")[1:6] == ["–"] * 5
+    for task, summary in summaries.items():  # a run kept among seeds (`--seeds`) says so under the table
+        if "seed_selection" in summary:
+            kept = summary["seed_selection"]["kept"]
+            assert f"Task {task[0]}-{task[1]}: seed {kept} kept for its validation Score" in results_table(summaries, "inter_test", "heading")

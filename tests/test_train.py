@@ -313,6 +313,33 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, t
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
 
 
+def test_recipe_keeps_the_seed_with_the_best_validation_score(task12_run, sprsound_root, tmp_path):
+    """benchmarks/sprsound_score.py --seeds: one real run per seed; runs/task11 links the seed with the best
+    validation Score, and only that run is scored on the eval split."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import sprsound_score
+
+    runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
+    shutil.copytree(task12_run, runs / "task12")
+    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4",
+                         "--results", str(results), "--max_train_samples", "16", "--max_steps", "2",
+                         "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", *QUICK])
+    candidates = {seed: json.loads((runs / f"task11-seed{seed}" / "results.json").read_text()) for seed in (3, 4)}
+    kept = max((3, 4), key=lambda seed: candidates[seed]["results"]["validation"]["score"])
+    assert (runs / "task11").is_symlink() and os.readlink(runs / "task11") == f"task11-seed{kept}"
+    for seed, summary in candidates.items():
+        assert summary["from"] == str(runs / "task12") and summary["global_step"] == 2
+        assert set(summary["results"]) == ({"validation", "inter_test"} if seed == kept else {"validation"})
+    assert json.loads((runs / "task11" / "results.json").read_text())["seed_selection"]["kept"] == kept
+    assert f"Selection (best epoch; seed {kept} of seeds 3, 4)" in (runs / "task11" / "README.md").read_text()
+    assert f"Task 1-1: seed {kept} kept for its validation Score" in results.read_text()
+
+    # runs/task12 is a trained run's folder, where the link to a kept seed would go: refused before training.
+    with pytest.raises(SystemExit, match="move it aside"):
+        sprsound_score.main(["--runs", str(runs), "--tasks", "12", "--seeds", "1", "2", "--retrain",
+                             "--results", str(results)])
+
+
 def test_every_sprsound_task_validates_on_the_same_patients(sprsound_root, tmp_path):
     # The recipe fine-tunes 12 -> 11, 12 -> 22 -> 21: a validation patient of one task must never be a
     # training patient of another, or model selection sees data the parent model trained on.
