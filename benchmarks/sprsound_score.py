@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     if "--seed" in args.train_args or len(set(args.seeds)) < len(args.seeds):
         parser.error("pass the training seeds as --seeds, each once")
     if args.runs is None:
-        args.runs = str(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
+        # Relative, so that results.json and the cards name a parent run the same way on every machine.
+        args.runs = os.path.relpath(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
     summaries, needed = {}, runs_needed(args)
     for run, task, parent, extra in RECIPE:

@@ -53,3 +53,29 @@ def test_results_table_reads_the_bundled_runs():
         if "seed_selection" in summary:
             kept = summary["seed_selection"]["kept"]
             assert f"Task {task[0]}-{task[1]}: seed {kept} kept for its validation Score" in results_table(summaries, "inter_test", "heading")
+
+
+def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root):
+    """benchmarks/score_interval.py: classifying the real test split again gives exactly the Score the
+    checkpoint's results.json records; the patient bootstrap spreads around it."""
+    folder = CHECKPOINTS / "sprsound-task22"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} not present")
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import score_interval
+
+    [row] = score_interval.main(["--models", str(folder), "--dataset", str(sprsound_root), "--resamples", "200"])
+    recorded = json.loads((folder / "results.json").read_text())["results"]["inter_test"]
+    assert row["task"] == "22" and row["rows"] == recorded["rows"] == 355 and row["patients"] == 41
+    assert row["score"] == pytest.approx(recorded["score"], abs=1e-12)
+    assert 0 < row["std"] < 0.2 and row["low"] < row["score"] < row["high"]
+
+
+def test_score_interval_rejects_a_model_of_other_classes():
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import score_interval
+    from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+
+    model = RespSTFForAudioClassification(RespSTFConfig(id2label={0: "Normal", 1: "Crackle"}, label2id={"Normal": 0, "Crackle": 1}))
+    with pytest.raises(ValueError, match=r"\['Normal', 'Crackle'\] are not those of an SPRSound task"):
+        score_interval.task_of(model)
