@@ -76,7 +76,7 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
-from respstf.hub_dataset import AUDIO_EXTENSIONS, TASKS, parse_annotation, read_audio  # noqa: E402
+from respstf.hub_dataset import AUDIO_EXTENSIONS, TASKS, parse_annotation, read_audio, task_of_labels  # noqa: E402
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -174,7 +174,7 @@ def load_task_model(folder: Path) -> TaskModel:
         raise _fail(f"{folder}: the feature extractor makes {extractor.n_scales} scales but the model expects "
                     f"{model.config.n_scales}.")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    key = next((task for task, spec in TASKS.items() if spec["labels"] == labels), folder.name)
+    key = task_of_labels(labels) or folder.name
     if key in TASKS:
         level = TASKS[key]["level"]
     else:

@@ -3,10 +3,10 @@
     python benchmarks/score_interval.py                                  # the four bundled checkpoints, inter_test
     python benchmarks/score_interval.py --models runs/task22 --split test2023 --dataset /data/SPRSound
 
-For each model (its task read off its class names) every row of ``--split`` is classified once (the
-event's audio at event level, the whole recording at record level, as ``train.py`` scores them), then the
-split's patients are drawn with replacement ``--resamples`` times and the official Score recomputed on
-each draw. Prints the Score, the standard deviation of the draws and their 5-95 % range: two Scores on
+For each model (its task read off its class names) every row of ``--split`` is classified once, on the
+inputs ``train.py`` scores (its ``featurize``: the event's audio at event level, the whole recording at
+record level), then the split's patients are drawn with replacement ``--resamples`` times and the
+official Score recomputed on each draw. Prints the Score, the standard deviation of the draws and their 5-95 % range: two Scores on
 this split that differ by less than about one standard deviation are not told apart by it (nor is a
 Score on another test set, such as the paper's).
 """
@@ -33,24 +33,18 @@ BUNDLED = [ROOT / "checkpoints" / f"sprsound-task{task}" for task in ("11", "12"
 def task_of(model) -> str:
     """The SPRSound task whose official class names the model's ``id2label`` carries."""
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    for task in hub_dataset.TASKS:
-        if hub_dataset.task_labels(task) == labels:
-            return task
-    raise ValueError(f"{model.name_or_path}: classes {labels} are not those of an SPRSound task {sorted(hub_dataset.TASKS)}")
+    task = hub_dataset.task_of_labels(labels)
+    if task is None:
+        raise ValueError(f"{model.name_or_path}: classes {labels} are not those of an SPRSound task {sorted(hub_dataset.TASKS)}")
+    return task
 
 
 @torch.no_grad()
-def predict(model, extractor, split, batch_size: int = 32) -> np.ndarray:
-    """The model's class for every row of ``split``: ``(rows,)`` class ids."""
-    predictions = []
-    for start in range(0, len(split), batch_size):
-        clips = [hub_dataset.read_audio(audio) for audio in split[start:start + batch_size]["audio"]]
-        rates = {rate for _, rate in clips}
-        if len(rates) != 1:
-            raise ValueError(f"rows {start}-{start + len(clips) - 1} mix sampling rates {sorted(rates)}; SPRSound has one")
-        features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), return_tensors="pt")
-        predictions.append(model(**features).logits.argmax(-1).numpy())
-    return np.concatenate(predictions)
+def predict(model, features, batch_size: int = 32) -> np.ndarray:
+    """The model's class for every row of ``features`` (``train.featurize`` output): ``(rows,)`` class ids."""
+    features = features.with_format("torch", columns=["input_features", "attention_mask"])
+    return np.concatenate([model(**features[start:start + batch_size]).logits.argmax(-1).numpy()
+                           for start in range(0, len(features), batch_size)])
 
 
 def patient_bootstrap(predictions: np.ndarray, references: np.ndarray, patients: np.ndarray, num_labels: int,
@@ -83,7 +77,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if level not in levels:
             levels[level] = hub_dataset.load_sprsound(args.dataset, level=level, splits=[args.split], decode=False)[args.split]
         split = levels[level]
-        predictions, references = predict(model, extractor, split), np.asarray(split[f"task{task}"])
+        features = train.featurize(split, extractor, f"task{task}", with_frames=False)  # the inputs train.py scores
+        predictions, references = predict(model, features), np.asarray(features["labels"])
         patients = np.asarray(split["patient_id"])
         score = compute_sprsound_score(predictions, references, num_labels=model.config.num_labels)["score"]
         draws = patient_bootstrap(predictions, references, patients, model.config.num_labels, args.resamples)

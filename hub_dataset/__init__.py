@@ -34,6 +34,7 @@ from .labels import (
     record_label_from_events,
     record_task_label,
     task_labels,
+    task_of_labels,
 )
 from .splits import patient_disjoint_split
 from .sprsound import load_sprsound, load_sprsound_levels, parse_annotation, parse_file_name
@@ -45,4 +46,5 @@ __all__ = [
     "id2label", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "push_to_hub",
     "read_audio", "record_label_from_events", "record_task_label", "save_hub_folder", "task_labels",
+    "task_of_labels",
 ]

@@ -40,6 +40,11 @@ def task_labels(task: str | int) -> list[str]:
     return list(TASKS[normalize_task(task)]["labels"])
 
 
+def task_of_labels(label_names: list[str]) -> str | None:
+    """The task whose official classes are exactly ``label_names`` (in class-id order), else None."""
+    return next((task for task, spec in TASKS.items() if spec["labels"] == list(label_names)), None)
+
+
 def id2label(task: str | int) -> dict[int, str]:
     return dict(enumerate(task_labels(task)))
 

@@ -238,6 +238,13 @@ def test_task_selects_its_level_and_label_column():
         load_sprsound(SPRSOUND, task=13)
 
 
+def test_a_task_is_recognised_by_its_class_names_in_order():
+    for task in hub.TASKS:
+        assert hub.task_of_labels(hub.task_labels(task)) == task
+    assert hub.task_of_labels(["Adventitious", "Normal"]) is None  # class ids matter, not just the set
+    assert hub.task_of_labels(["Normal", "Crackle", "Wheeze"]) is None
+
+
 def test_context_padding_around_events(tmp_path):
     copy_pair(UNSORTED, tmp_path)
     plain = load_flat(tmp_path, "event")["train"]
