@@ -491,7 +491,11 @@ def write_model_card(output_dir: Path, summary: dict) -> None:
     if parent and (Path(parent).is_dir() or Path(parent).is_absolute()):
         parent = Path(parent).resolve().name
     seeds = summary.get("seed_selection")  # set by benchmarks/sprsound_score.py --seeds
-    chosen = "best epoch" + (f"; seed {seeds['kept']} of seeds {', '.join(map(str, seeds['validation_score_by_seed']))}" if seeds else "")
+    chosen = "best epoch"
+    if seeds:
+        listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
+        chosen += (f" of each of seeds {listed}, then the mean of their weights, which beat each seed alone"
+                   if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
     card = f"""---
 library_name: transformers
 pipeline_tag: audio-classification

@@ -22,8 +22,10 @@ starts from along (read back or trained in turn). ``--retrain`` retrains every r
 preset change never starts from an old parent.
 ``--seeds 42 1 2`` trains the runs that ship ``--tasks`` once per seed, into ``runs/<name>-seed<k>/`` (read
 back where present; the runs they start from train with the first seed), without scoring them on
-``--eval_split``; ``runs/<name>`` becomes a link to the one with the best validation Score, which alone is
-scored on ``--eval_split`` and is what later runs start from.
+``--eval_split``. Seed runs fine-tuned from one parent are also averaged weight by weight into
+``runs/<name>-soup/`` (a "uniform soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the
+soup) with the best validation Score, which alone is scored on ``--eval_split`` and is what later runs
+start from.
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,16 +99,44 @@ def resolve_run(runs: Path, run: str) -> Path:
     return runs / path.readlink() if path.is_symlink() else path
 
 
+def score_in_place(output_dir: Path, task: str, eval_split: str, args) -> dict:
+    """Score the model in ``output_dir`` on validation (and ``eval_split``) with train.py, keeping its results.json."""
+    argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
+            "--disable_tqdm", "true", "--from", str(output_dir), "--do_train", "false", *args.train_args]
+    print(f"{output_dir.name}: python train.py " + " ".join(argv), flush=True)
+    return train.main(argv)
+
+
 def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
     """A trained run's results.json, scored first on ``eval_split`` when it lacks that split."""
     print(f"{output_dir.name}: reading {output_dir / 'results.json'} (pass --retrain to train again)")
     summary = json.loads((output_dir / "results.json").read_text())
     if eval_split != "none" and eval_split not in summary["results"]:
-        argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
-                "--disable_tqdm", "true", "--from", str(output_dir), "--do_train", "false", *args.train_args]
-        print(f"{output_dir.name}: not yet scored on {eval_split}: python train.py " + " ".join(argv), flush=True)
-        summary = train.main(argv)
+        print(f"{output_dir.name}: not yet scored on {eval_split}", flush=True)
+        summary = score_in_place(output_dir, task, eval_split, args)
     return summary
+
+
+def make_soup(seed_dirs: list[Path], output_dir: Path, task: str, args) -> dict:
+    """Save the element-wise mean of the seed runs' weights (parameters and BatchNorm statistics; integer
+    buffers from the first run) with the first run's feature extractor, and score it on validation.
+
+    Runs fine-tuned from one parent stay close in weight space, so their mean is one model that can beat
+    each of them (Wortsman et al., "Model soups", 2022); runs from different initialisations are never
+    averaged. Its results.json records the runs it averages and their summed training cost."""
+    models = [AutoModelForAudioClassification.from_pretrained(seed_dir) for seed_dir in seed_dirs]
+    states = [model.state_dict() for model in models]
+    models[0].load_state_dict({name: torch.stack([state[name] for state in states]).mean(0) if tensor.is_floating_point()
+                               else tensor for name, tensor in states[0].items()})
+    models[0].save_pretrained(output_dir)
+    AutoFeatureExtractor.from_pretrained(seed_dirs[0]).save_pretrained(output_dir)
+    ingredients = [json.loads((seed_dir / "results.json").read_text()) for seed_dir in seed_dirs]
+    summary = {key: value for key, value in ingredients[0].items() if key != "seed_selection"}  # set on the kept one
+    summary.update(soup_of=[seed_dir.name for seed_dir in seed_dirs], results={})
+    for cost in ("global_step", "train_runtime_s", "wall_s"):
+        summary[cost] = sum(ingredient.get(cost) or 0 for ingredient in ingredients)
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    return score_in_place(output_dir, task, "none", args)
 
 
 def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
@@ -122,8 +153,9 @@ def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str],
 
 
 def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
-    """Read back or train one run of the recipe; with several seeds, train (or read back) each, link the best
-    on validation as ``runs/<run>`` and score only that one on ``--eval_split``."""
+    """Read back or train one run of the recipe; with several seeds, train (or read back) each, average those
+    fine-tuned from a parent into a soup, link the best of them on validation as ``runs/<run>`` and score only
+    that one on ``--eval_split``."""
     seeds, output_dir = seeds_of(run, args), Path(args.runs) / run
     if len(seeds) == 1:
         if must_train(output_dir, args.retrain):
@@ -134,18 +166,34 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     if output_dir.exists() and not output_dir.is_symlink():
         raise SystemExit(f"{output_dir} is a trained run, not a link to a seed's run: move it aside (e.g. to "
                          f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
-    validation = {}
-    for seed, seed_dir in zip(seeds, run_dirs(run, args)):
-        summary = (train_run(seed_dir, task, parent, extra, seed, "none", args) if must_train(seed_dir, args.retrain)
-                   else read_back(seed_dir, task, "none", args))
+    validation, seed_dirs, trained = {}, run_dirs(run, args), False
+    for seed, seed_dir in zip(seeds, seed_dirs):
+        if must_train(seed_dir, args.retrain):
+            summary, trained = train_run(seed_dir, task, parent, extra, seed, "none", args), True
+        else:
+            summary = read_back(seed_dir, task, "none", args)
         validation[seed] = summary["results"]["validation"]["score"]
-    best = max(seeds, key=validation.__getitem__)  # the first listed seed wins a tie
-    print(f"{run}: validation Score by seed " + ", ".join(f"{seed}: {score:.3f}" for seed, score in validation.items())
-          + f"; keeping seed {best}", flush=True)
+    candidates = {seed: (f"seed {seed}", f"{run}-seed{seed}") for seed in seeds}
+    selection = {"validation_score_by_seed": dict(validation)}
+    if parent:
+        soup_dir = Path(args.runs) / f"{run}-soup"
+        soup = (make_soup(seed_dirs, soup_dir, task, args) if trained or must_train(soup_dir, args.retrain)
+                else read_back(soup_dir, task, "none", args))
+        selection["soup_validation_score"] = validation["soup"] = soup["results"]["validation"]["score"]
+        candidates["soup"] = ("the seeds' soup", soup_dir.name)
+    best = max(validation, key=validation.__getitem__)  # the first listed seed wins a tie; the soup must beat them
+    print(f"{run}: validation Score " + ", ".join(f"{candidates[key][0]}: {score:.3f}" for key, score in validation.items())
+          + f"; keeping {candidates[best][0]}", flush=True)
+    for key, (_, name) in candidates.items():  # a candidate kept by an earlier call no longer claims it
+        results_path = Path(args.runs) / name / "results.json"
+        if key != best and "seed_selection" in (stale := json.loads(results_path.read_text())):
+            del stale["seed_selection"]
+            results_path.write_text(json.dumps(stale, indent=2, default=float))
+            train.write_model_card(results_path.parent, stale)
     output_dir.unlink(missing_ok=True)
-    output_dir.symlink_to(f"{run}-seed{best}")
+    output_dir.symlink_to(candidates[best][1])
     summary = read_back(resolve_run(Path(args.runs), run), task, args.eval_split, args)
-    summary["seed_selection"] = {"validation_score_by_seed": validation, "kept": best}
+    summary["seed_selection"] = {**selection, "kept": best}
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     train.write_model_card(output_dir, summary)
     return summary
@@ -176,10 +224,12 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
         )
     for task, s in summaries.items():
         if "seed_selection" in s:
-            by_seed = s["seed_selection"]["validation_score_by_seed"]
-            lines.append(f"\nTask {task[0]}-{task[1]}: seed {s['seed_selection']['kept']} kept for its validation Score among seeds "
-                         + ", ".join(f"{seed} ({score:.3f})" for seed, score in by_seed.items())
-                         + " (`--seeds`).")
+            selection = s["seed_selection"]
+            kept = "the seeds' soup (mean weights)" if selection["kept"] == "soup" else f"seed {selection['kept']}"
+            soup = f" and their soup ({selection['soup_validation_score']:.3f})" if "soup_validation_score" in selection else ""
+            lines.append(f"\nTask {task[0]}-{task[1]}: {kept} kept for its validation Score among seeds "
+                         + ", ".join(f"{seed} ({score:.3f})" for seed, score in selection["validation_score_by_seed"].items())
+                         + f"{soup} (`--seeds`).")
     return "\n".join(lines)
 
 
@@ -192,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=["11", "12", "21", "22"])
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42],
-                        help="Train each run once per seed and keep the best on validation (see above).")
+                        help="Train each run once per seed and keep the best on validation, or the seeds' soup (see above).")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)

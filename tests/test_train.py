@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from conftest import ICBHI, REPO_ROOT
 
@@ -313,9 +314,10 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, t
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
 
 
-def test_recipe_keeps_the_seed_with_the_best_validation_score(task12_run, sprsound_root, tmp_path):
-    """benchmarks/sprsound_score.py --seeds: one real run per seed; runs/task11 links the seed with the best
-    validation Score, and only that run is scored on the eval split."""
+def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
+    """benchmarks/sprsound_score.py --seeds: one real run per seed, fine-tuned from one parent, and their
+    weight average (the soup); runs/task11 links the candidate with the best validation Score, and only that
+    one is scored on the eval split."""
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     import sprsound_score
 
@@ -324,15 +326,44 @@ def test_recipe_keeps_the_seed_with_the_best_validation_score(task12_run, sprsou
     sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4",
                          "--results", str(results), "--max_train_samples", "16", "--max_steps", "2",
                          "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", *QUICK])
-    candidates = {seed: json.loads((runs / f"task11-seed{seed}" / "results.json").read_text()) for seed in (3, 4)}
-    kept = max((3, 4), key=lambda seed: candidates[seed]["results"]["validation"]["score"])
-    assert (runs / "task11").is_symlink() and os.readlink(runs / "task11") == f"task11-seed{kept}"
-    for seed, summary in candidates.items():
-        assert summary["from"] == str(runs / "task12") and summary["global_step"] == 2
-        assert set(summary["results"]) == ({"validation", "inter_test"} if seed == kept else {"validation"})
-    assert json.loads((runs / "task11" / "results.json").read_text())["seed_selection"]["kept"] == kept
-    assert f"Selection (best epoch; seed {kept} of seeds 3, 4)" in (runs / "task11" / "README.md").read_text()
-    assert f"Task 1-1: seed {kept} kept for its validation Score" in results.read_text()
+    names = {3: "task11-seed3", 4: "task11-seed4", "soup": "task11-soup"}
+    candidates = {key: json.loads((runs / name / "results.json").read_text()) for key, name in names.items()}
+    kept = max(names, key=lambda key: candidates[key]["results"]["validation"]["score"])  # a tie keeps the first
+    assert (runs / "task11").is_symlink() and os.readlink(runs / "task11") == names[kept]
+    for key, summary in candidates.items():
+        assert summary["from"] == str(runs / "task12")
+        assert set(summary["results"]) == ({"validation", "inter_test"} if key == kept else {"validation"})
+    assert candidates[3]["global_step"] == candidates[4]["global_step"] == 2
+    assert candidates["soup"]["soup_of"] == [names[3], names[4]] and candidates["soup"]["global_step"] == 4
+
+    weights = {key: load_file(runs / name / "model.safetensors") for key, name in names.items()}
+    for name, tensor in weights["soup"].items():
+        expected = (weights[3][name] + weights[4][name]) / 2 if tensor.is_floating_point() else weights[3][name]
+        torch.testing.assert_close(tensor, expected, msg=name)
+    assert not torch.equal(weights[3]["classifier.weight"], weights[4]["classifier.weight"])  # two different runs
+
+    selection = json.loads((runs / "task11" / "results.json").read_text())["seed_selection"]
+    assert selection["kept"] == kept and set(selection["validation_score_by_seed"]) == {"3", "4"}
+    assert selection["soup_validation_score"] == candidates["soup"]["results"]["validation"]["score"]
+    card, table = (runs / "task11" / "README.md").read_text(), results.read_text()
+    if kept == "soup":
+        assert "then the mean of their weights" in card and "Task 1-1: the seeds' soup (mean weights) kept" in table
+    else:
+        assert f"Selection (best epoch; seed {kept} of seeds 3, 4)" in card and f"Task 1-1: seed {kept} kept" in table
+    assert "and their soup (" in table
+
+    # Called again, everything is read back; a candidate that now validates best takes the link, and the one
+    # kept before no longer claims the selection in its results or card.
+    runner_up = 4 if kept == 3 else 3
+    path = runs / names[runner_up] / "results.json"
+    summary = json.loads(path.read_text())
+    summary["results"]["validation"]["score"] = 1.0
+    path.write_text(json.dumps(summary))
+    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4",
+                         "--results", str(results), *QUICK])
+    assert os.readlink(runs / "task11") == names[runner_up]
+    assert "seed_selection" not in json.loads((runs / names[kept] / "results.json").read_text())
+    assert "Selection (best epoch)" in (runs / names[kept] / "README.md").read_text()
 
     # runs/task12 is a trained run's folder, where the link to a kept seed would go: refused before training.
     with pytest.raises(SystemExit, match="move it aside"):
