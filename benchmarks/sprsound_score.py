@@ -66,8 +66,10 @@ SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "READ
 
 
 def must_train(run_dir: Path, retrain: bool) -> bool:
-    """Whether a run is trained (else its results.json is read back)."""
-    return retrain or not (run_dir / "results.json").is_file()
+    """Whether a run is made (trained, or averaged for a soup), else its results.json is read back: asked to,
+    or no validation Score is on record (it never finished)."""
+    results = run_dir / "results.json"
+    return retrain or not results.is_file() or "validation" not in json.loads(results.read_text())["results"]
 
 
 def seeds_of(run: str, args) -> list[int]:
