@@ -494,7 +494,7 @@ def write_model_card(output_dir: Path, summary: dict) -> None:
     chosen = "best epoch"
     if seeds:
         listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
-        chosen += (f" of each of seeds {listed}, then the mean of their weights, which beat each seed alone"
+        chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
                    if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
     card = f"""---
 library_name: transformers

@@ -52,7 +52,8 @@ def test_results_table_reads_the_bundled_runs():
     for task, summary in summaries.items():  # a run kept among seeds (`--seeds`) says so under the table
         if "seed_selection" in summary:
             kept = summary["seed_selection"]["kept"]
-            assert f"Task {task[0]}-{task[1]}: seed {kept} kept for its validation Score" in results_table(summaries, "inter_test", "heading")
+            kept = "the seeds' soup (mean weights)" if kept == "soup" else f"seed {kept}"
+            assert f"Task {task[0]}-{task[1]}: {kept} kept for its validation Score" in results_table(summaries, "inter_test", "heading")
 
 
 def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root):
