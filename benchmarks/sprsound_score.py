@@ -179,8 +179,9 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     selection = {"validation_score_by_seed": dict(validation)}
     if parent:
         soup_dir = Path(args.runs) / f"{run}-soup"
-        soup = (make_soup(seed_dirs, soup_dir, task, args) if trained or must_train(soup_dir, args.retrain)
-                else read_back(soup_dir, task, "none", args))
+        current = not (trained or must_train(soup_dir, args.retrain)) and json.loads(
+            (soup_dir / "results.json").read_text()).get("soup_of") == [seed_dir.name for seed_dir in seed_dirs]
+        soup = read_back(soup_dir, task, "none", args) if current else make_soup(seed_dirs, soup_dir, task, args)
         selection["soup_validation_score"] = validation["soup"] = soup["results"]["validation"]["score"]
         candidates["soup"] = ("the seeds' soup", soup_dir.name)
     best = max(validation, key=validation.__getitem__)  # the first listed seed wins a tie; the soup must beat them

@@ -364,6 +364,10 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
     assert os.readlink(runs / "task11") == names[runner_up]
     assert "seed_selection" not in json.loads((runs / names[kept] / "results.json").read_text())
     assert "Selection (best epoch)" in (runs / names[kept] / "README.md").read_text()
+    # Other seeds, other soup: it is averaged again from the seeds now listed, not read back.
+    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "4", "3",
+                         "--results", str(results), *QUICK])
+    assert json.loads((runs / names["soup"] / "results.json").read_text())["soup_of"] == [names[4], names[3]]
 
     # runs/task12 is a trained run's folder, where the link to a kept seed would go: refused before training.
     with pytest.raises(SystemExit, match="move it aside"):
