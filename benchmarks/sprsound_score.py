@@ -1,11 +1,13 @@
 """Train and score all four SPRSound tasks with train.py; print the table beside the paper and append it to RESULTS.md.
 
-The recipe (both presets): Task 1-2 (7 event classes) is trained from scratch. Task 2-2 (5 record
-classes) starts from that event model and learns whole recordings (960 frames of 16 ms = 15.4 s, the
-full length of nearly every SPRSound recording, at the event model's frame rate) with frame supervision
-from the event timestamps, and half the time a random window of a recording labelled from the events
-inside it (train.py's record crops). Task 1-1 fine-tunes the event model with its coarser label set (new
-head); Task 2-1 fine-tunes the Task 2-2 model likewise. Every choice (best epoch, recipe) is made on the
+The recipe (both presets): Task 1-2 (7 event classes) is trained from scratch. A first Task 2-2 model
+(5 record classes, ``task22-base``) starts from that event model and learns whole recordings (960 frames
+of 16 ms = 15.4 s, the full length of nearly every SPRSound recording, at the event model's frame rate)
+with frame supervision from the event timestamps, and half the time a random window of a recording
+labelled from the events inside it (train.py's record crops). Task 1-1 fine-tunes the event model with
+its coarser label set (new head); Task 2-1 fine-tunes ``task22-base`` likewise, and the shipped Task 2-2
+fine-tunes the Task 2-1 model back to the 5 record classes (chosen on validation over ``task22-base``
+itself, 0.716 against 0.698). Every choice (best epoch, recipe) is made on the
 patient-disjoint validation split carved from train, the same patients for all four tasks (so no model
 validates on patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patient test)
 is scored once.
@@ -20,8 +22,9 @@ back, not retrained (and scored on ``--eval_split`` first if it lacks that split
 a GPU machine with ``--eval_split none``, or a new test set); a run to be trained brings the runs it
 starts from along (read back or trained in turn). ``--retrain`` retrains every run the tasks need, so a
 preset change never starts from an old parent.
-``--seeds 42 1 2`` trains the runs that ship ``--tasks`` once per seed, into ``runs/<name>-seed<k>/`` (read
-back where present; the runs they start from train with the first seed), without scoring them on
+``--seeds 42 1 2`` trains the runs that ship ``--tasks`` (and ``task22-base`` where needed) once per seed,
+into ``runs/<name>-seed<k>/`` (read back where present; the shipped runs they start from train with the
+first seed), without scoring them on
 ``--eval_split``. Seed runs fine-tuned from one parent are also averaged weight by weight into
 ``runs/<name>-soup/`` (a "uniform soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the
 soup) with the best validation Score, which alone is scored on ``--eval_split`` and is what later runs
@@ -51,14 +54,15 @@ import train  # noqa: E402
 PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
 # (run folder under --runs, task, parent run, extra train.py arguments); each task ships the run
 # `task<id>`. Runs are listed after their parents. The validation Scores behind each choice are in
-# benchmarks/RESULTS.md (2-2: 0.668 with record crops against 0.635 without; 2-1 from it: 0.741 against
-# 0.732 for the previous 2-1 from a 10-epoch chain).
+# benchmarks/RESULTS.md (2-2 base: 0.668 with record crops against 0.635 without; 2-1 from it: 0.741
+# against 0.732 for the previous 2-1 from a 10-epoch chain; 2-2 from 2-1: see the docstring).
 FINE_TUNE = ["--learning_rate", "5e-4", "--ignore-mismatched"]
 RECIPE = [
     ("task12", "12", None, ["--num_train_epochs", "20", "--logging_steps", "50"]),
     ("task11", "11", "task12", ["--num_train_epochs", "4", *FINE_TUNE]),
-    ("task22", "22", "task12", ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]),
-    ("task21", "21", "task22", ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]),
+    ("task22-base", "22", "task12", ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]),
+    ("task21", "21", "task22-base", ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]),
+    ("task22", "22", "task21", ["--num_train_epochs", "4", *FINE_TUNE]),
 ]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
@@ -73,8 +77,10 @@ def must_train(run_dir: Path, retrain: bool) -> bool:
 
 
 def seeds_of(run: str, args) -> list[int]:
-    """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks``, else the first."""
-    return args.seeds if run in {f"task{task}" for task in args.tasks} else args.seeds[:1]
+    """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks`` or for a step
+    between shipped runs (``task22-base``), else the first."""
+    ships = {f"task{task}" for task in train.TASKS}
+    return args.seeds if run in {f"task{task}" for task in args.tasks} or run not in ships else args.seeds[:1]
 
 
 def run_dirs(run: str, args) -> list[Path]:
