@@ -193,7 +193,7 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
 def sprsound_validation_patients(data_args: DataArguments) -> list[str] | None:
     """On an SPRSound release, the validation patients of every task: those the record-level split
     (stratified by the 5 record classes) chooses. One set for all four tasks, so a model fine-tuned from
-    another task's model (the recipe's 12 -> 22 -> 21) never validates on patients that trained it.
+    another task's model (the recipe's 12 -> 22 -> 21 -> 22) never validates on patients that trained it.
     None for other datasets (each task carves its own split)."""
     source = Path(data_args.dataset)
     if not (source.is_dir() and is_sprsound_release(source)):
