@@ -314,6 +314,28 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, t
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
 
 
+def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
+    """benchmarks/sprsound_score.py's recipe: 12 -> 22-base -> 21 -> 22 (and 12 -> 11). Shipping 2-2 from nothing
+    trains the whole chain; with --seeds, the shipped runs and the step between them train per seed, a shipped
+    run that is only a parent with the first seed; runs already trained are not retrained, nor their parents."""
+    import argparse
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import sprsound_score
+
+    parents = {run: parent for run, _, parent, _ in sprsound_score.RECIPE}
+    assert parents == {"task12": None, "task11": "task12", "task22-base": "task12", "task21": "task22-base", "task22": "task21"}
+    args = argparse.Namespace(runs=str(tmp_path), tasks=["22"], seeds=[7, 8], retrain=False)
+    assert sprsound_score.runs_needed(args) == {"task22", "task21", "task22-base", "task12"}
+    assert [sprsound_score.seeds_of(run, args) for run in ("task22", "task22-base", "task21", "task12")] == [[7, 8], [7, 8], [7], [7]]
+    assert sprsound_score.run_dirs("task21", args) == [tmp_path / "task21"]
+    for seed in (7, 8):  # both seeds of the shipped 2-2 on record: nothing else is needed
+        (tmp_path / f"task22-seed{seed}").mkdir()
+        (tmp_path / f"task22-seed{seed}" / "results.json").write_text(json.dumps({"results": {"validation": {"score": 0.5}}}))
+    assert sprsound_score.runs_needed(args) == {"task22"}
+    (tmp_path / "task22-seed8" / "results.json").write_text(json.dumps({"results": {}}))  # killed before it was scored
+    assert sprsound_score.runs_needed(args) == {"task22", "task21", "task22-base", "task12"}
+
+
 def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
     """benchmarks/sprsound_score.py --seeds: one real run per seed, fine-tuned from one parent, and their
     weight average (the soup); runs/task11 links the candidate with the best validation Score, and only that
