@@ -7,10 +7,9 @@ with frame supervision from the event timestamps, and half the time a random win
 labelled from the events inside it (train.py's record crops). Task 1-1 fine-tunes the event model with
 its coarser label set (new head); Task 2-1 fine-tunes ``task22-base`` likewise, and the shipped Task 2-2
 fine-tunes the Task 2-1 model back to the 5 record classes (chosen on validation over ``task22-base``
-itself, 0.716 against 0.698). Every choice (best epoch, recipe) is made on the
-patient-disjoint validation split carved from train, the same patients for all four tasks (so no model
-validates on patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patient test)
-is scored once.
+itself, 0.716 against 0.698). Every choice (best epoch, recipe) is made on the patient-disjoint
+validation split carved from train, the same patients for all four tasks (so no model validates on
+patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patient test) is scored once.
 
     python benchmarks/sprsound_score.py                                # small preset, CPU
     python benchmarks/sprsound_score.py --preset paper --bf16           # GPU
@@ -23,12 +22,11 @@ a GPU machine with ``--eval_split none``, or a new test set); a run to be traine
 starts from along (read back or trained in turn). ``--retrain`` retrains every run the tasks need, so a
 preset change never starts from an old parent.
 ``--seeds 42 1 2`` trains the runs that ship ``--tasks`` (and ``task22-base`` where needed) once per seed,
-into ``runs/<name>-seed<k>/`` (read back where present; the shipped runs they start from train with the
-first seed), without scoring them on
-``--eval_split``. Seed runs fine-tuned from one parent are also averaged weight by weight into
-``runs/<name>-soup/`` (a "uniform soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the
-soup) with the best validation Score, which alone is scored on ``--eval_split`` and is what later runs
-start from.
+into ``runs/<name>-seed<k>/`` (read back where present; a shipped run that another starts from but that is
+not in ``--tasks`` trains with the first seed only), without scoring them on ``--eval_split``. Seed runs
+fine-tuned from one parent are also averaged weight by weight into ``runs/<name>-soup/`` (a "uniform
+soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the soup) with the best validation
+Score, which alone is scored on ``--eval_split`` and is what later runs start from.
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
