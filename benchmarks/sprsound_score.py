@@ -105,10 +105,15 @@ def resolve_run(runs: Path, run: str) -> Path:
     return runs / path.readlink() if path.is_symlink() else path
 
 
+def train_py_argv(output_dir: Path, task: str, eval_split: str, args) -> list[str]:
+    """The train.py arguments every run of the recipe shares."""
+    return ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
+            "--disable_tqdm", "true"]
+
+
 def score_in_place(output_dir: Path, task: str, eval_split: str, args) -> dict:
     """Score the model in ``output_dir`` on validation (and ``eval_split``) with train.py, keeping its results.json."""
-    argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
-            "--disable_tqdm", "true", "--from", str(output_dir), "--do_train", "false", *args.train_args]
+    argv = [*train_py_argv(output_dir, task, eval_split, args), "--from", str(output_dir), "--do_train", "false", *args.train_args]
     print(f"{output_dir.name}: python train.py " + " ".join(argv), flush=True)
     return train.main(argv)
 
@@ -123,9 +128,10 @@ def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
     return summary
 
 
-def make_soup(seed_dirs: list[Path], output_dir: Path, task: str, args) -> dict:
+def make_soup(seed_dirs: list[Path], ingredients: list[dict], output_dir: Path, task: str, args) -> dict:
     """Save the element-wise mean of the seed runs' weights (parameters and BatchNorm statistics; integer
     buffers from the first run) with the first run's feature extractor, and score it on validation.
+    ``ingredients`` are the seed runs' summaries (results.json).
 
     Runs fine-tuned from one parent stay close in weight space, so their mean is one model that can beat
     each of them (Wortsman et al., "Model soups", 2022); runs from different initialisations are never
@@ -136,7 +142,6 @@ def make_soup(seed_dirs: list[Path], output_dir: Path, task: str, args) -> dict:
                                else tensor for name, tensor in states[0].items()})
     models[0].save_pretrained(output_dir)
     AutoFeatureExtractor.from_pretrained(seed_dirs[0]).save_pretrained(output_dir)
-    ingredients = [json.loads((seed_dir / "results.json").read_text()) for seed_dir in seed_dirs]
     summary = {key: value for key, value in ingredients[0].items() if key != "seed_selection"}  # set on the kept one
     summary.update(soup_of=[seed_dir.name for seed_dir in seed_dirs], results={})
     for cost in ("global_step", "train_runtime_s", "wall_s"):
@@ -147,8 +152,7 @@ def make_soup(seed_dirs: list[Path], output_dir: Path, task: str, args) -> dict:
 
 def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
     """Train one run with train.py (``--seed seed``) and write its results.json with the wall time."""
-    argv = ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
-            "--disable_tqdm", "true", *extra, "--seed", str(seed), *args.train_args]
+    argv = [*train_py_argv(output_dir, task, eval_split, args), *extra, "--seed", str(seed), *args.train_args]
     argv += ["--from", str(resolve_run(Path(args.runs), parent))] if parent else ["--preset", args.preset]
     print("python train.py " + " ".join(argv), flush=True)
     started = time.time()
@@ -172,34 +176,36 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     if output_dir.exists() and not output_dir.is_symlink():
         raise SystemExit(f"{output_dir} is a trained run, not a link to a seed's run: move it aside (e.g. to "
                          f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
-    validation, seed_dirs, trained = {}, run_dirs(run, args), False
+    seed_dirs, trained, summaries = run_dirs(run, args), False, {}
     for seed, seed_dir in zip(seeds, seed_dirs):
         if must_train(seed_dir, args.retrain):
-            summary, trained = train_run(seed_dir, task, parent, extra, seed, "none", args), True
+            summaries[seed], trained = train_run(seed_dir, task, parent, extra, seed, "none", args), True
         else:
-            summary = read_back(seed_dir, task, "none", args)
-        validation[seed] = summary["results"]["validation"]["score"]
+            summaries[seed] = read_back(seed_dir, task, "none", args)
     candidates = {seed: (f"seed {seed}", f"{run}-seed{seed}") for seed in seeds}
-    selection = {"validation_score_by_seed": dict(validation)}
     if parent:
         soup_dir = Path(args.runs) / f"{run}-soup"
         current = not (trained or must_train(soup_dir, args.retrain)) and json.loads(
             (soup_dir / "results.json").read_text()).get("soup_of") == [seed_dir.name for seed_dir in seed_dirs]
-        soup = read_back(soup_dir, task, "none", args) if current else make_soup(seed_dirs, soup_dir, task, args)
-        selection["soup_validation_score"] = validation["soup"] = soup["results"]["validation"]["score"]
+        summaries["soup"] = (read_back(soup_dir, task, "none", args) if current
+                             else make_soup(seed_dirs, [summaries[seed] for seed in seeds], soup_dir, task, args))
         candidates["soup"] = ("the seeds' soup", soup_dir.name)
+    validation = {key: summary["results"]["validation"]["score"] for key, summary in summaries.items()}
     best = max(validation, key=validation.__getitem__)  # the first listed seed wins a tie; the soup must beat them
     print(f"{run}: validation Score " + ", ".join(f"{candidates[key][0]}: {score:.3f}" for key, score in validation.items())
           + f"; keeping {candidates[best][0]}", flush=True)
-    for key, (_, name) in candidates.items():  # a candidate kept by an earlier call no longer claims it
-        results_path = Path(args.runs) / name / "results.json"
-        if key != best and "seed_selection" in (stale := json.loads(results_path.read_text())):
+    for key, stale in summaries.items():  # a candidate kept by an earlier call no longer claims it
+        if key != best and "seed_selection" in stale:
             del stale["seed_selection"]
-            results_path.write_text(json.dumps(stale, indent=2, default=float))
-            train.write_model_card(results_path.parent, stale)
+            stale_dir = Path(args.runs) / candidates[key][1]
+            (stale_dir / "results.json").write_text(json.dumps(stale, indent=2, default=float))
+            train.write_model_card(stale_dir, stale)
     output_dir.unlink(missing_ok=True)
     output_dir.symlink_to(candidates[best][1])
     summary = read_back(resolve_run(Path(args.runs), run), task, args.eval_split, args)
+    selection = {"validation_score_by_seed": {seed: validation[seed] for seed in seeds}}
+    if "soup" in validation:
+        selection["soup_validation_score"] = validation["soup"]
     summary["seed_selection"] = {**selection, "kept": best}
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     train.write_model_card(output_dir, summary)
