@@ -26,7 +26,8 @@ into ``runs/<name>-seed<k>/`` (read back where present; a shipped run that anoth
 not in ``--tasks`` trains with the first seed only), without scoring them on ``--eval_split``. Seed runs
 fine-tuned from one parent are also averaged weight by weight into ``runs/<name>-soup/`` (a "uniform
 soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the soup) with the best validation
-Score, which alone is scored on ``--eval_split`` and is what later runs start from.
+Score, which alone is scored on ``--eval_split`` and is what later runs start from. ``--side_by_side``
+trains a run's seeds at the same time, one process each (on a GPU; see RESULTS.md for what it saves).
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
@@ -76,9 +77,11 @@ def must_train(run_dir: Path, retrain: bool) -> bool:
 
 def seeds_of(run: str, args) -> list[int]:
     """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks`` or for a step
-    between shipped runs (``task22-base``), else the first."""
-    ships = {f"task{task}" for task in train.TASKS}
-    return args.seeds if run in {f"task{task}" for task in args.tasks} or run not in ships else args.seeds[:1]
+    between shipped runs (``task22-base``), else the first. A step already trained as a single run (a folder
+    ``runs/<name>``, not a link to a seed's run) is read back as it is, unless ``--retrain``."""
+    ships, path = {f"task{task}" for task in train.TASKS}, Path(args.runs) / run
+    single_step = not args.retrain and path.is_dir() and not path.is_symlink()
+    return args.seeds if run in {f"task{task}" for task in args.tasks} or (run not in ships and not single_step) else args.seeds[:1]
 
 
 def run_dirs(run: str, args) -> list[Path]:
@@ -150,16 +153,57 @@ def make_soup(seed_dirs: list[Path], ingredients: list[dict], output_dir: Path, 
     return score_in_place(output_dir, task, "none", args)
 
 
-def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
-    """Train one run with train.py (``--seed seed``) and write its results.json with the wall time."""
+def train_run_argv(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> list[str]:
+    """train.py's arguments for one run of the recipe with ``--seed seed``."""
     argv = [*train_py_argv(output_dir, task, eval_split, args), *extra, "--seed", str(seed), *args.train_args]
-    argv += ["--from", str(resolve_run(Path(args.runs), parent))] if parent else ["--preset", args.preset]
-    print("python train.py " + " ".join(argv), flush=True)
-    started = time.time()
-    summary = train.main(argv)
+    return argv + (["--from", str(resolve_run(Path(args.runs), parent))] if parent else ["--preset", args.preset])
+
+
+def add_wall_time(output_dir: Path, summary: dict, started: float) -> dict:
+    """A trained run's summary with its wall time (data, features, training, validation), saved as its results.json."""
     summary["wall_s"] = time.time() - started
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
+    """Train one run with train.py (``--seed seed``) and write its results.json with the wall time."""
+    argv = train_run_argv(output_dir, task, parent, extra, seed, eval_split, args)
+    print("python train.py " + " ".join(argv), flush=True)
+    started = time.time()
+    return add_wall_time(output_dir, train.main(argv), started)
+
+
+def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None, extra: list[str], args) -> dict[int, dict]:
+    """Train several seeds of one run at once, each ``python train.py`` in its own process writing to
+    ``<seed run>/train.log``, and return their summaries (results.json with each process's wall time).
+
+    One paper-preset run keeps an H100 mostly idle (small batches of a 2.6M-parameter model), so seeds
+    side by side take far less than one after another. A failed seed stops the others."""
+    processes, started = {}, time.time()
+    try:
+        for seed, seed_dir in seed_dirs.items():
+            argv = train_run_argv(seed_dir, task, parent, extra, seed, "none", args)
+            seed_dir.mkdir(parents=True, exist_ok=True)
+            print(f"python train.py {' '.join(argv)} > {seed_dir / 'train.log'}", flush=True)
+            with open(seed_dir / "train.log", "w") as log:
+                processes[seed] = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT)
+        summaries = {}
+        while len(summaries) < len(processes):
+            for seed, process in processes.items():
+                if seed in summaries or process.poll() is None:
+                    continue
+                if process.returncode:
+                    raise SystemExit(f"seed {seed} failed (exit {process.returncode}): see {seed_dirs[seed] / 'train.log'}")
+                summary = json.loads((seed_dirs[seed] / "results.json").read_text())
+                summaries[seed] = add_wall_time(seed_dirs[seed], summary, started)
+                print(f"{seed_dirs[seed].name}: trained in {summary['wall_s']:.0f} s", flush=True)
+            time.sleep(1)
+        return summaries
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
 
 
 def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:
@@ -176,12 +220,12 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     if output_dir.exists() and not output_dir.is_symlink():
         raise SystemExit(f"{output_dir} is a trained run, not a link to a seed's run: move it aside (e.g. to "
                          f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
-    seed_dirs, trained, summaries = run_dirs(run, args), False, {}
-    for seed, seed_dir in zip(seeds, seed_dirs):
-        if must_train(seed_dir, args.retrain):
-            summaries[seed], trained = train_run(seed_dir, task, parent, extra, seed, "none", args), True
-        else:
-            summaries[seed] = read_back(seed_dir, task, "none", args)
+    seed_dirs = run_dirs(run, args)
+    to_train = {seed: seed_dir for seed, seed_dir in zip(seeds, seed_dirs) if must_train(seed_dir, args.retrain)}
+    trained = (train_side_by_side(to_train, task, parent, extra, args) if args.side_by_side and len(to_train) > 1 else
+               {seed: train_run(seed_dir, task, parent, extra, seed, "none", args) for seed, seed_dir in to_train.items()})
+    summaries = {seed: trained[seed] if seed in trained else read_back(seed_dir, task, "none", args)
+                 for seed, seed_dir in zip(seeds, seed_dirs)}
     candidates = {seed: (f"seed {seed}", f"{run}-seed{seed}") for seed in seeds}
     if parent:
         soup_dir = Path(args.runs) / f"{run}-soup"
@@ -256,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42],
                         help="Train each run once per seed and keep the best on validation, or the seeds' soup (see above).")
+    parser.add_argument("--side_by_side", action="store_true",
+                        help="Train a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
+                             "(for a GPU that one run leaves mostly idle; pass a smaller --dataloader_num_workers to share the cores).")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)

@@ -334,6 +334,13 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
     assert sprsound_score.runs_needed(args) == {"task22"}
     (tmp_path / "task22-seed8" / "results.json").write_text(json.dumps({"results": {}}))  # killed before it was scored
     assert sprsound_score.runs_needed(args) == {"task22", "task21", "task22-base", "task12"}
+    # A step trained once as a single run (a folder, not a link to a seed's run) is read back as it is.
+    (tmp_path / "task22-base").mkdir()
+    (tmp_path / "task22-base" / "results.json").write_text(json.dumps({"results": {"validation": {"score": 0.5}}}))
+    assert sprsound_score.seeds_of("task22-base", args) == [7]
+    assert sprsound_score.runs_needed(args) == {"task22", "task21", "task22-base"}
+    args.retrain = True
+    assert sprsound_score.seeds_of("task22-base", args) == [7, 8]
 
 
 def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
@@ -345,7 +352,7 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
 
     runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
     shutil.copytree(task12_run, runs / "task12")
-    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4",
+    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4", "--side_by_side",
                          "--results", str(results), "--max_train_samples", "16", "--max_steps", "2",
                          "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", *QUICK])
     names = {3: "task11-seed3", 4: "task11-seed4", "soup": "task11-soup"}
@@ -356,6 +363,8 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
         assert summary["from"] == str(runs / "task12")
         assert set(summary["results"]) == ({"validation", "inter_test"} if key == kept else {"validation"})
     assert candidates[3]["global_step"] == candidates[4]["global_step"] == 2
+    for seed in (3, 4):  # trained at the same time, each in its own process
+        assert "validation: Score" in (runs / names[seed] / "train.log").read_text() and candidates[seed]["wall_s"] > 0
     assert candidates["soup"]["soup_of"] == [names[3], names[4]] and candidates["soup"]["global_step"] == 4
 
     weights = {key: load_file(runs / name / "model.safetensors") for key, name in names.items()}
