@@ -178,9 +178,12 @@ def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None
     """Train several seeds of one run at once, each ``python train.py`` in its own process writing to
     ``<seed run>/train.log``, and return their summaries (results.json with each process's wall time).
 
-    One paper-preset run keeps an H100 mostly idle (small batches of a 2.6M-parameter model), so seeds
-    side by side take far less than one after another. A failed seed stops the others."""
-    processes, started = {}, time.time()
+    It pays where one run leaves the GPU idle between steps. The paper preset keeps an H100 busy: three of
+    its Task 2-1 seeds side by side took 178 s, against 3 x 66 s one after another (one such run alone, in
+    an earlier session), and each held about 18.5 GiB of GPU memory, so at most four fit on an 80 GB card
+    (benchmarks/RESULTS.md). A seed that fails lets the others finish (their runs are kept), then stops the
+    recipe naming its log."""
+    processes, started, summaries, failed = {}, time.time(), {}, []
     try:
         for seed, seed_dir in seed_dirs.items():
             argv = train_run_argv(seed_dir, task, parent, extra, seed, "none", args)
@@ -188,22 +191,25 @@ def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None
             print(f"python train.py {' '.join(argv)} > {seed_dir / 'train.log'}", flush=True)
             with open(seed_dir / "train.log", "w") as log:
                 processes[seed] = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT)
-        summaries = {}
-        while len(summaries) < len(processes):
+        while len(summaries) + len(failed) < len(processes):
             for seed, process in processes.items():
-                if seed in summaries or process.poll() is None:
+                if seed in summaries or seed in failed or process.poll() is None:
                     continue
                 if process.returncode:
-                    raise SystemExit(f"seed {seed} failed (exit {process.returncode}): see {seed_dirs[seed] / 'train.log'}")
+                    failed.append(seed)
+                    print(f"seed {seed} failed (exit {process.returncode}): see {seed_dirs[seed] / 'train.log'}", flush=True)
+                    continue
                 summary = json.loads((seed_dirs[seed] / "results.json").read_text())
                 summaries[seed] = add_wall_time(seed_dirs[seed], summary, started)
                 print(f"{seed_dirs[seed].name}: trained in {summary['wall_s']:.0f} s", flush=True)
             time.sleep(1)
-        return summaries
-    finally:
+    finally:  # interrupted: no training process outlives the recipe
         for process in processes.values():
             if process.poll() is None:
                 process.kill()
+    if failed:
+        raise SystemExit("failed: " + ", ".join(f"seed {seed} (see {seed_dir / 'train.log'})" for seed, seed_dir in seed_dirs.items() if seed in failed))
+    return summaries
 
 
 def run_task(run: str, task: str, parent: str | None, extra: list[str], args) -> dict:

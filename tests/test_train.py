@@ -343,6 +343,24 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
     assert sprsound_score.seeds_of("task22-base", args) == [7, 8]
 
 
+def test_seeds_side_by_side_all_finish_before_a_failure_stops_the_recipe(tmp_path, monkeypatch):
+    """--side_by_side: a seed whose train.py fails does not cut the others short; the recipe then stops
+    naming every failed seed's log."""
+    import argparse
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import sprsound_score
+
+    def failing_argv(output_dir, task, parent, extra, seed, eval_split, args):  # rejected before any data is read
+        return ["--task", f"9{seed}", "--output_dir", str(output_dir)]
+
+    monkeypatch.setattr(sprsound_score, "train_run_argv", failing_argv)
+    seed_dirs = {seed: tmp_path / f"task11-seed{seed}" for seed in (1, 2)}
+    with pytest.raises(SystemExit, match=r"seed 1 \(see .*task11-seed1/train.log\), seed 2 \(see .*task11-seed2/train.log\)"):
+        sprsound_score.train_side_by_side(seed_dirs, "11", "task12", [], argparse.Namespace())
+    for seed, seed_dir in seed_dirs.items():
+        assert f"9{seed}" in (seed_dir / "train.log").read_text()  # each ran to its own error
+
+
 def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
     """benchmarks/sprsound_score.py --seeds: one real run per seed, fine-tuned from one parent, and their
     weight average (the soup); runs/task11 links the candidate with the best validation Score, and only that
