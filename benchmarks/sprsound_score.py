@@ -81,7 +81,8 @@ def seeds_of(run: str, args) -> list[int]:
     ``runs/<name>``, not a link to a seed's run) is read back as it is, unless ``--retrain``."""
     ships, path = {f"task{task}" for task in train.TASKS}, Path(args.runs) / run
     single_step = not args.retrain and path.is_dir() and not path.is_symlink()
-    return args.seeds if run in {f"task{task}" for task in args.tasks} or (run not in ships and not single_step) else args.seeds[:1]
+    shipped_here = run in {f"task{task}" for task in args.tasks}
+    return args.seeds if shipped_here or (run not in ships and not single_step) else args.seeds[:1]
 
 
 def run_dirs(run: str, args) -> list[Path]:
@@ -208,7 +209,8 @@ def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None
             if process.poll() is None:
                 process.kill()
     if failed:
-        raise SystemExit("failed: " + ", ".join(f"seed {seed} (see {seed_dir / 'train.log'})" for seed, seed_dir in seed_dirs.items() if seed in failed))
+        raise SystemExit("failed: " + ", ".join(f"seed {seed} (see {seed_dir / 'train.log'})"
+                                                 for seed, seed_dir in seed_dirs.items() if seed in failed))
     return summaries
 
 
