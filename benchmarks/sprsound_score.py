@@ -26,8 +26,8 @@ into ``runs/<name>-seed<k>/`` (read back where present; a shipped run that anoth
 not in ``--tasks`` trains with the first seed only), without scoring them on ``--eval_split``. Seed runs
 fine-tuned from one parent are also averaged weight by weight into ``runs/<name>-soup/`` (a "uniform
 soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the soup) with the best validation
-Score, which alone is scored on ``--eval_split`` and is what later runs start from. ``--side_by_side``
-trains a run's seeds at the same time, one process each (on a GPU; see RESULTS.md for what it saves).
+Score, which alone is scored on ``--eval_split`` and is what later runs start from. ``--side_by_side 3``
+trains up to three of a run's seeds at the same time, one process each (on a GPU; see RESULTS.md for what it saves).
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 """
 
@@ -175,37 +175,41 @@ def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str],
     return add_wall_time(output_dir, train.main(argv), started)
 
 
-def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None, extra: list[str], args) -> dict[int, dict]:
-    """Train several seeds of one run at once, each ``python train.py`` in its own process writing to
-    ``<seed run>/train.log``, and return their summaries (results.json with each process's wall time).
+def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None, extra: list[str], at_once: int, args) -> dict[int, dict]:
+    """Train several seeds of one run at once, up to ``at_once`` at a time, each ``python train.py`` in its own
+    process writing to ``<seed run>/train.log``, and return their summaries (results.json with each process's
+    wall time).
 
     It pays where one run leaves the GPU idle between steps. The paper preset keeps an H100 busy: three of
     its Task 2-1 seeds side by side took 178 s, against 3 x 66 s one after another (one such run alone, in
     an earlier session), and each held about 18.5 GiB of GPU memory, so at most four fit on an 80 GB card
     (benchmarks/RESULTS.md). A seed that fails lets the others finish (their runs are kept), then stops the
     recipe naming its log."""
-    processes, started, summaries, failed = {}, time.time(), {}, []
+    pending, running, started, summaries, failed = list(seed_dirs.items()), {}, {}, {}, []
     try:
-        for seed, seed_dir in seed_dirs.items():
-            argv = train_run_argv(seed_dir, task, parent, extra, seed, "none", args)
-            seed_dir.mkdir(parents=True, exist_ok=True)
-            print(f"python train.py {' '.join(argv)} > {seed_dir / 'train.log'}", flush=True)
-            with open(seed_dir / "train.log", "w") as log:
-                processes[seed] = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT)
-        while len(summaries) + len(failed) < len(processes):
-            for seed, process in processes.items():
-                if seed in summaries or seed in failed or process.poll() is None:
+        while pending or running:
+            while pending and len(running) < at_once:
+                seed, seed_dir = pending.pop(0)
+                argv = train_run_argv(seed_dir, task, parent, extra, seed, "none", args)
+                seed_dir.mkdir(parents=True, exist_ok=True)
+                print(f"python train.py {' '.join(argv)} > {seed_dir / 'train.log'}", flush=True)
+                started[seed] = time.time()
+                with open(seed_dir / "train.log", "w") as log:
+                    running[seed] = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT)
+            time.sleep(1)
+            for seed, process in list(running.items()):
+                if process.poll() is None:
                     continue
+                del running[seed]
                 if process.returncode:
                     failed.append(seed)
                     print(f"seed {seed} failed (exit {process.returncode}): see {seed_dirs[seed] / 'train.log'}", flush=True)
                     continue
                 summary = json.loads((seed_dirs[seed] / "results.json").read_text())
-                summaries[seed] = add_wall_time(seed_dirs[seed], summary, started)
+                summaries[seed] = add_wall_time(seed_dirs[seed], summary, started[seed])
                 print(f"{seed_dirs[seed].name}: trained in {summary['wall_s']:.0f} s", flush=True)
-            time.sleep(1)
     finally:  # interrupted: no training process outlives the recipe
-        for process in processes.values():
+        for process in running.values():
             if process.poll() is None:
                 process.kill()
     if failed:
@@ -230,7 +234,7 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
                          f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
     seed_dirs = run_dirs(run, args)
     to_train = {seed: seed_dir for seed, seed_dir in zip(seeds, seed_dirs) if must_train(seed_dir, args.retrain)}
-    trained = (train_side_by_side(to_train, task, parent, extra, args) if args.side_by_side and len(to_train) > 1 else
+    trained = (train_side_by_side(to_train, task, parent, extra, args.side_by_side, args) if args.side_by_side > 1 and len(to_train) > 1 else
                {seed: train_run(seed_dir, task, parent, extra, seed, "none", args) for seed, seed_dir in to_train.items()})
     summaries = {seed: trained[seed] if seed in trained else read_back(seed_dir, task, "none", args)
                  for seed, seed_dir in zip(seeds, seed_dirs)}
@@ -308,9 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42],
                         help="Train each run once per seed and keep the best on validation, or the seeds' soup (see above).")
-    parser.add_argument("--side_by_side", action="store_true",
-                        help="Train a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
-                             "(for a GPU that one run leaves mostly idle; pass a smaller --dataloader_num_workers to share the cores).")
+    parser.add_argument("--side_by_side", type=int, default=1, metavar="N",
+                        help="Train up to N of a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
+                             "(on a GPU with memory for N runs; pass a smaller --dataloader_num_workers to share the cores).")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)

@@ -343,9 +343,9 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
     assert sprsound_score.seeds_of("task22-base", args) == [7, 8]
 
 
-def test_seeds_side_by_side_all_finish_before_a_failure_stops_the_recipe(tmp_path, monkeypatch):
-    """--side_by_side: a seed whose train.py fails does not cut the others short; the recipe then stops
-    naming every failed seed's log."""
+def test_seeds_side_by_side_at_most_n_at_once_and_all_finish_before_a_failure_stops_the_recipe(tmp_path, monkeypatch, capsys):
+    """--side_by_side N: at most N seeds' train.py run at a time; one that fails does not cut the others short,
+    and the recipe then stops naming every failed seed's log."""
     import argparse
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
     import sprsound_score
@@ -354,11 +354,16 @@ def test_seeds_side_by_side_all_finish_before_a_failure_stops_the_recipe(tmp_pat
         return ["--task", f"9{seed}", "--output_dir", str(output_dir)]
 
     monkeypatch.setattr(sprsound_score, "train_run_argv", failing_argv)
-    seed_dirs = {seed: tmp_path / f"task11-seed{seed}" for seed in (1, 2)}
-    with pytest.raises(SystemExit, match=r"seed 1 \(see .*task11-seed1/train.log\), seed 2 \(see .*task11-seed2/train.log\)"):
-        sprsound_score.train_side_by_side(seed_dirs, "11", "task12", [], argparse.Namespace())
+    seed_dirs = {seed: tmp_path / f"task11-seed{seed}" for seed in (1, 2, 3)}
+    with pytest.raises(SystemExit, match=r"seed 1 \(see .*task11-seed1/train.log\), seed 2 \(see .*seed 3 \(see .*task11-seed3/train.log\)"):
+        sprsound_score.train_side_by_side(seed_dirs, "11", "task12", [], 2, argparse.Namespace())
     for seed, seed_dir in seed_dirs.items():
         assert f"9{seed}" in (seed_dir / "train.log").read_text()  # each ran to its own error
+    printed = capsys.readouterr().out.splitlines()
+    launched = [i for i, line in enumerate(printed) if line.startswith("python train.py")]
+    failures = [i for i, line in enumerate(printed) if line.startswith("seed ")]
+    assert len(launched) == len(failures) == 3
+    assert launched[:2] == [0, 1] and launched[2] > failures[0]  # the third starts once a slot is free
 
 
 def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
@@ -370,7 +375,7 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
 
     runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
     shutil.copytree(task12_run, runs / "task12")
-    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4", "--side_by_side",
+    sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "3", "4", "--side_by_side", "2",
                          "--results", str(results), "--max_train_samples", "16", "--max_steps", "2",
                          "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "2", "--save_steps", "2", *QUICK])
     names = {3: "task11-seed3", 4: "task11-seed4", "soup": "task11-soup"}
