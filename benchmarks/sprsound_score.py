@@ -234,8 +234,10 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
                          f"{output_dir.name}-seed<its seed>) before choosing among --seeds")
     seed_dirs = run_dirs(run, args)
     to_train = {seed: seed_dir for seed, seed_dir in zip(seeds, seed_dirs) if must_train(seed_dir, args.retrain)}
-    trained = (train_side_by_side(to_train, task, parent, extra, args.side_by_side, args) if args.side_by_side > 1 and len(to_train) > 1 else
-               {seed: train_run(seed_dir, task, parent, extra, seed, "none", args) for seed, seed_dir in to_train.items()})
+    if args.side_by_side > 1 and len(to_train) > 1:
+        trained = train_side_by_side(to_train, task, parent, extra, args.side_by_side, args)
+    else:
+        trained = {seed: train_run(seed_dir, task, parent, extra, seed, "none", args) for seed, seed_dir in to_train.items()}
     summaries = {seed: trained[seed] if seed in trained else read_back(seed_dir, task, "none", args)
                  for seed, seed_dir in zip(seeds, seed_dirs)}
     candidates = {seed: (f"seed {seed}", f"{run}-seed{seed}") for seed in seeds}
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     args, args.train_args = parser.parse_known_args(argv)
     if "--seed" in args.train_args or len(set(args.seeds)) < len(args.seeds):
         parser.error("pass the training seeds as --seeds, each once")
+    if args.side_by_side < 1:
+        parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
     if args.runs is None:
         # Relative, so that results.json and the cards name a parent run the same way on every machine.
         args.runs = os.path.relpath(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")

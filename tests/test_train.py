@@ -364,6 +364,9 @@ def test_seeds_side_by_side_at_most_n_at_once_and_all_finish_before_a_failure_st
     failures = [i for i, line in enumerate(printed) if line.startswith("seed ")]
     assert len(launched) == len(failures) == 3
     assert launched[:2] == [0, 1] and launched[2] > failures[0]  # the third starts once a slot is free
+    with pytest.raises(SystemExit):
+        sprsound_score.main(["--runs", str(tmp_path), "--side_by_side", "0"])
+    assert "--side_by_side is how many seeds train at a time (1 or more), got 0" in capsys.readouterr().err
 
 
 def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_root, tmp_path):
