@@ -477,6 +477,11 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], title: str, 
     plt.close(fig)
 
 
+def write_results(output_dir: Path, summary: dict) -> None:
+    """``output_dir/results.json``: a run's summary (how it was trained, its measured scores)."""
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+
+
 def write_model_card(output_dir: Path, summary: dict) -> None:
     """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores)."""
     task, label_names, results = summary["task"], summary["labels"], summary["results"]
@@ -639,7 +644,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["device"] = device
         summary["results"][name] = metrics
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_results(output_dir, summary)
     write_model_card(output_dir, summary)
     for name, r in summary["results"].items():
         logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])

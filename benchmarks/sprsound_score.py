@@ -150,7 +150,7 @@ def make_soup(seed_dirs: list[Path], ingredients: list[dict], output_dir: Path, 
     summary.update(soup_of=[seed_dir.name for seed_dir in seed_dirs], results={})
     for cost in ("global_step", "train_runtime_s", "wall_s"):
         summary[cost] = sum(ingredient.get(cost) or 0 for ingredient in ingredients)
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    train.write_results(output_dir, summary)
     return score_in_place(output_dir, task, "none", args)
 
 
@@ -163,7 +163,7 @@ def train_run_argv(output_dir: Path, task: str, parent: str | None, extra: list[
 def add_wall_time(output_dir: Path, summary: dict, started: float) -> dict:
     """A trained run's summary with its wall time (data, features, training, validation), saved as its results.json."""
     summary["wall_s"] = time.time() - started
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    train.write_results(output_dir, summary)
     return summary
 
 
@@ -256,7 +256,7 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
         if key != best and "seed_selection" in stale:
             del stale["seed_selection"]
             stale_dir = Path(args.runs) / candidates[key][1]
-            (stale_dir / "results.json").write_text(json.dumps(stale, indent=2, default=float))
+            train.write_results(stale_dir, stale)
             train.write_model_card(stale_dir, stale)
     output_dir.unlink(missing_ok=True)
     output_dir.symlink_to(candidates[best][1])
@@ -265,7 +265,7 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     if "soup" in validation:
         selection["soup_validation_score"] = validation["soup"]
     summary["seed_selection"] = {**selection, "kept": best}
-    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    train.write_results(output_dir, summary)
     train.write_model_card(output_dir, summary)
     return summary
 
