@@ -246,7 +246,7 @@ def slide_windows(task_model: TaskModel, waveform: np.ndarray, sampling_rate: in
     probabilities, features = [], []
     for first in range(0, len(starts), WINDOW_BATCH):
         clips = [waveform[start : start + window] for start in starts[first : first + WINDOW_BATCH]]
-        batch = extractor(clips, sampling_rate=sampling_rate, return_tensors="pt")
+        batch = extractor(clips, sampling_rate=sampling_rate, truncation=True, return_tensors="pt")
         probabilities.append(task_model.probabilities(batch))
         features.append(batch["input_features"][:, 0].numpy())
     starts_s = np.asarray(starts) / sampling_rate

@@ -247,12 +247,13 @@ def featurize(
         clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
         out = {"labels": batch[label_column]}
         rates = {rate for _, rate in clips}
+        # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
         if len(rates) == 1:
-            features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), device=device)
+            features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), truncation=True, device=device)
             out["input_features"] = list(features["input_features"])
             out["attention_mask"] = list(features["attention_mask"])
         else:  # mixed-rate datasets (e.g. ICBHI): resample clip by clip
-            parts = [extractor(array, sampling_rate=rate, device=device) for array, rate in clips]
+            parts = [extractor(array, sampling_rate=rate, truncation=True, device=device) for array, rate in clips]
             out["input_features"] = [p["input_features"][0] for p in parts]
             out["attention_mask"] = [p["attention_mask"][0] for p in parts]
         if with_frames:
@@ -501,6 +502,7 @@ def write_model_card(output_dir: Path, summary: dict) -> None:
         listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
         chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
                    if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
+    clip = json.loads((output_dir / "preprocessor_config.json").read_text())
     card = f"""---
 library_name: transformers
 pipeline_tag: audio-classification
@@ -536,8 +538,9 @@ classify = pipeline("audio-classification", model="<this folder or repo id>", tr
 classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
 ```
 
-The feature extractor resamples any rate to 8 kHz and fits each input to
-{json.loads((output_dir / 'preprocessor_config.json').read_text())['n_frames']} frames; with `respstf` installed no
+The feature extractor resamples any rate to 8 kHz and fits each input to {clip['n_frames']} frames
+({clip['n_frames'] * clip['hop_length'] / clip['sampling_rate']:.2f} s), as in training: a longer input is centre-cropped,
+with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed no
 `trust_remote_code` is needed.
 """
     (output_dir / "README.md").write_text(card)

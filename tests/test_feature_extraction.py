@@ -146,8 +146,13 @@ def test_truncation_crops_the_centre_and_false_keeps_length(extractor):
     full = extractor(waveform, sampling_rate=8000, truncation=False, return_attention_mask=False)
     assert set(full) == {"input_features"}
     assert full["input_features"].shape == (1, 1, 64, 960)
-    cropped = extractor(waveform, sampling_rate=8000)
+    with pytest.warns(UserWarning, match=r"longer than this feature extractor's 3\.07 s clip was centre-cropped"):
+        cropped = extractor(waveform, sampling_rate=8000)  # the default (pipeline's): crops, and says so
     assert cropped["input_features"].shape == (1, 1, 64, 192) and cropped["attention_mask"].all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for: crops without a word
+        np.testing.assert_array_equal(extractor(waveform, sampling_rate=8000, truncation=True)["input_features"], cropped["input_features"])
+        extractor(waveform[: 8000], sampling_rate=8000)  # shorter than the clip: nothing cropped, no warning
     # same audio as the centre of the full scalogram (up to the per-clip normalisation and crop edges)
     centre = RespSTFFeatureExtractor(normalization="none")
     start = (960 - 192) // 2

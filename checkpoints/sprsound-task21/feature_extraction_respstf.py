@@ -31,7 +31,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         n_scales: number of wavelet scales (scalogram rows), log-spaced in frequency.
         fmin, fmax: lowest and highest centre frequencies in Hz (``fmax`` below Nyquist).
         hop_length: samples per output frame.
-        n_frames: frames per example when ``truncation=True``; the clip length is
+        n_frames: frames per example unless ``truncation=False``; the clip length is
             ``n_frames * hop_length / sampling_rate`` seconds.
         wavelet_bandwidth, wavelet_center_frequency: the complex Morlet ``B`` and ``C`` (pywt ``cmorB-C``).
         padding_mode: ``"repeat"`` tiles a short clip to the full length (the attention mask is then all
@@ -119,7 +119,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
 
     @property
     def clip_seconds(self) -> float:
-        """Length of the clip every example is fitted to when ``truncation=True``."""
+        """Length of the clip every example is fitted to unless ``truncation=False``."""
         return self.n_frames * self.frame_seconds
 
     @property
@@ -193,7 +193,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         self,
         raw_speech: np.ndarray | list | torch.Tensor,
         sampling_rate: int | None = None,
-        truncation: bool = True,
+        truncation: bool | None = None,
         return_attention_mask: bool | None = None,
         return_tensors: str | None = None,
         device: str | torch.device | None = None,
@@ -208,7 +208,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             sampling_rate: rate of ``raw_speech`` in Hz; resampled to ``self.sampling_rate``.
             truncation: ``True`` fits every clip to ``n_frames`` frames (centre crop or pad);
                 ``False`` keeps each clip's length and zero-pads the batch to the longest (use it
-                for long recordings: memory stays bounded by ``chunk_frames``).
+                for long recordings: memory stays bounded by ``chunk_frames``). ``None`` (the
+                default, what ``pipeline`` uses) is ``True`` plus a warning when an input is longer
+                than the clip, so a cropped recording never goes unnoticed.
             device: where the CWT runs (``"cuda"`` for GPU); outputs stay there with ``return_tensors="pt"``.
 
         Returns:
@@ -246,11 +248,21 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                 )
             arrays.append(array)
 
-        target = self.n_frames * self.hop_length if truncation else max(len(a) for a in arrays)
+        fit_to_clip = truncation is None or truncation
+        target = self.n_frames * self.hop_length if fit_to_clip else max(len(a) for a in arrays)
         target = math.ceil(target / self.hop_length) * self.hop_length
+        if truncation is None and max(len(a) for a in arrays) > target:
+            warnings.warn(
+                f"An audio input longer than this feature extractor's {self.clip_seconds:.2f} s clip was centre-cropped "
+                f"to it: the model sees only its middle {self.clip_seconds:.2f} s. Pass truncation=False to keep whole "
+                "inputs, give shorter segments (an event model classifies one event), or pass truncation=True to crop "
+                "without this warning.",
+                UserWarning,
+                stacklevel=2,
+            )
         fitted, lengths = [], []
         for array in arrays:
-            if truncation:
+            if fit_to_clip:
                 clip, real = self._fit_length(array, target)
             else:
                 clip, real = np.pad(array, (0, target - len(array)), constant_values=self.padding_value), len(array)
