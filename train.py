@@ -12,9 +12,9 @@ Examples::
     # Several GPUs / nodes: the same script through Accelerate
     accelerate launch train.py --task 22 --preset paper --bf16 --output_dir runs/task22-paper
 
-Data: ``--dataset`` is an SPRSound release folder, a folder saved with ``DatasetDict.save_to_disk``,
-a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with ``file,label[,start,end]`` or one
-subfolder per label). Model selection (best epoch, early stopping) looks only at a patient-disjoint
+Data: ``--dataset`` is an SPRSound release folder, an ICBHI 2017 folder, a folder saved with
+``DatasetDict.save_to_disk``, a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with
+``file,label[,start,end]`` or one subfolder per label). Model selection (best epoch, early stopping) looks only at a patient-disjoint
 validation split carved from ``train``; ``--eval_split`` (default ``inter_test``) is scored once at the
 end and never used for a choice.
 """
@@ -70,9 +70,12 @@ class DataArguments:
     )
     dataset: str = field(
         default=DEFAULT_DATASET,
-        metadata={"help": "SPRSound release folder, save_to_disk folder, Hub dataset id, or folder of audio + labels."},
+        metadata={"help": "SPRSound release folder, ICBHI 2017 folder, save_to_disk folder, Hub dataset id, or folder of audio + labels."},
     )
-    label_column: str | None = field(default=None, metadata={"help": "Label column (default: the task's column, else 'label')."})
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Label column (default: the task's column; on ICBHI 'cycle_label', or 'diagnosis' for one row per recording; else 'label')."},
+    )
     eval_split: str = field(default="inter_test", metadata={"help": "Split scored once at the end (never used for selection); 'none' to skip."})
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
@@ -178,6 +181,8 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
         if task is None:
             raise ValueError(f"{source} is an SPRSound release: pass --task 11, 12, 21 or 22.")
         data = hub_dataset.load_sprsound(source, task=task, decode=False)
+    elif source.is_dir() and hub_dataset.is_icbhi_release(source):
+        data = hub_dataset.load_icbhi(source, level=icbhi_level(data_args), decode=False)
     elif source.is_dir():
         names = hub_dataset.task_labels(task) if task else None
         data = hub_dataset.load_audio_folder(source, label_names=names, decode=False)
@@ -188,6 +193,20 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
     if "train" not in data:
         raise ValueError(f"--dataset {data_args.dataset} has no 'train' split (it has {list(data)}).")
     return data.cast_column("audio", datasets.Audio(decode=False))
+
+
+def icbhi_level(data_args: DataArguments) -> str:
+    """ICBHI's rows follow the label asked for: one per recording for ``diagnosis``, else one per cycle."""
+    patient_column = hub_dataset.ICBHI_LABEL_COLUMNS["patient"]
+    return "patient" if data_args.label_column == patient_column else "cycle"
+
+
+def default_label_column(data_args: DataArguments, task: str | None) -> str:
+    if task:
+        return TASKS[task]["column"]
+    if Path(data_args.dataset).is_dir() and hub_dataset.is_icbhi_release(data_args.dataset):
+        return hub_dataset.ICBHI_LABEL_COLUMNS[icbhi_level(data_args)]
+    return "label"
 
 
 def sprsound_validation_patients(data_args: DataArguments) -> list[str] | None:
@@ -205,14 +224,17 @@ def sprsound_validation_patients(data_args: DataArguments) -> list[str] | None:
 
 def carve_validation(train_split: datasets.Dataset, data_args: DataArguments, label_column: str) -> datasets.DatasetDict:
     """``train`` and a patient-disjoint ``validation`` split (the same patients for every SPRSound task)."""
-    return hub_dataset.patient_disjoint_split(
-        train_split, data_args.validation_fraction, data_args.split_seed, label_column=label_column,
-        validation_patients=sprsound_validation_patients(data_args),
-    )
+    try:
+        return hub_dataset.patient_disjoint_split(
+            train_split, data_args.validation_fraction, data_args.split_seed, label_column=label_column,
+            validation_patients=sprsound_validation_patients(data_args),
+        )
+    except ValueError as err:
+        raise ValueError(f"Cannot carve a validation split from the train split of {data_args.dataset}: {err}") from None
 
 
 def resolve_label_column(data: datasets.DatasetDict, data_args: DataArguments, task: str | None) -> tuple[str, list[str]]:
-    column = data_args.label_column or (TASKS[task]["column"] if task else "label")
+    column = data_args.label_column or default_label_column(data_args, task)
     feature = data["train"].features.get(column)
     if not isinstance(feature, datasets.ClassLabel):
         raise ValueError(

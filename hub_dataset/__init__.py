@@ -4,7 +4,7 @@ Training, evaluation and the demo read data only through this package:
 
 * `load_sprsound` — an SPRSound release folder -> `DatasetDict` at the record or event level;
 * `patient_disjoint_split` — a validation split with no patient on both sides;
-* `load_audio_folder`, `load_icbhi` — new datasets for fine-tuning, in the same row schema;
+* `load_audio_folder`, `load_icbhi` (`is_icbhi_release`) — new datasets for fine-tuning, in the same row schema;
 * `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows;
 * `build_dataset_card`, `push_to_hub`, `save_hub_folder` — the card and publishing;
 * the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …), defined in `labels`.
@@ -15,7 +15,8 @@ from .builder import DataQualityWarning, LoadingSummary, count_labels
 from .card import build_dataset_card
 from .folder import load_audio_folder
 from .hub import push_to_hub, save_hub_folder
-from .icbhi import load_icbhi
+from .icbhi import LABEL_COLUMNS as ICBHI_LABEL_COLUMNS
+from .icbhi import is_icbhi_release, load_icbhi
 from .labels import (
     CONTINUOUS_EVENTS,
     DISCONTINUOUS_EVENTS,
@@ -41,9 +42,9 @@ from .sprsound import load_sprsound, load_sprsound_levels, parse_annotation, par
 
 __all__ = [
     "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "EVENT_TYPES",
-    "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "LoadingSummary", "NORMAL_LABEL",
+    "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "ICBHI_LABEL_COLUMNS", "LoadingSummary", "NORMAL_LABEL",
     "RECORD_LABELS", "TASKS", "build_dataset_card", "count_labels", "event_task_label", "icbhi_cycle_label",
-    "id2label", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
+    "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "push_to_hub",
     "read_audio", "record_label_from_events", "record_task_label", "save_hub_folder", "task_labels",
     "task_of_labels",

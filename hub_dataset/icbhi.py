@@ -18,6 +18,7 @@ from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels
 from .labels import ICBHI_CYCLE_LABELS, ICBHI_DIAGNOSES, icbhi_cycle_label
 
 LEVELS = ("cycle", "patient")
+LABEL_COLUMNS = {"cycle": "cycle_label", "patient": "diagnosis"}  # the class column of each level
 CHEST_LOCATIONS = {"Tc": "trachea", "Al": "anterior left", "Ar": "anterior right", "Pl": "posterior left",
                    "Pr": "posterior right", "Ll": "lateral left", "Lr": "lateral right"}
 _FILE_NAME = re.compile(
@@ -106,6 +107,12 @@ def read_cycles(path: Path) -> list[Span]:
         spans.append(Span(start, end, label, {"cycle_label": label, "crackles": bool(crackles),
                                                "wheezes": bool(wheezes)}))
     return sorted(spans, key=lambda span: span.start_s)
+
+
+def is_icbhi_release(root: str | Path) -> bool:
+    """Whether ``root`` is laid out as the ICBHI database: it holds the official split file (`load_icbhi`
+    then says what else is missing, if anything)."""
+    return (Path(root) / SPLIT_FILE).is_file()
 
 
 def load_icbhi(

@@ -60,7 +60,8 @@ def patient_disjoint_split(
                     for patient, recording in zip(patients, recordings)]
     patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
     if len(patient_ids) < 2:
-        raise ValueError(f"Need at least 2 patients to split without overlap, found {len(patient_ids)}.")
+        raise ValueError(f"Need at least 2 patients ({patient_column!r}) to split without overlap, "
+                         f"found {len(patient_ids)}: {patient_ids[:5].tolist()}.")
     if validation_patients is not None:
         return _select_patients(dataset, patient_of_row, np.isin(patient_ids, [str(p) for p in validation_patients]))
 

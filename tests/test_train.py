@@ -300,15 +300,36 @@ def icbhi_folder(tmp_path) -> Path:
     return tmp_path
 
 
-def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, icbhi_folder, tmp_path):
+@pytest.fixture()
+def icbhi_release(tmp_path) -> Path:
+    """The ICBHI sample in the database's own layout, its split file rewritten so that the sample's four
+    patients all train (the official split puts only patient 103 of them in train: too few to carve validation)."""
+    if not ICBHI.is_dir():
+        pytest.skip(f"the ICBHI sample is not at {ICBHI}")
+    root = tmp_path / "icbhi"
+    root.mkdir()
+    split_file = "ICBHI_challenge_train_test.txt"
+    for path in ICBHI.iterdir():
+        if path.name != split_file:
+            (root / path.name).symlink_to(path)
+    stems = [line.split()[0] for line in (ICBHI / split_file).read_text().splitlines() if line.strip()]
+    (root / split_file).write_text("".join(f"{stem}\ttrain\n" for stem in stems))
+    return root
+
+
+@pytest.mark.parametrize(
+    "folder, labels",
+    [("icbhi_folder", {"Normal", "Crackle", "Wheeze"}),  # a metadata.csv: the classes present
+     ("icbhi_release", set(hub_dataset.ICBHI_CYCLE_LABELS))],  # the ICBHI layout, read by load_icbhi: its four classes
+)
+def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, folder, labels, request, tmp_path):
     output = tmp_path / "icbhi-finetune"
-    summary = run_train(["--dataset", str(icbhi_folder), "--from", str(task12_run), "--ignore-mismatched",
+    summary = run_train(["--dataset", str(request.getfixturevalue(folder)), "--from", str(task12_run), "--ignore-mismatched",
                          "--output_dir", str(output), "--eval_split", "none", "--max_steps", "2",
                          "--validation_fraction", "0.3", "--eval_strategy", "steps", "--save_strategy", "steps",
                          "--eval_steps", "2", "--save_steps", "2"])
     config = json.loads((output / "config.json").read_text())
-    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-    assert labels[0] == "Normal" and set(labels) == {"Normal", "Crackle", "Wheeze"}  # the classes present
+    assert config["id2label"]["0"] == "Normal" and set(config["id2label"].values()) == labels
     assert summary["from"] == str(task12_run) and summary["global_step"] == 2
     # ICBHI is 4 kHz and 44.1 kHz: the extractor resampled it to the checkpoint's 8 kHz front end.
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
@@ -476,6 +497,14 @@ def test_split_that_would_be_empty_is_rejected(tmp_path):
     )
     with pytest.raises(ValueError, match="at least 2 patients"):
         run_train(["--dataset", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+
+
+def test_icbhi_with_one_training_patient_is_rejected(tmp_path):
+    """The unaltered ICBHI sample is recognised (its official split), but its train split holds one patient."""
+    if not ICBHI.is_dir():
+        pytest.skip(f"the ICBHI sample is not at {ICBHI}")
+    with pytest.raises(ValueError, match=r"validation split from the train split of .*icbhi.*at least 2 patients.*found 1: \['103'\]"):
+        run_train(["--dataset", str(ICBHI), "--eval_split", "test", "--output_dir", str(tmp_path / "out")])
 
 
 def test_checkpoint_with_other_labels_needs_ignore_mismatched(task12_run, sprsound_root, tmp_path):
