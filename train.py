@@ -373,6 +373,23 @@ class RecordCrops(torch.utils.data.Dataset):
 # -- model --------------------------------------------------------------------------------------
 
 IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
+HUB_REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "name" or "org/name"
+
+
+def check_checkpoint_source(source: str) -> None:
+    """Refuse a ``--from`` that is neither a checkpoint folder nor a Hub repo id, before any data is read (left to
+    transformers, a mistyped local path reads as a failed Hub download)."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--from {source}: the folder has no config.json; expected a saved model "
+                                    "(e.g. checkpoints/sprsound-task12 or a train.py output folder).")
+    elif path.exists():
+        raise FileNotFoundError(f"--from {source} is a file; expected a checkpoint folder or a Hub repo id ('org/name').")
+    elif path.parent != Path(".") and path.parent.is_dir():
+        raise FileNotFoundError(f"--from {source}: no folder {path.name!r} in {path.parent}/.")
+    elif not HUB_REPO_ID.fullmatch(source) or source.startswith("."):
+        raise FileNotFoundError(f"--from {source}: no such checkpoint folder, and not a Hub repo id ('org/name').")
 
 
 def normal_class(label_names: list[str]) -> int:
@@ -574,6 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
     task = normalize_task(data_args.task) if data_args.task else None
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
+    if model_args.from_checkpoint:
+        check_checkpoint_source(model_args.from_checkpoint)
     for name in ("record_crop_probability", "record_pair_probability"):
         if not 0 <= getattr(data_args, name) <= 1:
             raise ValueError(f"--{name} must be in [0, 1], got {getattr(data_args, name)}.")

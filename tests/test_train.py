@@ -507,6 +507,19 @@ def test_icbhi_with_one_training_patient_is_rejected(tmp_path):
         run_train(["--dataset", str(ICBHI), "--eval_split", "test", "--output_dir", str(tmp_path / "out")])
 
 
+@pytest.mark.parametrize("source, message", [
+    ("{tmp}/missing", "no folder 'missing' in "),  # a typo in a local path, not a failed Hub download
+    ("{tmp}", "has no config.json"),
+    ("/no/such/checkpoint", "no such checkpoint folder, and not a Hub repo id"),
+    ("{tmp}/results.json", "is a file"),
+])
+def test_unusable_from_is_rejected_before_the_data_is_read(source, message, tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=message):
+        run_train(["--task", "12", "--dataset", str(tmp_path / "no-data"), "--from", source.format(tmp=tmp_path),
+                   "--output_dir", str(tmp_path / "out")])
+
+
 def test_checkpoint_with_other_labels_needs_ignore_mismatched(task12_run, sprsound_root, tmp_path):
     with pytest.raises(ValueError, match="--ignore-mismatched"):
         run_train(["--task", "11", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(tmp_path)])
