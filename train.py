@@ -14,9 +14,9 @@ Examples::
 
 Data: ``--dataset`` is an SPRSound release folder, an ICBHI 2017 folder, a folder saved with
 ``DatasetDict.save_to_disk``, a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with
-``file,label[,start,end]`` or one subfolder per label). Model selection (best epoch, early stopping) looks only at a patient-disjoint
-validation split carved from ``train``; ``--eval_split`` (default ``inter_test``) is scored once at the
-end and never used for a choice.
+``file,label[,start,end]`` or one subfolder per label). Model selection (best epoch, early stopping)
+looks only at a patient-disjoint validation split carved from ``train``; ``--eval_split`` (default
+``inter_test``) is scored once at the end and never used for a choice.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import datasets
 import evaluate
 import numpy as np
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoFeatureExtractor,
     EarlyStoppingCallback,
@@ -205,7 +206,7 @@ def default_label_column(data_args: DataArguments, task: str | None) -> str:
     if task:
         return TASKS[task]["column"]
     if Path(data_args.dataset).is_dir() and hub_dataset.is_icbhi_release(data_args.dataset):
-        return hub_dataset.ICBHI_LABEL_COLUMNS[icbhi_level(data_args)]
+        return hub_dataset.ICBHI_LABEL_COLUMNS["cycle"]  # without --label_column, ICBHI loads cycles
     return "label"
 
 
@@ -373,7 +374,6 @@ class RecordCrops(torch.utils.data.Dataset):
 # -- model --------------------------------------------------------------------------------------
 
 IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
-HUB_REPO_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # "name" or "org/name"
 
 
 def check_checkpoint_source(source: str) -> None:
@@ -388,8 +388,11 @@ def check_checkpoint_source(source: str) -> None:
         raise FileNotFoundError(f"--from {source} is a file; expected a checkpoint folder or a Hub repo id ('org/name').")
     elif path.parent != Path(".") and path.parent.is_dir():
         raise FileNotFoundError(f"--from {source}: no folder {path.name!r} in {path.parent}/.")
-    elif not HUB_REPO_ID.fullmatch(source) or source.startswith("."):
-        raise FileNotFoundError(f"--from {source}: no such checkpoint folder, and not a Hub repo id ('org/name').")
+    else:
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise FileNotFoundError(f"--from {source}: no such checkpoint folder, and not a Hub repo id ('org/name').") from None
 
 
 def normal_class(label_names: list[str]) -> int:

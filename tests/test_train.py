@@ -290,7 +290,7 @@ def icbhi_folder(tmp_path) -> Path:
         for line in annotation.read_text().split("\n"):
             if line.strip():
                 start, end, crackles, wheezes = line.split("\t")
-                label = {(0, 0): "Normal", (1, 0): "Crackle", (0, 1): "Wheeze", (1, 1): "Both"}[(int(crackles), int(wheezes))]
+                label = hub_dataset.icbhi_cycle_label(int(crackles), int(wheezes))
                 rows.append({"file": str(annotation.with_suffix(".wav")), "label": label, "start": start, "end": end,
                              "patient_id": annotation.name.split("_")[0]})
     with open(tmp_path / "metadata.csv", "w", newline="") as handle:
@@ -308,7 +308,7 @@ def icbhi_release(tmp_path) -> Path:
         pytest.skip(f"the ICBHI sample is not at {ICBHI}")
     root = tmp_path / "icbhi"
     root.mkdir()
-    split_file = "ICBHI_challenge_train_test.txt"
+    split_file = hub_dataset.icbhi.SPLIT_FILE
     for path in ICBHI.iterdir():
         if path.name != split_file:
             (root / path.name).symlink_to(path)

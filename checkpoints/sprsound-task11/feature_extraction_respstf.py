@@ -249,9 +249,10 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             arrays.append(array)
 
         fit_to_clip = truncation is None or truncation
-        target = self.n_frames * self.hop_length if fit_to_clip else max(len(a) for a in arrays)
+        longest = max(len(a) for a in arrays)
+        target = self.n_frames * self.hop_length if fit_to_clip else longest
         target = math.ceil(target / self.hop_length) * self.hop_length
-        if truncation is None and max(len(a) for a in arrays) > target:
+        if truncation is None and longest > target:
             warnings.warn(
                 f"An audio input longer than this feature extractor's {self.clip_seconds:.2f} s clip was centre-cropped "
                 f"to it: the model sees only its middle {self.clip_seconds:.2f} s. Pass truncation=False to keep whole "
