@@ -525,8 +525,9 @@ def write_results(output_dir: Path, summary: dict) -> None:
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
 
 
-def write_model_card(output_dir: Path, summary: dict) -> None:
-    """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores)."""
+def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None) -> None:
+    """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores); the usage
+    snippet loads ``repo_id`` when the folder is pushed to the Hub under that id."""
     task, label_names, results = summary["task"], summary["labels"], summary["results"]
     task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
     rows = "\n".join(
@@ -576,7 +577,7 @@ paper's BioCAS 2023 test set was not available, so these numbers are not directl
 
 ```python
 from transformers import pipeline
-classify = pipeline("audio-classification", model="<this folder or repo id>", trust_remote_code=True)
+classify = pipeline("audio-classification", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
 classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
 ```
 
@@ -692,15 +693,22 @@ def main(argv: list[str] | None = None) -> dict:
         summary["results"][name] = metrics
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
     write_results(output_dir, summary)
-    write_model_card(output_dir, summary)
+    repo_id = None
+    if push:
+        from huggingface_hub import create_repo
+
+        # The id the Hub gives back has the namespace a bare --hub_model_id lacks: the card's snippet loads it.
+        repo_id = create_repo(training_args.hub_model_id or output_dir.name, exist_ok=True,
+                              private=training_args.hub_private_repo, token=training_args.hub_token).repo_id
+    write_model_card(output_dir, summary, repo_id)
     for name, r in summary["results"].items():
         logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])
     if push:
-        from huggingface_hub import create_repo, upload_folder
+        from huggingface_hub import upload_folder
 
-        repo_id = training_args.hub_model_id or output_dir.name
-        create_repo(repo_id, exist_ok=True, private=training_args.hub_private_repo)
-        upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"])
+        upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
+                      token=training_args.hub_token, commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
+        logger.info("pushed to https://huggingface.co/%s", repo_id)
     return summary
 
 

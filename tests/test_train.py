@@ -280,6 +280,40 @@ def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
     assert first_epoch >= 5 / 8
 
 
+def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_run, sprsound_root, tmp_path, monkeypatch):
+    """`--push_to_hub` (the Hub faked: no network here): the repo is created, the card's snippet loads the id the Hub
+    gave back (namespace included), and what is uploaded is a complete folder without Trainer checkpoints."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    calls = {}
+
+    def create_repo(repo_id, **kwargs):
+        calls["create_repo"] = (repo_id, kwargs)
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/someone/{repo_id}")
+
+    def upload_folder(*, repo_id, folder_path, ignore_patterns, **kwargs):
+        folder = Path(folder_path)
+        files = [str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()]
+        calls["upload_folder"] = (repo_id, set(filter_repo_objects(files, ignore_patterns=ignore_patterns)), kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    output = tmp_path / "pushed"
+    run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(output),
+               "--eval_split", "none", "--max_train_samples", "8", "--max_steps", "1", "--eval_strategy", "steps",
+               "--save_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
+               "--push_to_hub", "--hub_model_id", "respstf-task12", "--hub_private_repo", "true"])
+    assert calls["create_repo"] == ("respstf-task12", {"exist_ok": True, "private": True, "token": None})
+    repo_id, uploaded, _ = calls["upload_folder"]
+    assert repo_id == "someone/respstf-task12"
+    assert (output / "checkpoint-1").is_dir() and not any(name.startswith("checkpoint-") for name in uploaded)
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_respstf.py", "modeling_respstf.py",
+            "feature_extraction_respstf.py", "cwt.py", "README.md", "results.json"} <= uploaded
+    assert not [name for name in uploaded if name.endswith((".bin", ".pt", ".pth", ".pkl"))], "no pickles on the Hub"
+    assert 'pipeline("audio-classification", model="someone/respstf-task12", trust_remote_code=True)' in (output / "README.md").read_text()
+
+
 @pytest.fixture()
 def icbhi_folder(tmp_path) -> Path:
     """A real new dataset: the ICBHI cycles as a metadata.csv of file,label,start,end,patient_id (audio referenced in place)."""
