@@ -32,6 +32,7 @@ import datasets
 import evaluate
 import numpy as np
 import torch
+from huggingface_hub import EvalResult, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoFeatureExtractor,
@@ -546,28 +547,37 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
         chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
                    if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
     clip = json.loads((output_dir / "preprocessor_config.json").read_text())
+    sprsound_splits = """
+`inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
+paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
+0.810 / 0.667 / 0.744 / 0.608."""
+    dataset_name = Path(summary["dataset"]).name
+    # model-index: the Hub shows each split's Score on the model page.
+    metadata = ModelCardData(
+        library_name="transformers", pipeline_tag="audio-classification", license="apache-2.0",
+        tags=["audio-classification", "respiratory-sound", "stethoscope", *(["sprsound"] if task else []), "cwt", "respstf"],
+        metrics=["sprsound_score"], model_name=repo_id or output_dir.name,
+        eval_results=[
+            EvalResult(task_type="audio-classification", dataset_type=dataset_name, dataset_name=dataset_name, dataset_split=split,
+                       metric_type="sprsound_score", metric_name="Score", metric_value=round(r["score"], 4))
+            for split, r in results.items()
+        ] or None,
+    )
     card = f"""---
-library_name: transformers
-pipeline_tag: audio-classification
-tags: [audio-classification, respiratory-sound, stethoscope, sprsound, cwt, respstf]
-license: apache-2.0
-metrics: [sprsound_score]
+{metadata.to_yaml()}
 ---
 
 # RespSTF — {task_text}
 
 A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal focusing and multi-head
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
-`respstf` package on `{Path(summary["dataset"]).name}`{f' starting from `{parent}`' if parent else ''}.
+`respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
 
 Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.
 
 ## Measured scores (official SPRSound Score)
 
-Selection ({chosen}) used only the patient-disjoint validation split carved from `train`.
-`inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
-paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
-0.810 / 0.667 / 0.744 / 0.608.
+Selection ({chosen}) used only the patient-disjoint validation split carved from `train`.{sprsound_splits if task else ''}
 
 | split | Score | SE | SP | AS | HS | rows |
 |---|---|---|---|---|---|---|

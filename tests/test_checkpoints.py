@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from huggingface_hub import ModelCard
 
 from conftest import CHECKPOINTS, REPO_ROOT
 from respstf.hub_dataset import TASKS, task_labels
@@ -30,6 +31,11 @@ def test_bundled_checkpoint(task):
     results = json.loads((folder / "results.json").read_text())
     assert results["task"] == task and "inter_test" in results["results"]
     assert f"{results['results']['inter_test']['score']:.3f}" in (folder / "README.md").read_text()
+    # The card's model-index (what the Hub shows on the model page) holds the same Scores.
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == "audio-classification" and card.data.model_name == folder.name
+    assert {(e.dataset_split, e.metric_type, e.metric_value) for e in card.data.eval_results} == {
+        (split, "sprsound_score", round(r["score"], 4)) for split, r in results["results"].items()}
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt")), "safetensors only"
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3_000_000
 

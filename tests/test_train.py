@@ -312,6 +312,8 @@ def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_
             "feature_extraction_respstf.py", "cwt.py", "README.md", "results.json"} <= uploaded
     assert not [name for name in uploaded if name.endswith((".bin", ".pt", ".pth", ".pkl"))], "no pickles on the Hub"
     assert 'pipeline("audio-classification", model="someone/respstf-task12", trust_remote_code=True)' in (output / "README.md").read_text()
+    card = huggingface_hub.ModelCard.load(output / "README.md")
+    assert card.data.model_name == "someone/respstf-task12" and [e.dataset_split for e in card.data.eval_results] == ["validation"]
 
 
 @pytest.fixture()
@@ -365,6 +367,8 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, folder, labels,
     config = json.loads((output / "config.json").read_text())
     assert config["id2label"]["0"] == "Normal" and set(config["id2label"].values()) == labels
     assert summary["from"] == str(task12_run) and summary["global_step"] == 2
+    card = (output / "README.md").read_text()  # a new dataset's card: no SPRSound test split nor paper to compare with
+    assert "a custom respiratory-sound dataset" in card and "inter_test" not in card and "- sprsound\n" not in card
     # ICBHI is 4 kHz and 44.1 kHz: the extractor resampled it to the checkpoint's 8 kHz front end.
     assert json.loads((output / "preprocessor_config.json").read_text())["sampling_rate"] == 8000
 
