@@ -32,7 +32,7 @@ import datasets
 import evaluate
 import numpy as np
 import torch
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoFeatureExtractor,
@@ -703,22 +703,18 @@ def main(argv: list[str] | None = None) -> dict:
         summary["results"][name] = metrics
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
     write_results(output_dir, summary)
-    repo_id = None
+    repo_url = None
     if push:
-        from huggingface_hub import create_repo
-
         # The id the Hub gives back has the namespace a bare --hub_model_id lacks: the card's snippet loads it.
-        repo_id = create_repo(training_args.hub_model_id or output_dir.name, exist_ok=True,
-                              private=training_args.hub_private_repo, token=training_args.hub_token).repo_id
-    write_model_card(output_dir, summary, repo_id)
+        repo_url = create_repo(training_args.hub_model_id or output_dir.name, exist_ok=True,
+                               private=training_args.hub_private_repo, token=training_args.hub_token)
+    write_model_card(output_dir, summary, repo_url and repo_url.repo_id)
     for name, r in summary["results"].items():
         logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])
     if push:
-        from huggingface_hub import upload_folder
-
-        upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
+        upload_folder(repo_id=repo_url.repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
                       token=training_args.hub_token, commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
-        logger.info("pushed to https://huggingface.co/%s", repo_id)
+        logger.info("pushed to %s", repo_url)
     return summary
 
 

@@ -297,8 +297,8 @@ def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_
         files = [str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()]
         calls["upload_folder"] = (repo_id, set(filter_repo_objects(files, ignore_patterns=ignore_patterns)), kwargs)
 
-    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
-    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
+    monkeypatch.setattr(train, "create_repo", create_repo)
+    monkeypatch.setattr(train, "upload_folder", upload_folder)
     output = tmp_path / "pushed"
     run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(output),
                "--eval_split", "none", "--max_train_samples", "8", "--max_steps", "1", "--eval_strategy", "steps",
