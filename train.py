@@ -206,7 +206,7 @@ def icbhi_level(data_args: DataArguments) -> str:
 def default_label_column(data_args: DataArguments, task: str | None) -> str:
     if task:
         return TASKS[task]["column"]
-    if Path(data_args.dataset).is_dir() and hub_dataset.is_icbhi_release(data_args.dataset):
+    if hub_dataset.is_icbhi_release(data_args.dataset):
         return hub_dataset.ICBHI_LABEL_COLUMNS["cycle"]  # without --label_column, ICBHI loads cycles
     return "label"
 
@@ -546,7 +546,7 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
         listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
         chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
                    if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
-    clip = json.loads((output_dir / "preprocessor_config.json").read_text())
+    extractor = RespSTFFeatureExtractor.from_pretrained(output_dir)
     sprsound_splits = """
 `inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
 paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
@@ -591,8 +591,8 @@ classify = pipeline("audio-classification", model="{repo_id or '<this folder or 
 classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
 ```
 
-The feature extractor resamples any rate to 8 kHz and fits each input to {clip['n_frames']} frames
-({clip['n_frames'] * clip['hop_length'] / clip['sampling_rate']:.2f} s), as in training: a longer input is centre-cropped,
+The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
+({extractor.clip_seconds:.2f} s), as in training: a longer input is centre-cropped,
 with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed no
 `trust_remote_code` is needed.
 """
