@@ -12,7 +12,7 @@ model is loaded once at start-up; a missing or incompatible model stops the app 
 For each recording the page shows:
 * the selected task's classes with probabilities: a record-level model (tasks 2-1, 2-2) classifies the
   whole recording; an event-level model (tasks 1-1, 1-2) is slid over it and its window probabilities
-  are averaged;
+  are averaged, each window weighted by the stretch of the recording nearest to it;
 * the event timeline: the event model (task 1-2, else 1-1) classifies overlapping windows, drawn over
   the waveform, so one sees where a wheeze or crackle is;
 * the scalogram the selected model saw (its ``input_features``), with time in s and frequency in Hz;
@@ -34,6 +34,9 @@ import importlib.util
 import json
 import math
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import types
@@ -70,6 +73,7 @@ _import_respstf_from_source()
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
@@ -87,6 +91,13 @@ DEFAULT_PREDICT_FILE = DEFAULT_EXAMPLES / "65101170_0.4_0_p2_3246.wav"
 
 MIN_SECONDS = 0.25  # shorter than a crackle's context; the release's shortest recording is 0.3 s
 MAX_SECONDS = 120.0  # SPRSound recordings are <= 15.4 s; this bounds the work per request
+# Room for MAX_SECONDS of the largest common uncompressed audio (192 kHz, stereo, 32-bit) plus 10 % for headers
+# and metadata chunks; gradio refuses a larger upload before storing it.
+MAX_UPLOAD_BYTES = int(MAX_SECONDS * 192_000 * 2 * 4 * 1.1)
+MIN_SAMPLING_RATE = 2000  # below this a recording holds nothing above 1 kHz: most of the band the models read is gone
+READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, where installed, converts other formats
+FFMPEG_TIMEOUT_S = 60
+MAX_LISTED_ANOMALIES = 6  # the explanation names this many non-Normal timeline stretches, then counts the rest
 SILENCE_PEAK = 1e-4  # peak amplitude below -80 dBFS: nothing was recorded
 EVENT_MODEL_MAX_CLIP_S = 5.0  # a model of unknown task with clips this short is an event-level one
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
@@ -237,12 +248,19 @@ def slide_windows(task_model: TaskModel, waveform: np.ndarray, sampling_rate: in
     extractor = task_model.extractor
     duration = len(waveform) / sampling_rate
     window = round(extractor.clip_seconds * sampling_rate)
+    hop = window // 2
     if len(waveform) <= window:
         starts = [0]  # the whole recording is one clip, tiled or padded as in training
     else:
-        starts = list(range(0, len(waveform) - window + 1, window // 2))
-        if starts[-1] + window < len(waveform):
-            starts.append(len(waveform) - window)
+        starts = list(range(0, len(waveform) - window + 1, hop))
+        end_start = len(waveform) - window
+        if starts[-1] < end_start:
+            # Less than a quarter hop left: move the last window to the end rather than add a near-copy of it.
+            # The first window stays at 0, so a recording barely longer than one window gets two.
+            if end_start - starts[-1] < hop / 4 and len(starts) > 1:
+                starts[-1] = end_start
+            else:
+                starts.append(end_start)
     probabilities, features = [], []
     for first in range(0, len(starts), WINDOW_BATCH):
         clips = [waveform[start : start + window] for start in starts[first : first + WINDOW_BATCH]]
@@ -281,6 +299,7 @@ class Analysis:
     timeline_model: TaskModel | None
     windows: Windows | None
     annotated_events: list[dict] | None
+    warnings: list[str]  # what the user should know about the result (also in the explanation)
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(-self.probabilities)
@@ -316,20 +335,89 @@ class Analysis:
         return [(float(s), float(e), label, float(np.mean(p))) for s, e, label, p in segments]
 
 
-def check_recording(waveform: np.ndarray, sampling_rate: int, name: str) -> None:
-    """Refuse recordings the models cannot judge, saying why."""
+def too_long(name: str, length: str) -> ValueError:
+    return ValueError(f"{name} is {length} long: this demo accepts at most {MAX_SECONDS:.0f} s; "
+                      "cut the recording into shorter parts.")
+
+
+def read_named(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """``read_audio``, naming the file as the user knows it in errors, not by the server's upload path."""
+    try:
+        return read_audio(str(path))
+    except ValueError as err:
+        raise ValueError(str(err).replace(str(path), name)) from None
+
+
+def read_recording(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """Decode an upload; one longer than MAX_SECONDS is refused from its header, before it is decoded."""
+    try:
+        header = sf.info(str(path))
+    except (RuntimeError, TypeError):
+        header = None  # not a format soundfile reads, or not audio
+    if header is None and path.suffix.lower() not in AUDIO_EXTENSIONS:
+        return read_with_ffmpeg(path, name)
+    if header is not None and header.duration > MAX_SECONDS:
+        raise too_long(name, f"{header.duration:.1f} s")
+    return read_named(path, name)  # says why a file of a readable format does not decode
+
+
+def read_with_ffmpeg(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """Convert a format soundfile does not read (M4A, WebM, ... from phones and browsers) to WAV with FFmpeg."""
+    unsupported = f"{name}: unsupported audio format; this demo reads {READABLE_FORMATS}"
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise ValueError(f"{unsupported} (other formats need FFmpeg, which is not installed here).")
+    with tempfile.TemporaryDirectory() as folder:
+        wav = Path(folder) / "decoded.wav"
+        # -t: an over-long recording is decoded only just past the limit before it is refused.
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-t", str(MAX_SECONDS + 1),
+                   "-c:a", "pcm_f32le", str(wav)]
+        try:
+            completed = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{unsupported}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
+        if completed.returncode != 0:
+            reason = (completed.stderr.strip().splitlines() or ["no message"])[-1].replace(str(path), name)
+            raise ValueError(f"{unsupported}, and FFmpeg cannot decode it either: {reason}")
+        waveform, sampling_rate = read_named(wav, name)
+    if len(waveform) > MAX_SECONDS * sampling_rate:
+        raise too_long(name, f"over {MAX_SECONDS:.0f} s")
+    return waveform, sampling_rate
+
+
+def check_recording(
+    waveform: np.ndarray, sampling_rate: int, name: str, extractor: RespSTFFeatureExtractor
+) -> list[str]:
+    """Refuse recordings the model cannot judge, saying why; return warnings about what it judges with less to go on."""
     duration = len(waveform) / sampling_rate
     if duration < MIN_SECONDS:
         raise ValueError(f"{name} is {duration:.2f} s long: the shortest recording accepted is {MIN_SECONDS} s.")
     if duration > MAX_SECONDS:
-        raise ValueError(f"{name} is {duration:.1f} s long: this demo accepts at most {MAX_SECONDS:.0f} s; "
-                         "cut the recording into shorter parts.")
+        raise too_long(name, f"{duration:.1f} s")
+    band = f"{extractor.fmin:.0f}–{extractor.fmax:.0f} Hz"
+    if sampling_rate < MIN_SAMPLING_RATE:
+        raise ValueError(f"{name} is sampled at {sampling_rate} Hz, so it holds nothing above "
+                         f"{sampling_rate / 2:.0f} Hz: too little of the {band} the model reads. Expected a recording "
+                         f"sampled at {MIN_SAMPLING_RATE} Hz or more ({extractor.sampling_rate} Hz or more for the full "
+                         "band).")
     if not np.isfinite(waveform).all():
         raise ValueError(f"{name} holds NaN or infinite samples: expected finite audio.")
-    peak = float(np.abs(waveform).max())
+    # Around the mean: a recording that is only a DC offset holds no sound either.
+    peak = float(np.abs(waveform - waveform.mean()).max())
     if peak < SILENCE_PEAK:
-        raise ValueError(f"{name} is silent (peak amplitude {peak:.1e}, below {SILENCE_PEAK:.0e}): "
+        raise ValueError(f"{name} is silent (peak amplitude {peak:.1e} around its mean, below {SILENCE_PEAK:.0e}): "
                          "nothing to classify; record again with the stethoscope on the chest.")
+    if sampling_rate / 2 < extractor.fmax:
+        return [f"{name} is sampled at {sampling_rate} Hz, so sounds above {sampling_rate / 2:.0f} Hz are missing: the "
+                f"model reads {band} (it was trained on {extractor.sampling_rate} Hz recordings) and may miss "
+                "high-pitched sounds."]
+    return []
+
+
+def task_key(task: str) -> str:
+    """A task as the page writes it ("2-2") or as its key ("22") -> the key; other names as given."""
+    match = re.fullmatch(r"(\d)-(\d)", task.strip())
+    return "".join(match.groups()) if match else task
 
 
 class RespSTFDemo:
@@ -347,20 +435,18 @@ class RespSTFDemo:
 
     def analyse(self, path: str | Path, task: str | None = None) -> Analysis:
         """Classify one audio file with the task's model (and the event timeline). Raises ValueError on bad input."""
-        task = task or self.default_task
-        if task not in self.models:
-            raise ValueError(f"Unknown task {task!r}: this app has models for {', '.join(self.models)}.")
+        key = task_key(task) if task else self.default_task
+        if key not in self.models:
+            known = ", ".join(known_key if model.name == known_key else f"{known_key} ({model.name})"
+                              for known_key, model in self.models.items())
+            raise ValueError(f"Unknown task {task!r}: this app has models for {known}.")
         if path is None:
-            raise ValueError("No recording: upload a WAV, FLAC or OGG file or record one with the microphone.")
+            raise ValueError(f"No recording: upload a {READABLE_FORMATS} file or record one with the microphone.")
         name = Path(path).name
-        try:
-            waveform, sampling_rate = read_audio(str(path))
-        except ValueError as err:
-            # Name the file as the user knows it, not by the server's upload path.
-            raise ValueError(str(err).replace(str(path), name)) from None
-        check_recording(waveform, sampling_rate, name)
+        waveform, sampling_rate = read_recording(Path(path), name)
+        task_model = self.models[key]
+        warnings = check_recording(waveform, sampling_rate, name, task_model.extractor)
         duration = len(waveform) / sampling_rate
-        task_model = self.models[task]
         windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
         extractor = task_model.extractor
         if task_model.level == "event":
@@ -368,7 +454,9 @@ class RespSTFDemo:
                 windows_of_task = slide_windows(task_model, waveform, sampling_rate)
             else:
                 windows_of_task = windows
-            probabilities = windows_of_task.probabilities.mean(axis=0)
+            # Each window weighs the stretch of the recording nearest to it, so every moment counts once
+            # however closely the last window follows the one before.
+            probabilities = np.average(windows_of_task.probabilities, axis=0, weights=np.diff(windows_of_task.edges_s))
             scalogram = stitch_windows(windows_of_task, extractor.frame_seconds, duration)
             count = len(windows_of_task.starts_s)
             scalogram_note = (
@@ -386,7 +474,7 @@ class RespSTFDemo:
                 f", zero-padded (and masked) to {extractor.clip_seconds:.1f} s" if duration < extractor.clip_seconds else ""
             )
         return Analysis(name, duration, sampling_rate, task_model, probabilities, scalogram, scalogram_note,
-                        waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))))
+                        waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))), warnings)
 
     def classify(self, audio: str | None, task: str | None = None):
         """Classify a recording: ``(label -> probability, scalogram image, timeline image, explanation, timeline rows)``."""
@@ -394,6 +482,8 @@ class RespSTFDemo:
             analysis = self.analyse(audio, task)
         except ValueError as err:
             raise gr.Error(str(err), title="Cannot classify this recording") from None
+        for warning in analysis.warnings:
+            gr.Warning(warning)
         return self.outputs(analysis)
 
     @staticmethod
@@ -412,7 +502,8 @@ class RespSTFDemo:
         with gr.Blocks(title="RespSTF: respiratory sound classifier", delete_cache=(3600, 3600)) as blocks:
             gr.Markdown(
                 "# RespSTF: what does the stethoscope hear?\n"
-                "Drop in a chest recording (WAV, FLAC or OGG, any sample rate, mono or stereo, "
+                f"Drop in a chest recording ({READABLE_FORMATS}; other formats when FFmpeg is installed; sampled at "
+                f"{MIN_SAMPLING_RATE / 1000:.0f} kHz or more, 8 kHz or more for the full band; mono or stereo; "
                 f"{MIN_SECONDS}–{MAX_SECONDS:.0f} s) or record one. The model (CWT scalogram → Inception-residual "
                 "CNN with spatio-temporal focusing and self-attention, trained on the SPRSound paediatric "
                 "recordings) says which sounds it hears, and the timeline shows where. "
@@ -433,7 +524,7 @@ class RespSTFDemo:
                                     example_labels=self.example_labels, label="SPRSound example recordings")
                 with gr.Column(scale=1):
                     label = gr.Label(label="What the model hears")
-                    explanation = gr.Markdown()
+                    explanation = gr.Markdown(label="Explanation")
             timeline = gr.Image(label="Event timeline", format="png", type="numpy", interactive=False, elem_id="timeline")
             scalogram = gr.Image(label="Scalogram the model saw", format="png", type="numpy", interactive=False,
                                  elem_id="scalogram")
@@ -582,11 +673,17 @@ def explain(analysis: Analysis) -> str:
         lines.append(f"It classified the whole {analysis.duration:.1f} s recording at once.")
     else:
         lines.append(f"The {task_model.level}-level model classified {task_model.extractor.clip_seconds:.2f} s windows; "
-                     "the probabilities are their average.")
+                     "the probabilities are their average, each window weighted by the stretch of the recording "
+                     "nearest to it.")
+    lines += [f"**Note:** {warning}" for warning in analysis.warnings]
     if analysis.windows is not None:
         anomalies = [s for s in analysis.timeline_segments() if s[2] != "Normal"]
-        where = ", ".join(f"{label} at {start:.1f}–{end:.1f} s" for start, end, label, _ in anomalies[:6])
-        lines.append(f"Timeline: {where}." if where else "Timeline: every window is Normal.")
+        where = ", ".join(f"{label} at {start:.1f}–{end:.1f} s"
+                          for start, end, label, _ in anomalies[:MAX_LISTED_ANOMALIES])
+        if len(anomalies) > MAX_LISTED_ANOMALIES:
+            where += f" … and {len(anomalies) - MAX_LISTED_ANOMALIES} more (see the timeline)"
+        heading = f"Timeline ({analysis.timeline_model.name} model)"
+        lines.append(f"{heading}: {where}." if where else f"{heading}: every window is Normal.")
     lines.append("\n**What the classes mean**")
     lines += [f"- **{label}**: {CLASS_DESCRIPTIONS[label]}" for label in task_model.labels if label in CLASS_DESCRIPTIONS]
     lines.append("\n*Research demo trained on SPRSound (children, 8 kHz stethoscope recordings); not a diagnosis.*")
@@ -603,6 +700,8 @@ def predict(demo: RespSTFDemo, path: Path, task: str | None, output_dir: Path) -
     _, scalogram, timeline, _, rows = demo.outputs(analysis)
     print(f"Recording: {path} ({analysis.duration:.2f} s at {analysis.sampling_rate} Hz)")
     print(f"Model: {analysis.task_model.title}, from {analysis.task_model.source}")
+    for warning in analysis.warnings:
+        print(f"Warning: {warning}")
     for name, probability in analysis.ranked():
         print(f"  {name:<16} {probability:6.3f}")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -632,7 +731,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"folder of example recordings (default {DEFAULT_EXAMPLES}, when present)")
     parser.add_argument("--predict", nargs="?", const=DEFAULT_PREDICT_FILE, type=Path, metavar="FILE",
                         help="classify FILE (default: a SPRSound example recording) without serving, and exit")
-    parser.add_argument("--task", help="task for --predict (default: the record-level one)")
+    parser.add_argument("--task", help="task for --predict: 11, 12, 21, 22 or as the page writes them, 1-1 … 2-2 "
+                                       "(default: the record-level one)")
     parser.add_argument("--output-dir", type=Path, default=Path(tempfile.gettempdir()) / "respstf-predict",
                         help="where --predict writes the scalogram and timeline PNGs")
     return parser.parse_args(argv)
@@ -644,14 +744,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.predict is not None:
         if not args.predict.is_file():
             raise _fail(f"--predict {args.predict}: no such file (the default is a recording of the shared "
-                        "SPRSound data; pass a WAV/FLAC/OGG file).")
+                        f"SPRSound data; pass a {READABLE_FORMATS} file).")
         try:
             predict(demo, args.predict, args.task, args.output_dir)
         except ValueError as err:
             raise _fail(str(err)) from None
         return
     allowed = [str(args.examples)] if demo.examples else None
-    demo.build().launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed)
+    demo.build().launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed,
+                        max_file_size=MAX_UPLOAD_BYTES)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ Examples::
 Data: ``--dataset`` is an SPRSound release folder, an ICBHI 2017 folder, a folder saved with
 ``DatasetDict.save_to_disk``, a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with
 ``file,label[,start,end]`` or one subfolder per label). Model selection (best epoch, early stopping)
-looks only at a patient-disjoint validation split carved from ``train``; ``--eval_split`` (default
-``inter_test``) is scored once at the end and never used for a choice.
+looks only at a patient-disjoint validation split carved from ``train``; ``--eval_split`` (default: the
+dataset's ``inter_test`` split on SPRSound, else its ``test`` split, else none) is scored once at the end
+and never used for a choice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import json
 import logging
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,16 +34,19 @@ import datasets
 import evaluate
 import numpy as np
 import torch
-from huggingface_hub import EvalResult, ModelCardData, create_repo, upload_folder
+from huggingface_hub import EvalResult, ModelCardData, create_branch, create_repo, get_token, upload_folder
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
     AutoFeatureExtractor,
     EarlyStoppingCallback,
     HfArgumentParser,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
 import respstf.hub_dataset as hub_dataset
@@ -62,6 +67,12 @@ LEVEL_FEATURES = {
     "event": dict(hop_length=128, n_frames=128, padding_mode="repeat"),
     "record": dict(hop_length=512, n_frames=256, padding_mode="zero"),
 }
+# The full length of nearly every SPRSound recording: the clip an event model is widened to for records.
+RECORD_SECONDS = 15.36
+# Record-task options (None in the arguments: not given), used only on recordings with event timestamps.
+RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
+                   "frame_supervision": True}
+FRONT_END_DEFAULTS = {"fmin": 50.0, "fmax": 3900.0}
 
 
 @dataclass
@@ -78,27 +89,46 @@ class DataArguments:
         default=None,
         metadata={"help": "Label column (default: the task's column; on ICBHI 'cycle_label', or 'diagnosis' for one row per recording; else 'label')."},
     )
-    eval_split: str = field(default="inter_test", metadata={"help": "Split scored once at the end (never used for selection); 'none' to skip."})
+    eval_split: str | None = field(
+        default=None,
+        metadata={"help": "Split scored once at the end (never used for selection). Default: 'inter_test' where the "
+                  "dataset has it (SPRSound), else 'test', else none; 'none' to skip."},
+    )
+    normal_label: str | None = field(
+        default=None,
+        metadata={"help": "The class the Score's specificity (SP) is about. Default: 'Normal', else the one class named "
+                  "normal or healthy (any case); a dataset without such a class must name it."},
+    )
+    level: str | None = field(
+        default=None,
+        metadata={"help": "A dataset without --task: 'event' (the default; each row fitted to a 2.05 s clip) or 'record' "
+                  "(whole recordings, zero-padded to 16.4 s with a frame mask). A --from checkpoint keeps its clip "
+                  "unless --n_frames."},
+    )
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (quick runs)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows of validation and eval splits."})
-    record_crop_probability: float = field(
-        default=0.5,
+    record_crop_probability: float | None = field(
+        default=None,
         metadata={"help": "Record tasks with event timestamps: chance that a training recording is replaced by a random "
-                  "window of it, labelled from the events inside (0 = always whole recordings)."},
+                  "window of it, labelled from the events inside (default 0.5; 0 = always whole recordings)."},
     )
-    record_crop_min_seconds: float = field(default=3.0, metadata={"help": "Shortest such window (seconds)."})
-    record_pair_probability: float = field(
-        default=0.0,
+    record_crop_min_seconds: float | None = field(default=None, metadata={"help": "Shortest such window (default 3 seconds)."})
+    record_pair_probability: float | None = field(
+        default=None,
         metadata={"help": "Chance that such a window is followed by a window of another training recording, the pair "
-                  "labelled from the events of both (e.g. a wheeze then a crackle: CAS & DAS)."},
+                  "labelled from the events of both (e.g. a wheeze then a crackle: CAS & DAS; default 0)."},
     )
 
 
 @dataclass
 class ModelArguments:
-    preset: str = field(default="small", metadata={"help": "'small' (CPU-trainable) or 'paper' (sized like the paper's model)."})
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "Size of a new model: 'small' (the default; CPU-trainable) or 'paper' (sized like the paper's "
+                  "model). Not with --from: a checkpoint keeps its size."},
+    )
     from_checkpoint: str | None = field(
         default=None, metadata={"aliases": ["--from"], "help": "Start from this RespSTF checkpoint (folder or Hub id)."}
     )
@@ -111,19 +141,23 @@ class ModelArguments:
         metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'score' (Normal and non-Normal weigh "
                   "half each, like SP and SE in the Score), 'focal', or 'none'."},
     )
-    frame_supervision: bool = field(
-        default=True, metadata={"help": "Record tasks: also learn frame labels from the event timestamps."}
+    frame_supervision: bool | None = field(
+        default=None, metadata={"help": "Record tasks: also learn frame labels from the event timestamps (default true)."}
     )
     early_stopping_patience: int = field(default=5, metadata={"help": "Evaluations without a better validation Score before stopping."})
 
 
 @dataclass
 class FeatureArguments:
+    """The front end of a new model; a --from checkpoint keeps its own (only --n_frames may change its clip)."""
+
     n_scales: int | None = field(default=None, metadata={"help": "CWT scales (default 64 small / 128 paper)."})
     hop_length: int | None = field(default=None, metadata={"help": "Samples per frame (default by level)."})
-    n_frames: int | None = field(default=None, metadata={"help": "Frames per example (default by level)."})
-    fmin: float = field(default=50.0, metadata={"help": "Lowest CWT centre frequency (Hz)."})
-    fmax: float = field(default=3900.0, metadata={"help": "Highest CWT centre frequency (Hz)."})
+    n_frames: int | None = field(
+        default=None, metadata={"help": "Frames per example (default by level; with --from, the checkpoint's)."}
+    )
+    fmin: float | None = field(default=None, metadata={"help": "Lowest CWT centre frequency (default 50 Hz)."})
+    fmax: float | None = field(default=None, metadata={"help": "Highest CWT centre frequency (default 3900 Hz)."})
 
 
 @dataclass
@@ -139,8 +173,13 @@ class RespSTFTrainingArguments(TrainingArguments):
     eval_strategy: str = field(default="epoch", metadata={"help": "When to score the validation split."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint (resume granularity)."})
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the epoch with the best validation Score."})
-    metric_for_best_model: str = field(default="score", metadata={"help": "Selection metric (official SPRSound Score)."})
-    greater_is_better: bool = field(default=True, metadata={"help": "Higher Score is better."})
+    metric_for_best_model: str = field(
+        default="score",
+        metadata={"help": "Selection metric: score (official SPRSound Score), se, sp, as, hs, loss or recall_<class>."},
+    )
+    greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Default: lower is better for a loss, higher for every other metric."}
+    )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
@@ -151,14 +190,126 @@ class RespSTFTrainingArguments(TrainingArguments):
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
     logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder to resume from, or 'last' for the newest in output_dir."}
+        default=None,
+        metadata={"help": "A checkpoint folder to resume from, or 'last' (or 'true') for the newest in output_dir."},
+    )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Upload the output folder (model, card, results; no checkpoint-* folders) to --hub_model_id "
+                  "(default: the output folder's name) once, at the end of the run; --hub_revision names a branch."},
     )
 
 
 def parse_args(argv: list[str] | None = None):
     parser = HfArgumentParser((DataArguments, ModelArguments, FeatureArguments, RespSTFTrainingArguments))
     parser.description = __doc__.split("\n\n")[0]
-    return parser.parse_args_into_dataclasses(args=argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args_into_dataclasses(args=argv + implied_by_evaluation_schedule(parser, argv))
+
+
+def options_given(argv: list[str]) -> set[str]:
+    """The options named in ``argv``, spelled ``--name_with_underscores`` (``--eval-steps=5`` gives ``--eval_steps``)."""
+    return {"--" + arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+
+
+def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) -> list[str]:
+    """Arguments implied when ``argv`` sets when to evaluate but not when to save. Keeping the best model needs a
+    checkpoint at each evaluation, so checkpoints follow a schedule given alone (``--eval_steps`` alone means
+    ``--eval_strategy steps``); a run that never evaluates (``--eval_strategy no``) keeps its last weights and
+    cannot stop early."""
+    given = options_given(argv)
+    if not given & {"--eval_strategy", "--eval_steps"}:
+        return []
+    parsed, _ = parser.parse_known_args(argv)
+    if parsed.eval_strategy == "no":
+        if "--load_best_model_at_end" in given:
+            return []
+        logger.info("--eval_strategy no: the last step's weights are kept (no best checkpoint to load) and there is no early stopping.")
+        return ["--load_best_model_at_end", "false"]
+    implied = [] if "--eval_strategy" in given else ["--eval_strategy", "steps"]
+    strategy = parsed.eval_strategy if "--eval_strategy" in given else "steps"
+    if not given & {"--save_strategy", "--save_steps"}:
+        implied += ["--save_strategy", strategy]
+        if strategy == "steps":
+            implied += ["--save_steps", str(parsed.eval_steps or parsed.logging_steps)]
+    if implied:
+        logger.info("Evaluation schedule given alone: also %s.", " ".join(implied))
+    return implied
+
+
+# -- arguments checked before any data is read ----------------------------------------------------
+
+def check_arguments(data_args: DataArguments, model_args: ModelArguments, feature_args: FeatureArguments, training_args) -> None:
+    """Refuse options that are out of range, or that would be ignored, before the data is read."""
+    if not training_args.do_train and not model_args.from_checkpoint:
+        raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
+    if not training_args.do_train and model_args.ignore_mismatched:
+        raise ValueError("--ignore-mismatched with --do_train false would score an untrained classification head: "
+                         "score a model trained on this label set, or train one.")
+    if model_args.preset not in (None, "small", "paper"):
+        raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
+    if model_args.from_checkpoint:
+        check_checkpoint_source(model_args.from_checkpoint)
+        fixed = [f"--{name}" for name in ("preset", "n_scales", "fmin", "fmax")
+                 if getattr(model_args if name == "preset" else feature_args, name) is not None]
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)}: --from {model_args.from_checkpoint} keeps its own size and front end "
+                             "(its convolutions learned them); leave them out, or train a new model without --from.")
+    for name in ("record_crop_probability", "record_pair_probability"):
+        value = getattr(data_args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"--{name} must be in [0, 1], got {value}.")
+    if data_args.record_crop_min_seconds is not None and data_args.record_crop_min_seconds <= 0:
+        raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(data_args, name) is not None and getattr(data_args, name) < 1:
+            raise ValueError(f"--{name} must be 1 or more (leave it out for all rows), got {getattr(data_args, name)}.")
+
+
+def resolve_level(data_args: DataArguments, task: str | None) -> str:
+    """The annotation level the front end is built for: the task's, else ``--level`` (default event)."""
+    if data_args.level not in (None, *LEVEL_FEATURES):
+        raise ValueError(f"--level must be 'event' or 'record', got {data_args.level!r}.")
+    if task and data_args.level not in (None, TASKS[task]["level"]):
+        raise ValueError(f"--level {data_args.level}: task {task} is {TASKS[task]['level']} level.")
+    return TASKS[task]["level"] if task else data_args.level or "event"
+
+
+def resolve_resume(training_args) -> str | None:
+    """The checkpoint folder ``--resume_from_checkpoint`` names: ``last`` (or ``true``) is the newest in output_dir."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None:
+        return None
+    if not training_args.do_train:
+        raise ValueError(f"--resume_from_checkpoint {resume} continues training, but --do_train is false.")
+    if resume.lower() in ("last", "true"):
+        output_dir = training_args.output_dir
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no checkpoint-* folder in {output_dir} to resume "
+                                    "from (leave the option out to train from the start).")
+        return last
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder.")
+    return resume
+
+
+def hub_repo_name(training_args) -> str:
+    """The repo ``--push_to_hub`` creates (``--hub_model_id``, else the output folder's name), checked before training
+    so that a bad id or a machine that cannot push fails now rather than after the run; no network is used here."""
+    name = training_args.hub_model_id or Path(training_args.output_dir).resolve().name
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise ValueError(f"--push_to_hub: {name!r} is not a Hub repo id ({err}); pass --hub_model_id org/name.") from None
+    if hub_constants.HF_HUB_OFFLINE:
+        raise ValueError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set: unset it, or push the output "
+                         "folder later (e.g. `hf upload`).")
+    if not (training_args.hub_token or get_token()):
+        raise ValueError("--push_to_hub needs a Hub token: log in (`hf auth login`) or pass --hub_token.")
+    if training_args.hub_strategy != "every_save" or training_args.hub_always_push:
+        logger.warning("--hub_strategy / --hub_always_push are ignored: train.py pushes the output folder once, at the end.")
+    return name
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -237,6 +388,8 @@ def carve_validation(train_split: datasets.Dataset, data_args: DataArguments, la
 
 def resolve_label_column(data: datasets.DatasetDict, data_args: DataArguments, task: str | None) -> tuple[str, list[str]]:
     column = data_args.label_column or default_label_column(data_args, task)
+    if not data_args.label_column and column not in data["train"].features and "label" in data["train"].features:
+        column = "label"  # a folder of audio + labels with the task's own labels (checked below)
     feature = data["train"].features.get(column)
     if not isinstance(feature, datasets.ClassLabel):
         raise ValueError(
@@ -248,6 +401,54 @@ def resolve_label_column(data: datasets.DatasetDict, data_args: DataArguments, t
             f"Column {column!r} has labels {feature.names}, but task {task} expects {hub_dataset.task_labels(task)}."
         )
     return column, feature.names
+
+
+def resolve_eval_splits(data: datasets.DatasetDict, data_args: DataArguments) -> list[str]:
+    """The split scored once at the end: ``--eval_split``, else the dataset's ``inter_test`` (SPRSound) or ``test``."""
+    if data_args.eval_split == "none":
+        return []
+    if data_args.eval_split is not None:
+        if data_args.eval_split not in data:
+            raise ValueError(f"--eval_split {data_args.eval_split!r} not in {data_args.dataset} (splits: {list(data)}).")
+        return [data_args.eval_split]
+    found = [name for name in ("inter_test", "test") if name in data][:1]
+    if found:
+        logger.info("Split %r is scored once at the end (--eval_split).", found[0])
+    else:
+        logger.info("%s has no 'inter_test' or 'test' split (splits: %s): no final scoring beyond validation; "
+                    "pass --eval_split <split> to score one.", data_args.dataset, list(data))
+    return found
+
+
+def resolve_record_options(data_args: DataArguments, model_args: ModelArguments, record_data: bool) -> None:
+    """Fill in the record-task options left out (:data:`RECORD_DEFAULTS`), warning about those given where they do
+    nothing: ``record_data`` is False unless the rows are recordings with event timestamps (SPRSound 21 and 22)."""
+    holders = {name: data_args if hasattr(data_args, name) else model_args for name in RECORD_DEFAULTS}
+    given = [f"--{name}" for name, holder in holders.items() if getattr(holder, name) is not None]
+    if given and not record_data:
+        logger.warning("%s ignored: they apply to recordings with event timestamps (SPRSound tasks 21 and 22).", ", ".join(given))
+    for name, holder in holders.items():
+        if getattr(holder, name) is None:
+            setattr(holder, name, RECORD_DEFAULTS[name])
+
+
+def log_cropped_rows(prepared: datasets.DatasetDict, extractor: RespSTFFeatureExtractor, new_dataset: bool) -> None:
+    """Say how many rows the extractor centre-crops to its clip: by design for SPRSound's events (a few are longer),
+    but on a new dataset it may cut whole recordings down to an event model's 2 s."""
+    for name, split in prepared.items():
+        seconds = np.asarray(split["seconds"])
+        longer = seconds[seconds > extractor.clip_seconds + 0.5 / extractor.sampling_rate]
+        if not len(longer):
+            continue
+        advice = (
+            f". To learn from whole recordings, fine-tune a record model (e.g. --from checkpoints/sprsound-task22) or pass "
+            f"--level record (from an event model, with --n_frames: frames of {extractor.frame_seconds * 1000:g} ms)"
+            if new_dataset else ""
+        )
+        logger.log(logging.WARNING if new_dataset else logging.INFO,
+                   "%s: %d of %d rows are longer than the model's %.2f s clip (median %.2f s, longest %.2f s) and are "
+                   "centre-cropped to it%s.", name, len(longer), len(seconds), extractor.clip_seconds,
+                   np.median(longer), longer.max(), advice)
 
 
 def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatureExtractor) -> np.ndarray:
@@ -265,11 +466,12 @@ def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatu
 def featurize(
     split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool, device: str = "cpu"
 ) -> datasets.Dataset:
-    """Scalograms computed once, batched (``datasets.map``) on ``device``, kept next to the labels."""
+    """Scalograms computed once, batched (``datasets.map``) on ``device``, kept next to the labels and to each
+    row's length before it was fitted to the clip (``seconds``)."""
 
     def compute(batch):
         clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
-        out = {"labels": batch[label_column]}
+        out = {"labels": batch[label_column], "seconds": [len(array) / rate for array, rate in clips]}
         rates = {rate for _, rate in clips}
         # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
         if len(rates) == 1:
@@ -372,6 +574,27 @@ class RecordCrops(torch.utils.data.Dataset):
         return crop
 
 
+class TrainingClock(TrainerCallback, ExportableState):
+    """Seconds spent training, kept in each checkpoint's ``trainer_state.json``, so that a run resumed after a kill
+    reports its whole training time rather than the last segment's."""
+
+    def __init__(self, seconds_before: float = 0.0):
+        self.seconds_before, self.started = seconds_before, time.time()
+
+    @classmethod
+    def resumed_from(cls, checkpoint: str | None) -> TrainingClock:
+        """The clock as ``checkpoint`` left it (zero for a fresh run, or a checkpoint saved without one)."""
+        state_file = Path(checkpoint or "") / "trainer_state.json"
+        saved = json.loads(state_file.read_text()).get("stateful_callbacks", {}) if checkpoint and state_file.is_file() else {}
+        return cls(**saved[cls.__name__]["args"]) if cls.__name__ in saved else cls()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.time()
+
+    def state(self) -> dict:
+        return {"args": {"seconds_before": self.seconds_before + time.time() - self.started}, "attributes": {}}
+
+
 # -- model --------------------------------------------------------------------------------------
 
 IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
@@ -396,21 +619,35 @@ def check_checkpoint_source(source: str) -> None:
             raise FileNotFoundError(f"--from {source}: no such checkpoint folder, and not a Hub repo id ('org/name').") from None
 
 
-def normal_class(label_names: list[str]) -> int:
-    """The class the Score's SP is about: ``Normal``, else class 0 (e.g. a new dataset's ``Healthy``)."""
-    return label_names.index(NORMAL_LABEL) if NORMAL_LABEL in label_names else 0
+def resolve_normal_label(label_names: list[str], normal_label: str | None = None) -> str:
+    """The class the Score's SP is about: ``normal_label`` (checked against the labels), else ``Normal``, else the
+    one class named normal or healthy in any case (e.g. a new dataset's ``Healthy``)."""
+    if normal_label is not None:
+        if normal_label not in label_names:
+            raise ValueError(f"--normal_label {normal_label!r} is not one of the dataset's labels {label_names}.")
+        return normal_label
+    if NORMAL_LABEL in label_names:
+        return NORMAL_LABEL
+    found = [name for name in label_names if name.lower() in ("normal", "healthy")]
+    if len(found) != 1:
+        raise ValueError(
+            f"Which of the labels {label_names} is the normal class (the Score's SP is its recall)? "
+            + (f"Both {found} could be; " if found else "None is named Normal or Healthy; ")
+            + "pass --normal_label <label>."
+        )
+    return found[0]
 
 
-def class_weights(labels: list[int], label_names: list[str], scheme: str) -> list[float]:
+def class_weights(labels: list[int], label_names: list[str], scheme: str, normal_label: str | None = None) -> list[float]:
     """Per-class loss weights, normalised to mean 1.
 
     ``weights``: inverse square-root class frequency (absent classes get the largest weight).
-    ``score``: the Normal class and all other classes together weigh half each, every non-Normal
-    sample alike, as SP and SE do in the official Score.
+    ``score``: the normal class (see :func:`resolve_normal_label`) and all other classes together weigh half
+    each, every non-normal sample alike, as SP and SE do in the official Score.
     """
     counts = np.bincount(labels, minlength=len(label_names)).astype(float)
     if scheme == "score":
-        normal = normal_class(label_names)
+        normal = label_names.index(resolve_normal_label(label_names, normal_label))
         others = counts.sum() - counts[normal]
         weights = np.full(len(counts), 1 / max(others, 1))
         weights[normal] = 1 / max(counts[normal], 1)
@@ -419,14 +656,14 @@ def class_weights(labels: list[int], label_names: list[str], scheme: str) -> lis
     return (weights / weights.mean()).round(4).tolist()
 
 
-def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames):
+def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames, normal_label=None):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
     if model_args.imbalance not in IMBALANCE_SCHEMES:
         raise ValueError(f"--imbalance must be one of {', '.join(IMBALANCE_SCHEMES)}; got {model_args.imbalance!r}.")
     loss_settings = {
         "loss": "focal" if model_args.imbalance == "focal" else "cross_entropy",
-        "class_weights": class_weights(train_labels, label_names, model_args.imbalance)
+        "class_weights": class_weights(train_labels, label_names, model_args.imbalance, normal_label)
         if model_args.imbalance in ("weights", "score") else None,
     }
     if model_args.from_checkpoint:
@@ -443,32 +680,41 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
         for name, value in loss_settings.items():
             setattr(config, name, value)
         config._validate()
-        model = RespSTFForAudioClassification.from_pretrained(
-            source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
-        )
         extractor = AutoFeatureExtractor.from_pretrained(source)
         if feature_args.hop_length and feature_args.hop_length != extractor.hop_length:
             raise ValueError(
                 f"--hop_length {feature_args.hop_length} differs from the checkpoint's {extractor.hop_length}: "
                 "its convolutions were learned at that frame rate."
             )
+        record_padding = LEVEL_FEATURES["record"]["padding_mode"]
+        if level == "record" and not feature_args.n_frames and extractor.padding_mode != record_padding:
+            raise ValueError(
+                f"--from {source} is an event model: its {extractor.clip_seconds:.2f} s clips would centre-crop every "
+                f"recording (and leave no room for record crops). Pass --n_frames for a record clip at its frame rate, e.g. "
+                f"--n_frames {round(RECORD_SECONDS / extractor.frame_seconds)} ({RECORD_SECONDS} s, as "
+                "benchmarks/sprsound_score.py's task22-base does)."
+            )
         if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
             extractor.n_frames = feature_args.n_frames
             extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
+        model = RespSTFForAudioClassification.from_pretrained(
+            source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
+        )
         return model, extractor
-    if model_args.preset not in ("small", "paper"):
-        raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
+    preset = model_args.preset or "small"
     front = dict(LEVEL_FEATURES[level])
-    front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
+    front["n_scales"] = feature_args.n_scales or (128 if preset == "paper" else 64)
     for name in ("hop_length", "n_frames"):
         if getattr(feature_args, name):
             front[name] = getattr(feature_args, name)
-    extractor = RespSTFFeatureExtractor(fmin=feature_args.fmin, fmax=feature_args.fmax, **front)
+    for name, default in FRONT_END_DEFAULTS.items():
+        front[name] = default if getattr(feature_args, name) is None else getattr(feature_args, name)
+    extractor = RespSTFFeatureExtractor(**front)
     settings = dict(
         n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
         num_frame_labels=len(FRAME_LABELS) if with_frames else 0, **loss_settings,
     )
-    config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
+    config = RespSTFConfig.paper(**settings) if preset == "paper" else RespSTFConfig(**settings)
     return RespSTFForAudioClassification(config), extractor
 
 
@@ -482,9 +728,21 @@ def describe_device(device, precision: str | None = None) -> str:
     return f"{name}, {precision}" if precision else name
 
 
-def make_compute_metrics(label_names: list[str]):
+def recall_key(label: str) -> str:
+    """The metric key of one class's recall: ``recall_wheeze_crackle`` for ``Wheeze+Crackle``."""
+    return "recall_" + re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()
+
+
+def check_selection_metric(metric: str, label_names: list[str]) -> None:
+    """``--metric_for_best_model`` must be a key of the validation metrics (the Trainer adds ``eval_``)."""
+    keys = ["score", "se", "sp", "as", "hs", "loss", *map(recall_key, label_names)]
+    if metric.removeprefix("eval_") not in keys:
+        raise ValueError(f"--metric_for_best_model {metric!r} is not a validation metric; expected one of {', '.join(keys)}.")
+
+
+def make_compute_metrics(label_names: list[str], normal_label: str):
     metric = evaluate.load(METRIC_PATH, keep_in_memory=True)
-    normal = normal_class(label_names)
+    normal = label_names.index(normal_label)
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
@@ -493,7 +751,7 @@ def make_compute_metrics(label_names: list[str]):
         )
         flat = {key: float(result[key]) for key in ("score", "se", "sp", "as", "hs")}
         for name, recall in result["per_class_recall"].items():
-            flat[f"recall_{re.sub(r'[^0-9a-zA-Z]+', '_', name).strip('_').lower()}"] = float(recall)
+            flat[recall_key(name)] = float(recall)
         flat["confusion_matrix"] = result["confusion_matrix"]
         return flat
 
@@ -521,6 +779,13 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], title: str, 
     plt.close(fig)
 
 
+def describe_selection(training_args) -> str | None:
+    """Which weights a run keeps, as its card says: the best on validation, or None for the last step's."""
+    if not training_args.load_best_model_at_end:
+        return None
+    return "best epoch" if training_args.eval_strategy == "epoch" else "best evaluation"
+
+
 def write_results(output_dir: Path, summary: dict) -> None:
     """``output_dir/results.json``: a run's summary (how it was trained, its measured scores)."""
     (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -541,11 +806,18 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
     if parent and (Path(parent).is_dir() or Path(parent).is_absolute()):
         parent = Path(parent).resolve().name
     seeds = summary.get("seed_selection")  # set by benchmarks/sprsound_score.py --seeds
-    chosen = "best epoch"
-    if seeds:
-        listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
-        chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
-                   if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
+    selection = summary.get("selection", "best epoch")  # a results.json from before "selection" was kept: best epoch
+    if selection or seeds:
+        chosen = selection or "last training step"
+        if seeds:
+            listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
+            chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
+                       if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
+        validation_text = f"Selection ({chosen}) used only the patient-disjoint validation split carved from `train`."
+    else:
+        validation_text = ("These are the weights of the last training step (none was chosen on validation); validation is "
+                           "a patient-disjoint split carved from `train`.")
+    normal_text = f" The Score's specificity (SP) is the recall of `{summary['normal_label']}`." if not task and "normal_label" in summary else ""
     extractor = RespSTFFeatureExtractor.from_pretrained(output_dir)
     sprsound_splits = """
 `inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
@@ -573,11 +845,11 @@ A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal foc
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
 `respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
 
-Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.
+Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.{normal_text}
 
 ## Measured scores (official SPRSound Score)
 
-Selection ({chosen}) used only the patient-disjoint validation split carved from `train`.{sprsound_splits if task else ''}
+{validation_text}{sprsound_splits if task else ''}
 
 | split | Score | SE | SP | AS | HS | rows |
 |---|---|---|---|---|---|---|
@@ -599,36 +871,48 @@ with a warning (call the feature extractor with `truncation=False` to keep it wh
     (output_dir / "README.md").write_text(card)
 
 
+def push_folder(output_dir: Path, summary: dict, repo_name: str, card_repo_id: str | None, training_args) -> None:
+    """Upload ``output_dir`` (no Trainer ``checkpoint-*`` folders) to the Hub repo ``repo_name``, created if needed."""
+    # The id the Hub gives back has the namespace a bare --hub_model_id lacks: the card's snippet loads it.
+    repo_id = create_repo(repo_name, exist_ok=True, private=training_args.hub_private_repo, token=training_args.hub_token).repo_id
+    if repo_id != card_repo_id:
+        write_model_card(output_dir, summary, repo_id)
+    if training_args.hub_revision:
+        create_branch(repo_id, branch=training_args.hub_revision, exist_ok=True, token=training_args.hub_token)
+    upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
+                  token=training_args.hub_token, revision=training_args.hub_revision,
+                  commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
+    logger.info("pushed to %s%s", repo_id, f" (branch {training_args.hub_revision})" if training_args.hub_revision else "")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, feature_args, training_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    data_args, model_args, feature_args, training_args = parse_args(argv)
+    # Under torchrun / accelerate launch every process runs this script: one of them reports.
+    logging.getLogger("respstf").setLevel(logging.INFO if training_args.should_log else logging.ERROR)
     task = normalize_task(data_args.task) if data_args.task else None
-    if not training_args.do_train and not model_args.from_checkpoint:
-        raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
-    if model_args.from_checkpoint:
-        check_checkpoint_source(model_args.from_checkpoint)
-    for name in ("record_crop_probability", "record_pair_probability"):
-        if not 0 <= getattr(data_args, name) <= 1:
-            raise ValueError(f"--{name} must be in [0, 1], got {getattr(data_args, name)}.")
-    if data_args.record_crop_min_seconds <= 0:
-        raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
+    level = resolve_level(data_args, task)
+    check_arguments(data_args, model_args, feature_args, training_args)
+    resume = resolve_resume(training_args)
+    repo_name = hub_repo_name(training_args) if training_args.push_to_hub else None
     set_seed(training_args.seed)
 
-    data = load_data(data_args, task)
+    with training_args.main_process_first(desc="loading the dataset"):
+        data = load_data(data_args, task)
     label_column, label_names = resolve_label_column(data, data_args, task)
-    level = TASKS[task]["level"] if task else "event"
-    with_frames = model_args.frame_supervision and "events" in data["train"].column_names and level == "record"
+    normal_label = resolve_normal_label(label_names, data_args.normal_label)
+    check_selection_metric(training_args.metric_for_best_model, label_names)
+    record_data = level == "record" and "events" in data["train"].column_names
+    resolve_record_options(data_args, model_args, record_data)
+    with_frames = record_data and model_args.frame_supervision
 
     if "validation" not in data:
         data["train"], data["validation"] = carve_validation(data["train"], data_args, label_column).values()
-    if data_args.max_train_samples:
+    if data_args.max_train_samples is not None:
         data["train"] = data["train"].shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(data["train"]))))
-    eval_splits = [] if data_args.eval_split == "none" else [data_args.eval_split]
-    for name in eval_splits:
-        if name not in data:
-            raise ValueError(f"--eval_split {name!r} not in {data_args.dataset} (splits: {list(data)}).")
+    eval_splits = resolve_eval_splits(data, data_args)
     for name in ["validation", *eval_splits]:
-        if data_args.max_eval_samples:
+        if data_args.max_eval_samples is not None:
             data[name] = data[name].select(range(min(data_args.max_eval_samples, len(data[name]))))
     for name in ["train", "validation", *eval_splits]:
         if len(data[name]) == 0:
@@ -639,82 +923,87 @@ def main(argv: list[str] | None = None) -> dict:
             )
 
     model, extractor = build_model_and_extractor(
-        model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames
+        model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames, normal_label
     )
+    crop_min_frames = round(data_args.record_crop_min_seconds / extractor.frame_seconds)
+    cropped = training_args.do_train and with_frames and data_args.record_crop_probability > 0
+    if cropped and crop_min_frames >= extractor.n_frames:
+        raise ValueError(
+            f"--record_crop_min_seconds {data_args.record_crop_min_seconds:g}: no window that long fits the model's "
+            f"{extractor.clip_seconds:.2f} s clip, so no recording would be cropped; pass a longer --n_frames or "
+            "--record_crop_probability 0."
+        )
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
     featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
-    prepared = datasets.DatasetDict(
-        {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
-    ).with_format("torch")
+    with training_args.main_process_first(desc="CWT scalograms"):  # the others then read the main process's cache
+        prepared = datasets.DatasetDict(
+            {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
+        )
+    log_cropped_rows(prepared, extractor, new_dataset=task is None)
+    prepared = prepared.remove_columns("seconds").with_format("torch")
 
     train_dataset = prepared["train"] if training_args.do_train else None
-    if train_dataset is not None and with_frames and data_args.record_crop_probability > 0:
+    if cropped:
         train_dataset = RecordCrops(
-            train_dataset, task, label_names, data_args.record_crop_probability,
-            min_frames=round(data_args.record_crop_min_seconds / extractor.frame_seconds),
+            train_dataset, task, label_names, data_args.record_crop_probability, min_frames=crop_min_frames,
             min_event_frames=round(MIN_EVENT_SECONDS_IN_CROP / extractor.frame_seconds),
             pair_probability=data_args.record_pair_probability,
         )
     training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
-    push = training_args.push_to_hub
     training_args.push_to_hub = False  # pushed below, with our model card and the code files
+    clock = TrainingClock.resumed_from(resume)
     trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=prepared["validation"],
-        compute_metrics=make_compute_metrics(label_names),
-        callbacks=[EarlyStoppingCallback(model_args.early_stopping_patience)]
-        if model_args.early_stopping_patience and training_args.eval_strategy != "no"
-        else [],
+        compute_metrics=make_compute_metrics(label_names, normal_label),
+        callbacks=[clock, *([EarlyStoppingCallback(model_args.early_stopping_patience)]
+                            if model_args.early_stopping_patience and training_args.eval_strategy != "no" else [])],
     )
     output_dir = Path(training_args.output_dir)
     precision = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"  # autocast in training and scoring
     device = describe_device(training_args.device, precision)
-    cropped = isinstance(train_dataset, RecordCrops)
     summary = {
-        "task": task, "labels": label_names, "dataset": data_args.dataset,
-        "preset": None if model_args.from_checkpoint else model_args.preset,  # a fine-tuned model has its parent's
+        "task": task, "labels": label_names, "normal_label": normal_label, "dataset": data_args.dataset,
+        "preset": None if model_args.from_checkpoint else model_args.preset or "small",  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
-        "global_step": 0, "train_runtime_s": None, "device": device,
+        "global_step": 0, "train_runtime_s": None, "device": device, "selection": describe_selection(training_args),
         "record_crop_probability": data_args.record_crop_probability if cropped else 0.0,
         "record_pair_probability": data_args.record_pair_probability if cropped else 0.0,
         "results": {},
     }
     if training_args.do_train:
-        resume = training_args.resume_from_checkpoint
-        if resume == "last":
-            resume = get_last_checkpoint(training_args.output_dir)
         train_result = trainer.train(resume_from_checkpoint=resume)
         summary.update(train_rows=len(train_dataset), global_step=train_result.global_step,
-                       train_runtime_s=train_result.metrics.get("train_runtime"))
+                       train_runtime_s=clock.seconds_before + train_result.metrics["train_runtime"])
     in_place = Path(model_args.from_checkpoint or "").resolve() == output_dir.resolve()
     if not training_args.do_train and in_place and (output_dir / "results.json").is_file():
         summary = json.loads((output_dir / "results.json").read_text())  # scoring a trained run: keep how it was trained
     if training_args.do_train or not in_place:
-        trainer.save_model(str(output_dir))
-        extractor.save_pretrained(str(output_dir))
-        (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
+        trainer.save_model(str(output_dir))  # called by every process; the main one writes
+        if trainer.is_world_process_zero():
+            extractor.save_pretrained(str(output_dir))
+            (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
     for name in ["validation", *eval_splits]:
-        prediction = trainer.predict(prepared[name], metric_key_prefix=name)
+        prediction = trainer.predict(prepared[name], metric_key_prefix=name)  # every process takes its share
         metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
         metrics["rows"] = len(prepared[name])
         metrics["device"] = device
         summary["results"][name] = metrics
+    if not trainer.is_world_process_zero():
+        return summary
+    for name in ["validation", *eval_splits]:
+        metrics = summary["results"][name]
         plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}", output_dir / f"confusion_{name}.png")
     write_results(output_dir, summary)
-    repo_url = None
-    if push:
-        # The id the Hub gives back has the namespace a bare --hub_model_id lacks: the card's snippet loads it.
-        repo_url = create_repo(training_args.hub_model_id or output_dir.name, exist_ok=True,
-                               private=training_args.hub_private_repo, token=training_args.hub_token)
-    write_model_card(output_dir, summary, repo_url and repo_url.repo_id)
+    # The folder is complete before any upload; the card's snippet names the repo once its full id is known.
+    card_repo_id = repo_name if repo_name and "/" in repo_name else None
+    write_model_card(output_dir, summary, card_repo_id)
     for name, r in summary["results"].items():
         logger.info("%s: Score %.3f (SE %.3f, SP %.3f, AS %.3f, HS %.3f)", name, r["score"], r["se"], r["sp"], r["as"], r["hs"])
-    if push:
-        upload_folder(repo_id=repo_url.repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
-                      token=training_args.hub_token, commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
-        logger.info("pushed to %s", repo_url)
+    if repo_name:
+        push_folder(output_dir, summary, repo_name, card_repo_id, training_args)
     return summary
 
 

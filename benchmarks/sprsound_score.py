@@ -63,6 +63,8 @@ RECIPE = [
     ("task21", "21", "task22-base", ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]),
     ("task22", "22", "task21", ["--num_train_epochs", "4", *FINE_TUNE]),
 ]
+# train.py options the recipe sets for each run: passed on as well, they would break the recipe.
+RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train"]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
            "confusion_validation.png"]
@@ -305,7 +307,8 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # No abbreviations: an option left to train.py (e.g. --seed) must never be read as one of ours (--seeds).
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
     parser.add_argument("--eval_split", default="inter_test")
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
@@ -320,8 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)
-    if "--seed" in args.train_args or len(set(args.seeds)) < len(args.seeds):
+    given = train.options_given(args.train_args)
+    if "--seed" in given or len(set(args.seeds)) < len(args.seeds):
         parser.error("pass the training seeds as --seeds, each once")
+    owned = sorted(given & set(RECIPE_OWNED))
+    if owned:
+        parser.error(f"{', '.join(owned)}: set by the recipe for each run (see RECIPE and --runs, --tasks); "
+                     "the other train.py options are passed on")
     if args.side_by_side < 1:
         parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
     if args.runs is None:

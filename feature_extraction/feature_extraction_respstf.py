@@ -16,11 +16,16 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 from transformers import BatchFeature, SequenceFeatureExtractor
+from transformers.utils import PaddingStrategy
 
 from .cwt import PooledMorletCWT, morlet_scales
 
 _PADDING_MODES = ("repeat", "zero")
 _NORMALIZATIONS = ("per_recording", "none")
+# A multichannel clip has at most this many channels (stethoscopes record 1 or 2).
+_MAX_CHANNELS = 8
+# Label of padded frames in `frame_labels` (ignored by the model's frame loss).
+_IGNORED_FRAME_LABEL = -100
 
 
 class RespSTFFeatureExtractor(SequenceFeatureExtractor):
@@ -136,7 +141,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
     # -- input checking -------------------------------------------------------------------------
     def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
         if isinstance(waveform, torch.Tensor):
-            waveform = waveform.detach().cpu().numpy()
+            # numpy has no bfloat16, and every float becomes float32 below anyway.
+            waveform = waveform.detach().cpu()
+            waveform = (waveform.float() if waveform.is_floating_point() else waveform).numpy()
         array = np.asarray(waveform)
         where = f"audio input {index}"
         if array.dtype == object or array.dtype.kind not in "iuf":
@@ -153,9 +160,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         if array.ndim == 2:
             # One clip with channels: downmix along the short axis (frames x channels or channels x frames).
             channel_axis = int(np.argmin(array.shape))
-            if array.shape[channel_axis] > 8:
+            if array.shape[channel_axis] > _MAX_CHANNELS:
                 raise ValueError(
-                    f"{where}: a 2-D clip must be (samples, channels) or (channels, samples) with at most 8 channels, "
+                    f"{where}: a 2-D clip must be (samples, channels) or (channels, samples) with at most {_MAX_CHANNELS} channels, "
                     f"got shape {array.shape}. Pass a batch as a list of 1-D arrays."
                 )
             array = array.mean(axis=channel_axis)
@@ -164,6 +171,19 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             bad = int((~np.isfinite(array)).sum())
             raise ValueError(f"{where} has {bad} NaN/Inf samples: expected finite values.")
         return array
+
+    def _is_multichannel_clip(self, shape: tuple[int, ...]) -> bool:
+        """Whether a bare 2-D array is one clip ``(n_samples, channels)``, the layout ``soundfile.read`` gives
+        (at most ``_MAX_CHANNELS`` channels, at least ``min_samples`` samples), not a batch ``(batch, n_samples)``."""
+        return shape[1] <= _MAX_CHANNELS and shape[0] >= self.min_samples
+
+    @property
+    def _layout_rule(self) -> str:
+        return (
+            f"a 2-D array is one multichannel clip (n_samples, channels) when it has at most {_MAX_CHANNELS} columns "
+            f"and at least {self.min_samples} rows (soundfile's layout), and otherwise a batch (batch, n_samples); "
+            "pass a list of clips to say which"
+        )
 
     def _resample(self, array: np.ndarray, sampling_rate: int) -> np.ndarray:
         if sampling_rate == self.sampling_rate:
@@ -202,9 +222,11 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         """Compute scalograms.
 
         Args:
-            raw_speech: one waveform (1-D, or a 2-D multichannel clip inside a list) or a batch: a list
-                of waveforms, or a 2-D array/tensor of shape ``(batch, n_samples)``. Float in [-1, 1]
-                or integer PCM.
+            raw_speech: one waveform or a batch: a list of waveforms, or a 2-D array/tensor of shape
+                ``(batch, n_samples)``. A waveform is 1-D, or 2-D multichannel (downmixed): inside a list
+                either ``(n_samples, channels)`` or ``(channels, n_samples)``; as a bare array only
+                ``(n_samples, channels)`` (what ``soundfile.read`` returns) with at most 8 channels and
+                at least ``min_samples`` samples. Float in [-1, 1] or integer PCM.
             sampling_rate: rate of ``raw_speech`` in Hz; resampled to ``self.sampling_rate``.
             truncation: ``True`` fits every clip to ``n_frames`` frames (centre crop or pad);
                 ``False`` keeps each clip's length and zero-pads the batch to the longest (use it
@@ -228,12 +250,14 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"sampling_rate must be a positive integer (Hz), got {sampling_rate!r}.")
 
         is_batched = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and not np.isscalar(raw_speech[0])
+        from_batch_array = False
         if isinstance(raw_speech, (np.ndarray, torch.Tensor)):
             if raw_speech.ndim > 2:
                 raise ValueError(
-                    f"audio input must be 1-D (one clip) or 2-D (batch, n_samples), got shape {tuple(raw_speech.shape)}."
+                    f"audio input must be 1-D (one clip) or 2-D (batch, n_samples) or (n_samples, channels), got shape "
+                    f"{tuple(raw_speech.shape)}: {self._layout_rule}."
                 )
-            is_batched = raw_speech.ndim == 2
+            from_batch_array = is_batched = raw_speech.ndim == 2 and not self._is_multichannel_clip(raw_speech.shape)
         clips = list(raw_speech) if is_batched else [raw_speech]
         if not clips:
             raise ValueError("audio input is an empty batch: expected at least one waveform.")
@@ -245,6 +269,8 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                 raise ValueError(
                     f"audio input {index} has {len(array)} samples at {self.sampling_rate} Hz: expected at least "
                     f"{self.min_samples} (the support of the smallest wavelet)."
+                    + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
+                       if from_batch_array else "")
                 )
             arrays.append(array)
 
@@ -289,3 +315,87 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         if return_tensors != "pt":
             data = {key: value.cpu().numpy() for key, value in data.items()}
         return BatchFeature(data, tensor_type=return_tensors if return_tensors != "pt" else None)
+
+    # -- collation ------------------------------------------------------------------------------
+    def pad(
+        self,
+        processed_features: list[dict[str, Any]] | dict[str, Any],
+        padding: bool | str | PaddingStrategy = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Collate examples of different lengths (e.g. ``truncation=False`` features stored by ``datasets.map``)
+        into one batch; ``DataCollatorWithPadding(extractor)`` calls this.
+
+        Args:
+            processed_features: a list of examples (dicts) or a dict of per-example lists. Each example's
+                ``input_features`` is ``(1, n_scales, frames)`` (array, tensor or nested list) and its optional
+                ``attention_mask`` and ``frame_labels`` are ``(frames,)``; other fields (e.g. ``labels``) are
+                stacked as they are.
+            padding: ``True``/``"longest"`` pads to the longest example, ``"max_length"`` to ``max_length``
+                frames, ``False``/``"do_not_pad"`` requires equal lengths.
+            max_length: frames to pad to with ``padding="max_length"`` and to cut to with ``truncation=True``.
+            pad_to_multiple_of: round the padded length up to a multiple of this many frames.
+
+        Returns:
+            ``BatchFeature`` with ``input_features`` ``(batch, 1, n_scales, frames)``, zero past each example's
+            end (as per-recording normalisation leaves padding), ``attention_mask`` ``(batch, frames)`` with 0
+            there, ``frame_labels`` padded with -100 (ignored by the loss) and the other fields stacked.
+        """
+        if isinstance(processed_features, (list, tuple)):
+            if not processed_features:
+                raise ValueError("pad got no examples: expected a list of dicts with input_features.")
+            processed_features = {key: [example[key] for example in processed_features] for key in processed_features[0].keys()}
+        if "input_features" not in processed_features:
+            raise ValueError(f"pad needs input_features in every example, got the fields {list(processed_features)}.")
+        if isinstance(padding, bool):
+            strategy = PaddingStrategy.LONGEST if padding else PaddingStrategy.DO_NOT_PAD
+        else:
+            strategy = PaddingStrategy(padding)
+        if (strategy == PaddingStrategy.MAX_LENGTH or truncation) and max_length is None:
+            raise ValueError("pad with padding='max_length' or truncation=True needs max_length (in frames).")
+
+        features = []
+        for index, example in enumerate(processed_features["input_features"]):
+            example = example.detach().cpu().float().numpy() if isinstance(example, torch.Tensor) else np.asarray(example, np.float32)
+            if example.ndim != 3 or example.shape[:2] != (1, self.n_scales):
+                raise ValueError(
+                    f"input_features of example {index} must have shape (1, {self.n_scales}, frames), got {example.shape}."
+                )
+            features.append(example[..., :max_length] if truncation else example)
+        lengths = [example.shape[-1] for example in features]
+        # The per-frame fields, (frames,) per example, and the value that pads each.
+        pad_values = {"attention_mask": 0, "frame_labels": _IGNORED_FRAME_LABEL}
+        frame_fields = {name: processed_features[name] for name in pad_values if name in processed_features}
+        frame_fields.setdefault("attention_mask", [np.ones(n, np.int32) for n in lengths])
+        for name, examples in frame_fields.items():
+            frame_fields[name] = [np.asarray(example)[: n if truncation else None] for example, n in zip(examples, lengths)]
+            for index, (example, n) in enumerate(zip(frame_fields[name], lengths)):
+                if example.shape != (n,):
+                    raise ValueError(f"{name} of example {index} must have shape ({n},) like its input_features, got {example.shape}.")
+
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            if len(set(lengths)) > 1:
+                raise ValueError(f"pad with padding=False needs examples of equal length, got {sorted(set(lengths))} frames.")
+            target = lengths[0]
+        else:
+            target = max_length if strategy == PaddingStrategy.MAX_LENGTH else max(lengths)
+            if max(lengths) > target:
+                raise ValueError(
+                    f"an example has {max(lengths)} frames, more than max_length={target}: pass truncation=True to cut it."
+                )
+            if pad_to_multiple_of:
+                target = math.ceil(target / pad_to_multiple_of) * pad_to_multiple_of
+
+        data = {"input_features": np.stack([np.pad(f, ((0, 0), (0, 0), (0, target - f.shape[-1]))) for f in features])}
+        for name, examples in frame_fields.items():
+            data[name] = np.stack([np.pad(e, (0, target - len(e)), constant_values=pad_values[name]) for e in examples])
+        if not (return_attention_mask if return_attention_mask is not None else self.return_attention_mask):
+            del data["attention_mask"]
+        for name, examples in processed_features.items():
+            if name not in frame_fields and name != "input_features":
+                data[name] = np.stack([np.asarray(example) for example in examples])
+        return BatchFeature(data, tensor_type=return_tensors)

@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
 from . import sprsound
 from .hub import push_to_hub, save_hub_folder
 
@@ -20,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert an SPRSound release folder to `datasets` (record and/or event level), write them "
                     "with a dataset card to OUT and optionally push them to the Hub.",
         epilog=sprsound.__doc__.split("\n\n", 1)[1] + "\nOUT receives <level>/<split>-00000-of-00001.parquet "
-               "and README.md (the dataset card): datasets.load_dataset(OUT, 'event') reads it back.",
+               "(with --format arrow: <level>/ as written by save_to_disk) and README.md (the dataset card): "
+               "datasets.load_dataset(OUT, 'event') reads either back.",
     )
     convert.add_argument("root", help="the SPRSound folder (any layout above)")
     convert.add_argument("out", help="output folder")
@@ -43,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     levels = sprsound.LEVELS if args.level == "both" else (args.level,)
+    if args.push:
+        try:  # before converting, which takes a while
+            validate_repo_id(args.push)
+        except HFValidationError as err:
+            print(f"error: --push {args.push!r} is not a Hub repository id such as 'my-org/sprsound': {err}",
+                  file=sys.stderr)
+            return 1
     started = time.perf_counter()
     try:
         configs = sprsound.load_sprsound_levels(args.root, levels, splits=args.splits, on_missing=args.on_missing,
@@ -55,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     save_hub_folder(configs, args.out, file_format=args.format)
     print(f"Wrote {', '.join(levels)} to {args.out} in {time.perf_counter() - started:.1f} s.")
     if args.push:
-        push_to_hub(args.push, configs=configs, private=args.private or None)
+        try:
+            push_to_hub(args.push, configs=configs, private=args.private or None)
+        except OSError as err:  # every Hub failure: offline, not logged in, no access, network
+            print(f"error: could not publish to {args.push} ({type(err).__name__}: {err}); the converted files "
+                  f"are in {args.out}.", file=sys.stderr)
+            return 1
         print(f"Pushed to https://huggingface.co/datasets/{args.push}")
     return 0
 

@@ -18,6 +18,17 @@ import soundfile as sf
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is tool debris to ignore (``.ipynb_checkpoints``, ``.DS_Store``,
+    macOS ``._x.wav`` and ``__MACOSX``), never data."""
+    return name.startswith((".", "__"))
+
+
+class UnreadableAudioError(ValueError):
+    """An audio file that cannot be decoded (corrupt, truncated, empty or not audio at all)."""
+
+
 # Read each subtype as the integer/float type that holds it exactly, so cut events stay lossless.
 _READ_DTYPE = {"PCM_S8": "int16", "PCM_U8": "int16", "PCM_16": "int16", "PCM_24": "int32", "PCM_32": "int32",
                "DOUBLE": "float64"}
@@ -45,7 +56,15 @@ def read_audio(source, mono: bool = True) -> tuple[np.ndarray, int]:
 
     Raises:
         ValueError: naming the file when it is missing, empty, corrupt or not audio.
+        TypeError: for anything else, e.g. a row's audio already decoded by ``datasets`` (``decode=True``).
     """
+    if not isinstance(source, (str, os.PathLike, bytes, bytearray, dict)):
+        decoded = "a decoded `datasets.Audio` value" if hasattr(source, "get_all_samples") else type(source).__name__
+        raise TypeError(
+            f"read_audio takes a file path, the file's bytes or an undecoded {{'bytes', 'path'}} value, got {decoded}. "
+            "Load the dataset with decode=False (or cast_column('audio', Audio(decode=False))) to read rows with "
+            "read_audio, or call the decoded value's get_all_samples()."
+        )
     name = _source_name(source)
     if isinstance(source, dict):
         source = source.get("bytes") or source.get("path")
@@ -102,16 +121,21 @@ class RecordingAudio:
 
 def read_and_cut(
     audio_path: str | Path,
-    spans: list[tuple[float, float | None]],
+    spans: list[tuple[float, float | None, str]],
     context_s: float = 0.0,
     keep_file_bytes: bool = True,
     cut: bool = True,
 ) -> RecordingAudio:
     """Decode one recording fully (so corrupt files fail here), and cut `spans` out of it.
 
-    `spans` are ``(start_s, end_s)`` pairs in seconds; ``end_s=None`` means "to the end". An end
-    past the recording is clipped to it and counted; a start at or past the end is an error.
+    `spans` are ``(start_s, end_s, source)`` in seconds, ``source`` saying where the span was annotated
+    (e.g. ``"metadata.csv, entry 3"``) for errors; ``end_s=None`` means "to the end". An end past the
+    recording is clipped to it and counted; a start at or past the end is an error.
     Module-level so that `multiprocessing` can run it in worker processes.
+
+    Raises:
+        UnreadableAudioError: the file is corrupt, truncated, empty or not audio.
+        ValueError: a span starts at or after the end of the recording.
     """
     audio_path = Path(audio_path)
     try:
@@ -119,17 +143,22 @@ def read_and_cut(
             subtype, sampling_rate, frames = handle.subtype, handle.samplerate, handle.frames
             samples = handle.read(dtype=_READ_DTYPE.get(subtype, "float32"))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(f"{audio_path}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
+        raise UnreadableAudioError(
+            f"{audio_path}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
     if len(samples) == 0 or len(samples) < frames:
-        raise ValueError(f"{audio_path}: the audio file is empty or truncated ({len(samples)} of {frames} frames).")
+        raise UnreadableAudioError(
+            f"{audio_path}: the audio file is empty or truncated ({len(samples)} of {frames} frames).")
     duration_s = len(samples) / sampling_rate
     result = RecordingAudio(duration_s, sampling_rate, audio_path.read_bytes() if keep_file_bytes else None)
     half_sample = 0.5 / sampling_rate
-    for index, (start_s, end_s) in enumerate(spans):
+    for start_s, end_s, source in spans:
         if start_s >= duration_s:
+            # Far past the end usually means milliseconds written where seconds are expected.
+            unit_hint = (" That is over 10 times the recording's length: check the unit of the annotation's times "
+                         "(seconds; milliseconds in SPRSound JSON)." if start_s >= 10 * duration_s else "")
             raise ValueError(
-                f"{audio_path}: annotated span {index} starts at {start_s:.3f} s, at or after the end of the "
-                f"recording ({duration_s:.3f} s)."
+                f"{source}: the span starts at {start_s:.3f} s, at or after the end of the recording {audio_path} "
+                f"({duration_s:.3f} s).{unit_hint}"
             )
         if end_s is None:
             end_s = duration_s
@@ -147,9 +176,13 @@ def read_and_cut(
     return result
 
 
-def read_and_cut_from_args(arguments: tuple) -> RecordingAudio:
-    """`read_and_cut` of one argument tuple (what `Pool.imap` hands over)."""
-    return read_and_cut(*arguments)
+def read_and_cut_from_args(arguments: tuple) -> RecordingAudio | UnreadableAudioError:
+    """`read_and_cut` of one argument tuple (what `Pool.imap` hands over). An unreadable file is returned,
+    not raised, so that the caller decides between stopping and skipping it without losing the pool."""
+    try:
+        return read_and_cut(*arguments)
+    except UnreadableAudioError as err:
+        return err
 
 
 @functools.lru_cache(maxsize=1)

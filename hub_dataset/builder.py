@@ -19,7 +19,7 @@ from datasets import Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Featu
 from datasets.utils.logging import is_progress_bar_enabled
 from tqdm.auto import tqdm
 
-from .audio import RecordingAudio, read_and_cut_from_args, require_audio_decoder
+from .audio import RecordingAudio, UnreadableAudioError, read_and_cut_from_args, require_audio_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Span:
     end_s: float | None  # None: until the end of the recording
     type: str  # written into the record row's `events` list
     columns: dict  # the span row's label columns, e.g. {"task11": "Normal", "task12": "Normal"}
+    source: str  # where it was annotated, for errors: "<file>.json, event 3", "metadata.csv, entry 5"
 
 
 @dataclass
@@ -66,6 +67,7 @@ class LoadingSummary:
     skipped: list = field(default_factory=list)  # (file, reason)
     clipped_event_ends: int = 0  # event ends moved back to the end of their recording
     unparsed_file_names: list = field(default_factory=list)  # metadata columns left empty for these
+    inconsistent_record_labels: list = field(default_factory=list)  # (annotation file, its label, its events' label)
 
     def __str__(self) -> str:
         lines = [f"{self.dataset} loaded from {self.root}"]
@@ -81,6 +83,9 @@ class LoadingSummary:
         lines += [f"    {count} × {reason}" for reason, count in reasons.items()]
         lines.append(f"  event ends clipped to the recording's end: {self.clipped_event_ends}")
         lines.append(f"  file names that did not parse (metadata left empty): {len(self.unparsed_file_names)}")
+        if self.inconsistent_record_labels:
+            lines.append(f"  record labels that contradict their events (kept as annotated): "
+                         f"{len(self.inconsistent_record_labels)}")
         return "\n".join(lines)
 
 
@@ -134,6 +139,7 @@ def build_levels(
     decode: bool = True,
     num_proc: int | None = None,
     progress: bool | None = None,
+    skip_unreadable: bool = False,
 ) -> dict[str, DatasetDict]:
     """Read every recording once and build each requested level.
 
@@ -146,14 +152,19 @@ def build_levels(
         decode: the ``audio`` column's `datasets.Audio(decode=...)`; True checks a decoder is available.
         num_proc: worker processes reading and cutting audio (None or 1: this process).
         progress: show a progress bar (default: the `datasets` progress-bar setting).
+        skip_unreadable: skip (and count in the summary) a recording whose audio cannot be decoded,
+            instead of raising.
+
+    Raises:
+        ValueError: no recording could be used (none given, or every one skipped).
     """
     if context_s < 0:
         raise ValueError(f"context_s must be >= 0 seconds, got {context_s}.")
     if decode:
         require_audio_decoder()
     kinds = {kind for kind, _ in levels.values()}
-    arguments = [(recording.audio_path, [(span.start_s, span.end_s) for span in recording.spans], context_s,
-                  RECORD in kinds, SPAN in kinds) for recording in recordings]
+    arguments = [(recording.audio_path, [(span.start_s, span.end_s, span.source) for span in recording.spans],
+                  context_s, RECORD in kinds, SPAN in kinds) for recording in recordings]
     rows = {level: {} for level in levels}
     progress = is_progress_bar_enabled() if progress is None else progress
     pool = multiprocessing.Pool(num_proc) if num_proc and num_proc > 1 and len(recordings) > 1 else None
@@ -162,6 +173,11 @@ def build_levels(
                 else map(read_and_cut_from_args, arguments))
         bar = tqdm(read, total=len(recordings), desc=f"Reading {summary.dataset}", unit="file", disable=not progress)
         for recording, audio in zip(recordings, bar):
+            if isinstance(audio, UnreadableAudioError):
+                if not skip_unreadable:
+                    raise audio
+                summary.skipped.append((str(recording.audio_path), "unreadable audio"))
+                continue
             summary.clipped_event_ends += audio.clipped_ends
             for level, (kind, _) in levels.items():
                 split_rows = rows[level].setdefault(recording.split, [])
@@ -172,6 +188,9 @@ def build_levels(
     finally:
         if pool:
             pool.terminate()
+    if not any(rows.values()):
+        skipped = f" ({len(summary.skipped)} files skipped: {_listed(summary.skipped)})" if summary.skipped else ""
+        raise ValueError(f"{summary.dataset} at {summary.root}: no usable recordings{skipped}.")
 
     results = {}
     for level, (kind, features) in levels.items():
@@ -187,11 +206,14 @@ def build_levels(
     return results
 
 
+def _listed(skipped: list) -> str:
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return "; ".join(f"{file} ({reason})" for file, reason in skipped[:5]) + more
+
+
 def _report(summary: LoadingSummary) -> None:
     if summary.skipped:
-        listed = "; ".join(f"{file} ({reason})" for file, reason in summary.skipped[:5])
-        more = f" and {len(summary.skipped) - 5} more" if len(summary.skipped) > 5 else ""
-        warnings.warn(f"{summary.dataset}: skipped {len(summary.skipped)} files: {listed}{more}.",
+        warnings.warn(f"{summary.dataset}: skipped {len(summary.skipped)} files: {_listed(summary.skipped)}.",
                       DataQualityWarning, stacklevel=3)
     if summary.clipped_event_ends:
         warnings.warn(f"{summary.dataset}: {summary.clipped_event_ends} annotated events ended after their "
@@ -201,4 +223,9 @@ def _report(summary: LoadingSummary) -> None:
         warnings.warn(f"{summary.dataset}: {len(summary.unparsed_file_names)} file names did not follow the naming "
                       f"scheme (e.g. {listed}); their metadata columns are left empty.", DataQualityWarning,
                       stacklevel=3)
+    if summary.inconsistent_record_labels:
+        listed = "; ".join(f"{file}: {label!r}, its events make it {implied!r}"
+                           for file, label, implied in summary.inconsistent_record_labels[:5])
+        warnings.warn(f"{summary.dataset}: {len(summary.inconsistent_record_labels)} record labels contradict their "
+                      f"events ({listed}); the labels are kept as annotated.", DataQualityWarning, stacklevel=3)
     logger.info("%s", summary)

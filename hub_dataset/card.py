@@ -12,6 +12,9 @@ from .builder import count_labels, label_columns
 from .labels import TASKS
 from .sprsound import CITATION, FILE_NAME_SCHEME, GENDERS, HOMEPAGE, LICENSE, LOCATIONS
 
+# Where each config's split files are, per file format: the Hub's Parquet layout (what `push_to_hub` and
+# `save_hub_folder` write) or `DatasetDict.save_to_disk`'s Arrow files, which `load_dataset` reads as well.
+DATA_FILE_PATTERNS = {"parquet": "{config}/{split}-*", "arrow": "{config}/{split}/data-*.arrow"}
 _SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 _TASK_NAMES = {"11": "Task 1-1 (event, binary)", "12": "Task 1-2 (event, 7 classes)",
                "21": "Task 2-1 (record, ternary)", "22": "Task 2-2 (record, 5 classes)"}
@@ -50,6 +53,7 @@ def build_dataset_card(
     path: str | Path | None = None,
     pretty_name: str = "SPRSound",
     repo_id: str | None = None,
+    file_format: str = "parquet",
 ) -> DatasetCard:
     """The dataset card of SPRSound `DatasetDict`s, one config per level.
 
@@ -59,8 +63,13 @@ def build_dataset_card(
         path: where to write the card (a README.md), if given.
         pretty_name: the card's title.
         repo_id: the Hub repository, used in the usage example.
+        file_format: the layout the card's ``configs`` point at: ``"parquet"`` (the Hub's) or ``"arrow"``
+            (``save_to_disk`` under ``<config>/``), so that ``datasets.load_dataset(folder, config)`` reads either.
     """
+    if file_format not in DATA_FILE_PATTERNS:
+        raise ValueError(f"file_format must be one of {list(DATA_FILE_PATTERNS)}, got {file_format!r}.")
     configs = dict(datasets) if not isinstance(datasets, DatasetDict) else {_config_name(datasets): datasets}
+    pattern = DATA_FILE_PATTERNS[file_format]
     largest = max(sum(split.num_rows for split in dsdict.values()) for dsdict in configs.values())
     metadata = DatasetCardData(
         license=LICENSE,
@@ -70,7 +79,7 @@ def build_dataset_card(
         annotations_creators=["expert-generated"],
         source_datasets=["original"],
         tags=["audio", "medical", "respiratory-sounds", "stethoscope", "paediatrics", "biocas"],
-        configs=[{"config_name": name, "data_files": [{"split": split, "path": f"{name}/{split}-*"}
+        configs=[{"config_name": name, "data_files": [{"split": split, "path": pattern.format(config=name, split=split)}
                                                       for split in dsdict]} for name, dsdict in configs.items()],
     )
     repo = repo_id or "<user>/sprsound"

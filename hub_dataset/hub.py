@@ -8,7 +8,7 @@ from pathlib import Path
 from datasets import Audio, DatasetDict
 from huggingface_hub import HfApi
 
-from .card import build_dataset_card
+from .card import DATA_FILE_PATTERNS, build_dataset_card
 from .sprsound import LEVELS, load_sprsound_levels
 
 
@@ -23,10 +23,11 @@ def save_hub_folder(configs: Mapping[str, DatasetDict], out_dir: str | Path, fil
 
     ``parquet`` mirrors the Hub repository (``<config>/<split>-00000-of-00001.parquet`` + ``README.md``),
     so ``datasets.load_dataset(out_dir, "event")`` works and the folder can be uploaded as is;
-    ``arrow`` writes ``<config>/`` with `DatasetDict.save_to_disk` (read back with `load_from_disk`).
+    ``arrow`` writes ``<config>/`` with `DatasetDict.save_to_disk` (read back with
+    ``load_from_disk(out_dir / "event")``, or ``load_dataset(out_dir, "event")`` through the card).
     """
-    if file_format not in ("parquet", "arrow"):
-        raise ValueError(f"file_format must be 'parquet' or 'arrow', got {file_format!r}.")
+    if file_format not in DATA_FILE_PATTERNS:  # checked before anything is written
+        raise ValueError(f"file_format must be one of {list(DATA_FILE_PATTERNS)}, got {file_format!r}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, datasets in configs.items():
@@ -36,7 +37,7 @@ def save_hub_folder(configs: Mapping[str, DatasetDict], out_dir: str | Path, fil
         (out_dir / name).mkdir(exist_ok=True)
         for split, dataset in _decodable(datasets).items():
             dataset.to_parquet(str(out_dir / name / f"{split}-00000-of-00001.parquet"))
-    build_dataset_card(configs, path=out_dir / "README.md")
+    build_dataset_card(configs, path=out_dir / "README.md", file_format=file_format)
     return out_dir
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
+from .audio import is_hidden
 from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import ICBHI_CYCLE_LABELS, ICBHI_DIAGNOSES, icbhi_cycle_label
 
@@ -50,9 +51,15 @@ _METADATA_FEATURES = {
 }
 
 
+def _read_lines(path: Path) -> list[str]:
+    # utf-8-sig: a byte-order mark would otherwise glue itself to the first field (and hide a first line
+    # of patient_diagnosis.csv as a "header").
+    return path.read_text(encoding="utf-8-sig").splitlines()
+
+
 def _read_split_file(path: Path) -> dict[str, str]:
     splits = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -64,7 +71,7 @@ def _read_split_file(path: Path) -> dict[str, str]:
 
 def _read_diagnoses(path: Path) -> dict[str, str]:
     diagnoses = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_lines(path), 1):
         fields = [field.strip() for field in line.replace("\t", ",").split(",")]
         if not line.strip() or (number == 1 and not fields[0].isdigit()):  # some copies carry a header
             continue
@@ -78,7 +85,7 @@ def _read_diagnoses(path: Path) -> dict[str, str]:
 def _read_demographics(path: Path) -> dict[str, dict]:
     # patient, age, sex, adult BMI, child weight, child height; "NA" where unknown.
     demographics = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
+    for line in _read_lines(path) if path.is_file() else []:
         fields = line.split()
         if len(fields) >= 3:
             demographics[fields[0]] = {"age": None if fields[1] == "NA" else float(fields[1]),
@@ -89,7 +96,7 @@ def _read_demographics(path: Path) -> dict[str, dict]:
 def read_cycles(path: Path) -> list[Span]:
     """The respiratory cycles of one TXT annotation file, sorted by start."""
     spans = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_lines(path), 1):
         if not line.strip():
             continue
         fields = line.split()
@@ -105,7 +112,7 @@ def read_cycles(path: Path) -> list[Span]:
             raise ValueError(f"{path}, line {number}: the cycle must start before it ends, got {line!r}.")
         label = icbhi_cycle_label(crackles, wheezes)
         spans.append(Span(start, end, label, {"cycle_label": label, "crackles": bool(crackles),
-                                               "wheezes": bool(wheezes)}))
+                                               "wheezes": bool(wheezes)}, f"{path}, line {number}"))
     return sorted(spans, key=lambda span: span.start_s)
 
 
@@ -118,7 +125,7 @@ def is_icbhi_release(root: str | Path) -> bool:
 def load_icbhi(
     root: str | Path,
     level: str = "cycle",
-    splits: list[str] | None = None,
+    splits: str | list[str] | None = None,
     on_missing: str = "error",
     context_s: float = 0.0,
     decode: bool = True,
@@ -149,13 +156,15 @@ def load_icbhi(
     diagnoses = _read_diagnoses(root / DIAGNOSIS_FILE)
     demographics = _read_demographics(root / DEMOGRAPHICS_FILE)
     audio_dir = next((root / folder for folder in _AUDIO_FOLDERS if any((root / folder).glob("*.wav"))), root)
+    if isinstance(splits, str):
+        splits = [splits]
     if splits is not None and not set(splits) <= {"train", "test"}:
         raise ValueError(f"ICBHI splits are 'train' and 'test', got {splits}.")
 
     summary = LoadingSummary("ICBHI 2017", str(root))
-    wavs = {path.stem: path for path in sorted(audio_dir.glob("*.wav"))}
+    wavs = {path.stem: path for path in sorted(audio_dir.glob("*.wav")) if not is_hidden(path.name)}
     txts = {path.stem: path for path in sorted(audio_dir.glob("*.txt"))
-            if path.name not in (SPLIT_FILE, DEMOGRAPHICS_FILE, "filename_format.txt")}
+            if path.name not in (SPLIT_FILE, DEMOGRAPHICS_FILE, "filename_format.txt") and not is_hidden(path.name)}
     problems = [(wavs[stem], "audio without cycle annotations (.txt)") for stem in wavs if stem not in txts]
     problems += [(txts[stem], "cycle annotations without audio (.wav)") for stem in txts if stem not in wavs]
     problems += [(wavs[stem], f"not in {SPLIT_FILE}") for stem in wavs if stem in txts and stem not in official_split]

@@ -2,7 +2,7 @@
 
 Training writes these into the model config as ``id2label``/``label2id``; the metric, the
 dataset loader and the demo read them from here (or from a checkpoint's config). ``Normal`` is
-always class 0, which is what the official Score's SE/SP split relies on.
+always class 0, which is also the official Score's Normal class when it is given no class names.
 """
 
 from __future__ import annotations

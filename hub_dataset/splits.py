@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from numbers import Real
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 
+def _class_label_columns(dataset: Dataset) -> list[str]:
+    return [name for name, feature in dataset.features.items() if isinstance(feature, ClassLabel)]
+
+
 def _default_label_column(dataset: Dataset) -> str:
     # The finest label column (most classes) stratifies best: record_label/task22 or task12 on SPRSound.
-    columns = [(len(feature.names), name) for name, feature in dataset.features.items()
-               if isinstance(feature, ClassLabel)]
+    columns = _class_label_columns(dataset)
     if not columns:
         raise ValueError(f"No ClassLabel column to stratify by in {dataset.column_names}; pass label_column=.")
-    return max(columns, key=lambda item: item[0])[1]
+    return max(columns, key=lambda name: len(dataset.features[name].names))
+
+
+def _chosen_patients(patient_ids: np.ndarray, validation_patients: Iterable[str], patient_column: str) -> np.ndarray:
+    """The mask over ``patient_ids`` of ``validation_patients``, checked to leave rows on both sides."""
+    if isinstance(validation_patients, str):
+        raise ValueError(f"validation_patients must be a collection of ids, not the string {validation_patients!r}.")
+    wanted = sorted({str(patient) for patient in validation_patients})
+    # Ids absent here are fine (a record-level patient whose recordings have no events); none present is not.
+    chosen = np.isin(patient_ids, wanted)
+    if not chosen.any():
+        if not wanted:
+            raise ValueError("validation_patients is empty: validation would have no rows.")
+        more = " …" if len(wanted) > 10 else ""
+        raise ValueError(f"None of the {len(wanted)} validation_patients ({wanted[:10]}{more}) "
+                         f"is in the dataset's {patient_column!r} column (ids such as {patient_ids[:5].tolist()}): "
+                         "validation would have no rows.")
+    if chosen.all():
+        raise ValueError(f"validation_patients holds all {len(patient_ids)} patients of the dataset's "
+                         f"{patient_column!r} column: train would have no rows.")
+    return chosen
 
 
 def patient_disjoint_split(
@@ -39,12 +63,17 @@ def patient_disjoint_split(
         patient_column: the column identifying patients.
         validation_patients: put exactly these patients in validation instead of choosing them, e.g. the
             patients a record-level split chose, so that a record model fine-tuned from an event model
-            never validates on patients whose events trained it.
+            never validates on patients whose events trained it. Ids not in ``dataset`` are ignored, but
+            at least one must be, and at least one of its patients must stay in train.
+
+    Raises:
+        ValueError: bad arguments, a missing or non-`ClassLabel` label column, fewer than 2 patients,
+            or ``validation_patients`` leaving a side empty.
     """
     if isinstance(dataset, DatasetDict):
         raise TypeError("patient_disjoint_split takes one split (a Dataset), e.g. dsdict['train'].")
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}.")
+    if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction < 1:
+        raise ValueError(f"fraction must be a number between 0 and 1 (exclusive), got {fraction!r}.")
     label_column = label_column or _default_label_column(dataset)
     for column in (label_column, patient_column):
         if column not in dataset.column_names:
@@ -52,7 +81,6 @@ def patient_disjoint_split(
     table = dataset.select_columns([label_column, patient_column]
                                    + (["recording_id"] if "recording_id" in dataset.column_names else []))
     columns = table.with_format("arrow")[:]
-    labels = np.asarray(columns[label_column].to_pylist())
     patients = columns[patient_column].to_pylist()
     if "recording_id" in columns.column_names:
         recordings = columns["recording_id"].to_pylist()
@@ -63,8 +91,14 @@ def patient_disjoint_split(
         raise ValueError(f"Need at least 2 patients ({patient_column!r}) to split without overlap, "
                          f"found {len(patient_ids)}: {patient_ids[:5].tolist()}.")
     if validation_patients is not None:
-        return _select_patients(dataset, patient_of_row, np.isin(patient_ids, [str(p) for p in validation_patients]))
+        return _select_patients(dataset, patient_of_row, _chosen_patients(patient_ids, validation_patients,
+                                                                          patient_column))
 
+    if not isinstance(dataset.features[label_column], ClassLabel):
+        raise ValueError(f"label_column {label_column!r} is {dataset.features[label_column]}, not a ClassLabel: "
+                         f"stratifying needs class ids; pass one of {_class_label_columns(dataset)} "
+                         "(or cast the column with class_encode_column).")
+    labels = np.asarray(columns[label_column].to_pylist())
     if len(labels) and labels.min() < 0:
         raise ValueError(f"Column {label_column!r} has rows without a label (-1); drop or label them first.")
     num_labels = int(labels.max()) + 1 if len(labels) else 0

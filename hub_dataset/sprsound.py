@@ -21,7 +21,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
-from .audio import AUDIO_EXTENSIONS
+from .audio import AUDIO_EXTENSIONS, is_hidden
 from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import (
     EVENT_TYPE_ALIASES,
@@ -30,6 +30,7 @@ from .labels import (
     TASKS,
     event_task_label,
     normalize_task,
+    record_label_from_events,
     record_task_label,
 )
 
@@ -141,8 +142,19 @@ def _milliseconds(value, json_path: Path, index: int, key: str) -> float:
 
 def parse_annotation(json_path: Path) -> tuple[str, list[dict]]:
     """The record label and the events (sorted by start, times in seconds) of one annotation file."""
+    record_label, events = _read_annotation(json_path)
+    return record_label, sorted(events, key=_by_time)
+
+
+def _by_time(event: dict) -> tuple[float, float]:
+    return event["start_s"], event["end_s"]  # 851 train files list their events unsorted
+
+
+def _read_annotation(json_path: Path) -> tuple[str, list[dict]]:
+    """The record label and the events of one annotation file, in the file's order (times in seconds)."""
     try:
-        annotation = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (editors on Windows add one) is not part of the JSON.
+        annotation = json.loads(Path(json_path).read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{json_path}: not valid JSON ({err}).") from err
     if not isinstance(annotation, dict):
@@ -170,7 +182,6 @@ def parse_annotation(json_path: Path) -> tuple[str, list[dict]]:
             raise ValueError(f"{json_path}: event {index} starts at {event['start']} ms, not before its end "
                              f"({event['end']} ms).")
         events.append({"start_s": start / 1000, "end_s": end / 1000, "type": event_type})
-    events.sort(key=lambda event: (event["start_s"], event["end_s"]))  # 851 train files list them unsorted
     return record_label, events
 
 
@@ -186,7 +197,7 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
                 splits.setdefault(split, []).append((root / base / json_folder, root / base / audio_folder))
     if splits:
         return splits
-    if any(root.glob("*.json")):
+    if _annotation_files(root):
         return {"train": [(root, root)]}
     raise FileNotFoundError(
         f"{root} holds no SPRSound annotations. Expected train_json/ + train_wav/ (2022 release), "
@@ -195,10 +206,14 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
     )
 
 
+def _annotation_files(json_dir: Path) -> list[Path]:
+    return sorted(path for path in json_dir.glob("*.json") if not is_hidden(path.name))  # e.g. macOS ._x.json
+
+
 def _index_audio(audio_dir: Path, summary: LoadingSummary) -> dict[str, Path]:
     audio: dict[str, Path] = {}
     for path in sorted(audio_dir.iterdir()) if audio_dir.is_dir() else []:
-        if not path.is_file() or path.name.startswith(".") or path.suffix.lower() == ".json":
+        if not path.is_file() or is_hidden(path.name) or path.suffix.lower() == ".json":
             continue
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             summary.skipped.append((str(path), "not an audio or JSON file"))
@@ -223,7 +238,7 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
         audio = _index_audio(audio_dir, summary)
         annotated = set()
         for split, json_dir in json_dirs:
-            for json_path in sorted(json_dir.glob("*.json")):
+            for json_path in _annotation_files(json_dir):
                 annotated.add(json_path.stem)
                 if split not in splits:
                     continue
@@ -241,13 +256,18 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
 
 
 def _recording(split: str, json_path: Path, audio_path: Path, summary: LoadingSummary) -> Recording:
-    record_label, events = parse_annotation(json_path)
+    record_label, events = _read_annotation(json_path)
     metadata = parse_file_name(json_path.stem)
     if metadata is None:
         summary.unparsed_file_names.append(json_path.name)
         metadata = dict.fromkeys(("patient_id", "age", "gender", "location", "location_name"))
+    implied = record_label_from_events([event["type"] for event in events])  # exact on every 2022 split
+    if implied != record_label:
+        summary.inconsistent_record_labels.append((str(json_path), record_label, implied))
     spans = [Span(event["start_s"], event["end_s"], event["type"],
-                  {"task11": event_task_label(event["type"], "11"), "task12": event["type"]}) for event in events]
+                  {"task11": event_task_label(event["type"], "11"), "task12": event["type"]},
+                  f"{json_path}, event {index}")  # errors name the event's position in the file
+             for index, event in sorted(enumerate(events), key=lambda item: _by_time(item[1]))]
     labels = {"record_label": record_label, "task21": record_task_label(record_label, "21"),
               "task22": record_task_label(record_label, "22")}
     return Recording(split, audio_path, json_path.stem, metadata, labels, spans)
@@ -269,6 +289,8 @@ def load_sprsound_levels(
         raise ValueError(f"Unknown level(s) {unknown}: expected 'record' and/or 'event'.")
     check_on_missing(on_missing)
     folders = find_splits(root)
+    if isinstance(splits, str):
+        splits = [splits]
     absent = [split for split in splits or () if split not in folders]
     if absent:
         raise ValueError(f"Split(s) {absent} not found under {root}; it has {list(folders)}.")
@@ -286,7 +308,7 @@ def load_sprsound(
     root: str | Path,
     level: str | None = None,
     task: str | int | None = None,
-    splits: list[str] | None = None,
+    splits: str | list[str] | None = None,
     on_missing: str = "error",
     context_s: float = 0.0,
     decode: bool = True,
@@ -301,7 +323,8 @@ def load_sprsound(
             audio cut to it); default: the task's level, else ``"event"``.
         task: ``11``/``12`` (event level) or ``21``/``22`` (record level); keeps only that task's label
             column (``task11`` …) next to the metadata. None keeps every label column of the level.
-        splits: a subset of ``train``, ``inter_test``, ``intra_test``, ``test2023`` (default: all present).
+        splits: one or several of ``train``, ``inter_test``, ``intra_test``, ``test2023`` (default: all
+            present).
         on_missing: ``"error"`` (default) or ``"skip"`` for a JSON without audio or audio without JSON.
         context_s: event level: seconds of audio kept before and after each event.
         decode: False gives undecoded ``{"bytes", "path"}`` audio (decode with `read_audio`), which
@@ -310,7 +333,8 @@ def load_sprsound(
         progress: show a progress bar (default: the `datasets` setting).
 
     The result's ``loading_summary`` attribute (also logged) gives rows per split and label, skipped
-    files and why, clipped events and unparsed file names.
+    files and why, clipped events, unparsed file names and record labels that contradict their events
+    (a warning names them; the labels are kept as annotated).
     """
     task_key = normalize_task(task) if task is not None else None
     if level is None:

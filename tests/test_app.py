@@ -9,6 +9,7 @@ the bundled ``checkpoints/`` are loaded by their own test when present.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +34,9 @@ import train  # noqa: E402
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
 from respstf.hub_dataset import TASKS, parse_annotation, task_labels  # noqa: E402
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
+
+# A real 4 kHz ICBHI recording (Littmann 3200, 15.9 s).
+ICBHI_4K_RECORDING = ICBHI_44K_RECORDING.parent / "104_1b1_Al_sc_Litt3200.wav"
 
 # gradio's queue sets pandas options that pandas 3 deprecates; nothing the app can change.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -130,6 +134,13 @@ def test_real_recording_through_the_api(client, demo):
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
         assert set(row["probabilities"]) == set(task_labels("12"))
     assert "Task 2-2" in explanation and "What the classes mean" in explanation and "**CAS**" in explanation
+    assert "Timeline (Task 1-2 model): " in explanation  # the timeline is not the selected model's
+
+
+def test_api_names_its_outputs(client):
+    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/classify"]["returns"]
+    assert [output["label"] for output in returns] == [
+        "What the model hears", "Scalogram the model saw", "Event timeline", "Explanation", "windows"]
 
 
 def test_event_task_scalogram_is_what_the_windows_saw(demo):
@@ -141,7 +152,32 @@ def test_event_task_scalogram_is_what_the_windows_saw(demo):
     assert analysis.scalogram.shape == (extractor.n_scales, int(np.ceil(analysis.duration / extractor.frame_seconds)))
     assert np.array_equal(analysis.scalogram[:, :10], windows.features[0][:, :10])
     assert np.array_equal(analysis.scalogram[:, -10:], windows.features[-1][:, -10:])
-    assert analysis.probabilities == pytest.approx(windows.probabilities.mean(axis=0))
+    # Windows are averaged by the time each one is drawn over on the timeline.
+    weights = np.diff(windows.edges_s)
+    assert weights.sum() == pytest.approx(analysis.duration)
+    assert analysis.probabilities == pytest.approx((windows.probabilities * weights[:, None]).sum(axis=0) / weights.sum())
+
+
+@pytest.mark.parametrize(
+    ("extra_samples", "expected_starts"),
+    [
+        (0, [0]),  # exactly one window
+        (1, [0, 1]),  # barely longer than one window: the first stays at 0, the second ends at the end
+        (8192, [0, 8192]),  # exactly two windows half a window apart
+        (8193, [0, 8193]),  # one sample over: the last window moves to the end, no near-copy
+        (8192 + 2047, [0, 10239]),  # just under a quarter hop over: moved
+        (8192 + 2048, [0, 8192, 10240]),  # a quarter hop over: one more window, ending at the end
+        (3 * 8192, [0, 8192, 16384, 24576]),
+    ],
+)
+def test_timeline_windows_are_distinct_and_the_last_ends_at_the_end(demo, extra_samples, expected_starts):
+    waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")  # 8 kHz: windows of 16384 samples
+    window = round(event_window_s() * rate)
+    assert window == 16384
+    windows = app.slide_windows(demo.models["12"], waveform[: window + extra_samples], rate)
+    assert (windows.starts_s * rate).round().astype(int).tolist() == expected_starts
+    assert windows.starts_s[-1] + windows.window_s == pytest.approx((window + extra_samples) / rate)
+    assert len(windows.probabilities) == len(expected_starts) == len(windows.edges_s) - 1
 
 
 def test_example_recordings_are_offered_with_their_annotations(demo, tmp_path):
@@ -182,6 +218,77 @@ def test_formats_rates_and_channels(client, tmp_path):
     assert rows[-1]["end_s"] == pytest.approx(sf.info(path).duration, abs=1e-3)
 
 
+def test_low_sampling_rate_is_classified_with_a_note(client):
+    path = real(ICBHI_4K_RECORDING)  # ICBHI's Littmann 3200 recordings are 4 kHz: nothing above 2 kHz
+    label, _, _, explanation, _ = client.predict(handle_file(str(path)), "12", api_name="/classify")
+    assert sum(confidences(label).values()) == pytest.approx(1, abs=1e-4)
+    assert (f"**Note:** {path.name} is sampled at 4000 Hz, so sounds above 2000 Hz are missing: "
+            "the model reads 50–3900 Hz") in explanation
+
+
+def test_other_formats_are_decoded_with_ffmpeg_or_named_unsupported(demo, tmp_path, monkeypatch):
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("no ffmpeg (apt-get install ffmpeg)")
+    source = real(CRACKLE_RECORDING)
+    m4a = tmp_path / "phone.m4a"  # AAC in MP4, as phones record: soundfile cannot read it
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-c:a", "aac", str(m4a)], check=True)
+    analysis = demo.analyse(m4a)
+    assert analysis.sampling_rate == 8000 and analysis.duration == pytest.approx(sf.info(source).duration, abs=0.05)
+    assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+
+    (tmp_path / "notes.m4a").write_text("these are my notes, not audio")
+    with pytest.raises(ValueError, match=r"notes.m4a: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3, "
+                                         "and FFmpeg cannot decode it either"):
+        demo.analyse(tmp_path / "notes.m4a")
+    monkeypatch.setattr(app.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match=r"phone.m4a: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3 "
+                                         r"\(other formats need FFmpeg"):
+        demo.analyse(m4a)
+
+
+def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, monkeypatch):
+    waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="int16")
+    sf.write(tmp_path / "long.wav", np.tile(waveform, 14), rate)  # 129 s of real audio
+
+    def no_decoding(path):
+        raise AssertionError(f"{path} was decoded")
+
+    monkeypatch.setattr(app, "read_audio", no_decoding)
+    with pytest.raises(ValueError, match=r"long.wav is 129.0 s long: this demo accepts at most 120 s"):
+        demo.analyse(tmp_path / "long.wav")
+
+
+def test_uploads_are_limited_to_max_seconds_of_192_khz_stereo_32_bit_audio(checkpoints, tmp_path, monkeypatch):
+    launched = {}
+    monkeypatch.setattr(app.gr.Blocks, "launch", lambda blocks, **options: launched.update(options))
+    app.main(["--model", str(checkpoints), "--examples", str(tmp_path)])
+    assert launched["max_file_size"] == app.MAX_UPLOAD_BYTES
+    assert app.MAX_SECONDS * 192_000 * 2 * 4 < app.MAX_UPLOAD_BYTES < 256 * 2**20
+
+
+def test_explanation_counts_the_anomalies_it_does_not_list(demo):
+    analysis = demo.analyse(real(app.DEFAULT_PREDICT_FILE))  # 15.36 s: 14 windows
+    labels = analysis.timeline_model.labels
+    count = len(analysis.windows.starts_s)
+    # Every other window a Wheeze: 7 separate Wheeze stretches on the timeline.
+    alternating = np.eye(len(labels))[[labels.index("Normal" if k % 2 == 0 else "Wheeze") for k in range(count)]]
+    windows = dataclasses.replace(analysis.windows, probabilities=alternating)
+    explanation = app.explain(dataclasses.replace(analysis, windows=windows))
+    timeline = next(line for line in explanation.splitlines() if line.startswith("Timeline (Task 1-2 model): "))
+    assert timeline.count("Wheeze at") == app.MAX_LISTED_ANOMALIES == 6
+    assert timeline.endswith(f" … and {count // 2 - 6} more (see the timeline).")
+
+
+def test_task_may_be_written_as_the_page_writes_it(demo, checkpoints, tmp_path, capsys):
+    path = real(CRACKLE_RECORDING)
+    assert demo.analyse(path, "1-2").task_model is demo.models["12"]
+    app.main(["--model", str(checkpoints), "--predict", str(path), "--task", "2-2", "--output-dir", str(tmp_path)])
+    assert "Model: Task 2-2 (record level)" in capsys.readouterr().out
+    unknown = r"Unknown task '3-3': this app has models for 12 \(Task 1-2\), 22 \(Task 2-2\)"
+    with pytest.raises(SystemExit, match=unknown):
+        app.main(["--model", str(checkpoints), "--predict", str(path), "--task", "3-3"])
+
+
 def test_shortest_real_recording_is_one_window(client):
     label, _, timeline, _, rows = client.predict(handle_file(str(real(SHORT_RECORDING))), api_name="/classify")
     assert len(rows) == 1 and rows[0]["start_s"] == 0 and rows[0]["end_s"] == pytest.approx(0.3, abs=0.01)
@@ -197,6 +304,9 @@ def test_bad_recordings_get_a_clear_error_and_the_app_keeps_serving(client, tmp_
     sf.write(tmp_path / "silent.wav", np.zeros(5 * rate, dtype=np.float32), rate)
     sf.write(tmp_path / "short.wav", waveform[: rate // 10], rate)
     sf.write(tmp_path / "long.flac", np.tile(waveform, 14), rate)  # 129 s of real audio
+    sf.write(tmp_path / "1khz.wav", waveform[::8], rate // 8)
+    sf.write(tmp_path / "dc.wav", waveform * 1e-6 + 0.5, rate)  # a DC offset with nothing on it
+    (tmp_path / "notes.webm").write_text("these are my notes, not audio")
     expected = {
         "notes.wav": "notes.wav: not a readable audio file",
         "truncated.flac": "truncated.flac: not a readable audio file",
@@ -204,11 +314,14 @@ def test_bad_recordings_get_a_clear_error_and_the_app_keeps_serving(client, tmp_
         "silent.wav": "silent.wav is silent",
         "short.wav": r"short.wav is 0.10 s long: the shortest recording accepted is 0.25 s",
         "long.flac": r"long.flac is 129.0 s long: this demo accepts at most 120 s",
+        "1khz.wav": r"1khz.wav is sampled at 1000 Hz, so it holds nothing above 500 Hz",
+        "dc.wav": r"dc.wav is silent \(peak amplitude .* around its mean",
+        "notes.webm": r"notes.webm: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3",
     }
     for name, message in expected.items():
         with pytest.raises(AppError, match=message):
             client.predict(handle_file(str(tmp_path / name)), api_name="/classify")
-    with pytest.raises(AppError, match="No recording"):
+    with pytest.raises(AppError, match="No recording: upload a WAV, FLAC, OGG or MP3 file"):
         client.predict(None, api_name="/classify")
     label = client.predict(handle_file(str(CRACKLE_RECORDING)), api_name="/classify")[0]
     assert sum(confidences(label).values()) == pytest.approx(1, abs=1e-4)

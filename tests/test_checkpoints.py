@@ -6,9 +6,10 @@ import json
 import sys
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
 
-from conftest import CHECKPOINTS, REPO_ROOT
+from conftest import CHECKPOINTS, CRACKLE_RECORDING, REPO_ROOT, read_recording
 from respstf.hub_dataset import TASKS, task_labels
 
 CODE_FILES = {
@@ -26,6 +27,11 @@ def test_bundled_checkpoint(task):
         pytest.skip(f"{folder} not present")
     config = json.loads((folder / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == task_labels(task)
+    assert config["auto_map"] == {  # the backbone loads with AutoModel too
+        "AutoConfig": "configuration_respstf.RespSTFConfig",
+        "AutoModel": "modeling_respstf.RespSTFModel",
+        "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
+    }
     for name, source in CODE_FILES.items():
         assert (folder / name).read_text() == (source / name).read_text(), f"{folder / name} differs from {source / name}"
     results = json.loads((folder / "results.json").read_text())
@@ -38,6 +44,43 @@ def test_bundled_checkpoint(task):
         (split, "sprsound_score", round(r["score"], 4)) for split, r in results["results"].items()}
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt")), "safetensors only"
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3_000_000
+
+
+def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
+    """The transformers way to give a checkpoint other classes (num_labels= or id2label= with
+    ignore_mismatched_sizes=True) works: the saved class_weights weighted the old classes, so they are
+    dropped with a warning, and the new model computes a loss, saves and loads again."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    from respstf.feature_extraction import RespSTFFeatureExtractor
+    from respstf.modeling import RespSTFForAudioClassification
+
+    folder = CHECKPOINTS / "sprsound-task12"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} not present")
+    assert len(json.loads((folder / "config.json").read_text())["class_weights"]) == 7
+    with CaptureLogger(logging.get_logger("respstf.modeling.configuration_respstf")) as captured:
+        three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
+    assert three.config.num_labels == 3 and three.classifier.out_features == 3 and three.config.class_weights is None
+    assert "class_weights has 7 entries" in captured.out and "now 3: discarded" in captured.out
+
+    labels = {0: "Normal", 1: "Crackle"}
+    two = RespSTFForAudioClassification.from_pretrained(
+        folder, id2label=labels, label2id={name: i for i, name in labels.items()}, ignore_mismatched_sizes=True
+    ).eval()
+    assert two.config.class_weights is None
+    waveform, rate = read_recording(CRACKLE_RECORDING)
+    event = waveform[int(5.813 * rate) : int(6.984 * rate)]  # its annotated fine crackle
+    inputs = RespSTFFeatureExtractor.from_pretrained(folder)(event, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        out = two(**inputs, labels=torch.tensor([1]))
+    assert out.logits.shape == (1, 2) and torch.isfinite(out.loss)
+    two.save_pretrained(tmp_path)
+    reloaded = RespSTFForAudioClassification.from_pretrained(tmp_path).eval()
+    assert reloaded.config.id2label == labels and reloaded.config.class_weights is None
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, out.logits)
 
 
 def test_results_table_reads_the_bundled_runs():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -96,6 +97,33 @@ def test_stereo_is_downmixed(extractor, crackle):
     mono = extractor((left + right) / 2, sampling_rate=8000)["input_features"]
     for stereo in (np.stack([left, right], axis=1), np.stack([left, right], axis=0)):  # (samples, 2) and (2, samples)
         np.testing.assert_allclose(extractor([stereo], sampling_rate=8000)["input_features"], mono, atol=1e-5)
+
+
+def test_bare_array_as_soundfile_gives_it_is_one_multichannel_clip(extractor, crackle, tmp_path):
+    """``soundfile.read`` of a stereo (or explicitly 2-D mono) file gives ``(n_samples, channels)``: one clip, downmixed."""
+    import soundfile
+
+    other, _ = read_recording(TEST_RECORDING)
+    n = min(len(crackle), len(other))
+    soundfile.write(tmp_path / "stereo.wav", np.stack([crackle[:n], other[:n]], axis=1), 8000, subtype="FLOAT")
+    stereo, rate = soundfile.read(tmp_path / "stereo.wav", dtype="float32")
+    assert stereo.shape == (n, 2)
+    mono = extractor((crackle[:n] + other[:n]) / 2, sampling_rate=rate, truncation=True)["input_features"]
+    np.testing.assert_allclose(extractor(stereo, sampling_rate=rate, truncation=True)["input_features"], mono, atol=1e-5)
+    np.testing.assert_allclose(extractor(torch.from_numpy(stereo), sampling_rate=rate, truncation=True)["input_features"], mono, atol=1e-5)
+    as_2d_mono, _ = soundfile.read(CRACKLE_RECORDING, dtype="float32", always_2d=True)
+    assert as_2d_mono.shape == (len(crackle), 1)
+    np.testing.assert_array_equal(extractor(as_2d_mono, sampling_rate=8000, truncation=True)["input_features"],
+                                  extractor(crackle, sampling_rate=8000, truncation=True)["input_features"])
+    # too few rows to be a clip: a batch of 2-sample clips, and the error says how 2-D arrays are read
+    with pytest.raises(ValueError, match=r"has 2 samples .* 2-D array of shape \(10, 2\): .* at most 8 columns and at least 16 rows"):
+        extractor(stereo[:10], sampling_rate=8000)
+
+
+def test_bfloat16_tensor_input(extractor, crackle):
+    as_bf16 = torch.from_numpy(crackle).bfloat16()
+    out = extractor(as_bf16, sampling_rate=8000, truncation=True)["input_features"]
+    np.testing.assert_allclose(out, extractor(as_bf16.float().numpy(), sampling_rate=8000, truncation=True)["input_features"], atol=1e-6)
 
 
 def test_resampled_recording_gives_close_features(extractor, crackle):
@@ -312,7 +340,8 @@ def test_shorter_than_smallest_wavelet_is_rejected(extractor, crackle):
 
 
 def test_wrong_shapes_and_dtypes_are_rejected(extractor, crackle):
-    with pytest.raises(ValueError, match=r"must be 1-D \(one clip\) or 2-D \(batch, n_samples\), got shape \(1, 1, 73728\)"):
+    with pytest.raises(ValueError, match=r"must be 1-D \(one clip\) or 2-D \(batch, n_samples\) or \(n_samples, channels\), "
+                                         r"got shape \(1, 1, 73728\)"):
         extractor(crackle[None, None], sampling_rate=8000)
     with pytest.raises(ValueError, match="audio input 0: expected a 1-D waveform .* got shape"):
         extractor([crackle.reshape(2, 4, -1)], sampling_rate=8000)
@@ -365,3 +394,76 @@ def test_settings_round_trip_through_preprocessor_config(tmp_path, crackle):
     np.testing.assert_array_equal(
         loaded(crackle, sampling_rate=8000)["input_features"], extractor(crackle, sampling_rate=8000)["input_features"]
     )
+
+
+# -- pickling and collation ----------------------------------------------------------------------------
+
+
+def test_use_leaves_pickle_and_fingerprint_unchanged(crackle):
+    """The CWT's filter-bank cache is neither pickled nor unbounded: a used extractor pickles (and
+    fingerprints in ``datasets.map``) byte for byte like a fresh one, and keeps at most a few banks."""
+    from datasets.fingerprint import Hasher
+
+    from respstf.feature_extraction.cwt import _GROUPS_CACHE_SIZE
+
+    extractor = RespSTFFeatureExtractor()
+    fresh, fresh_hash = pickle.dumps(extractor), Hasher.hash(extractor)
+    for n in range(4000, 4000 + 2 * _GROUPS_CACHE_SIZE * 1000, 1000):  # as many input lengths, each its own segment length
+        extractor(crackle[:n], sampling_rate=8000, truncation=False)
+    assert len(extractor._cwt._groups_cache) == _GROUPS_CACHE_SIZE
+    assert pickle.dumps(extractor) == fresh and Hasher.hash(extractor) == fresh_hash
+    copied = pickle.loads(pickle.dumps(extractor))
+    np.testing.assert_array_equal(copied(crackle, sampling_rate=8000, truncation=True)["input_features"],
+                                  extractor(crackle, sampling_rate=8000, truncation=True)["input_features"])
+
+
+def test_data_collator_pads_variable_length_features(extractor, crackle):
+    """Two real recordings extracted one by one with truncation=False (as ``datasets.map`` stores them), then
+    collated by ``DataCollatorWithPadding``: the batch equals the extractor's own padded batch, and a model
+    gives each example (masked) close to its own unpadded logits."""
+    from transformers import DataCollatorWithPadding
+
+    from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+
+    other, _ = read_recording(EXAMPLE_WAV)
+    clips = [crackle, other]  # 9.2 s and 15.4 s: 576 and 960 frames
+    examples = []
+    for label, clip in enumerate(clips):
+        one = extractor(clip, sampling_rate=8000, truncation=False)
+        examples.append({"input_features": one["input_features"][0], "attention_mask": one["attention_mask"][0], "labels": label})
+    lengths = [n_frames_of(len(clip), extractor) for clip in clips]
+    batch = DataCollatorWithPadding(extractor)(examples)
+    assert batch["input_features"].shape == (2, 1, 64, max(lengths)) and batch["input_features"].dtype == torch.float32
+    assert batch["attention_mask"].sum(1).tolist() == lengths and batch["labels"].tolist() == [0, 1]
+    assert (batch["input_features"][0, ..., lengths[0]:] == 0).all()
+    reference = extractor(clips, sampling_rate=8000, truncation=False, return_tensors="pt")
+    torch.testing.assert_close(batch["attention_mask"], reference["attention_mask"])
+    torch.testing.assert_close(batch["input_features"], reference["input_features"], atol=0.05, rtol=0)  # CWT segment lengths differ
+
+    torch.manual_seed(0)
+    model = RespSTFForAudioClassification(RespSTFConfig(stem_channels=8, stage_channels=(8, 16), stage_pool=((2, 2), (2, 2)),
+                                                        hidden_size=16, num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    with torch.no_grad():
+        padded = model(input_features=batch["input_features"], attention_mask=batch["attention_mask"]).logits
+        torch.testing.assert_close(padded, model(**reference).logits, atol=1e-3, rtol=0)  # measured 7e-8
+        alone = torch.cat([model(**{key: torch.as_tensor(value)[None] for key, value in example.items() if key != "labels"}).logits
+                           for example in examples])
+    torch.testing.assert_close(padded[1], alone[1], atol=1e-5, rtol=0)  # the longest: not padded
+    # the shorter one, masked: the padding reaches only the convolutions at its edge (measured 3.5e-5)
+    torch.testing.assert_close(padded[0], alone[0], atol=1e-3, rtol=0)
+
+    # pad's own options: a length in frames, a multiple, truncation; bad examples are named
+    assert extractor.pad(examples, padding="max_length", max_length=1000)["input_features"].shape == (2, 1, 64, 1000)
+    assert extractor.pad(examples, pad_to_multiple_of=64)["attention_mask"].shape == (2, 64 * -(-max(lengths) // 64))
+    cut = extractor.pad(examples, padding="max_length", max_length=100, truncation=True, return_tensors="np")
+    assert cut["input_features"].shape == (2, 1, 64, 100) and (cut["attention_mask"] == 1).all()
+    with_frames = [{**example, "frame_labels": np.full(n, 2)} for example, n in zip(examples, lengths)]
+    frame_labels = extractor.pad(with_frames, return_tensors="pt")["frame_labels"]
+    assert frame_labels.shape == (2, max(lengths)) and (frame_labels[0, lengths[0]:] == -100).all()
+    assert (frame_labels[0, : lengths[0]] == 2).all() and (frame_labels[1] == 2).all()
+    with pytest.raises(ValueError, match="more than max_length=100: pass truncation=True"):
+        extractor.pad(examples, padding="max_length", max_length=100)
+    with pytest.raises(ValueError, match="padding=False needs examples of equal length"):
+        extractor.pad(examples, padding=False)
+    with pytest.raises(ValueError, match=r"input_features of example 0 must have shape \(1, 64, frames\)"):
+        extractor.pad([{"input_features": examples[0]["input_features"][0]}])

@@ -217,10 +217,30 @@ def test_patient_disjoint_split_takes_the_patients_of_another_level(sprsound):
 
 
 def test_patient_disjoint_split_rejects_bad_arguments(sprsound):
+    records = sprsound["record"]["train"]
     with pytest.raises(ValueError, match="fraction"):
-        patient_disjoint_split(sprsound["record"]["train"], fraction=1.5)
+        patient_disjoint_split(records, fraction=1.5)
+    with pytest.raises(ValueError, match="fraction must be a number .* got '0.2'"):
+        patient_disjoint_split(records, fraction="0.2")
     with pytest.raises(ValueError, match="nope"):
-        patient_disjoint_split(sprsound["record"]["train"], label_column="nope")
+        patient_disjoint_split(records, label_column="nope")
+    with pytest.raises(ValueError, match=r"label_column 'gender' is Value\('string'\), not a ClassLabel.*'task22'"):
+        patient_disjoint_split(records, label_column="gender")
+
+
+def test_patient_disjoint_split_checks_the_validation_patients_it_is_given(sprsound):
+    records = sprsound["record"]["train"]
+    with pytest.raises(ValueError, match="validation_patients is empty"):
+        patient_disjoint_split(records, validation_patients=set())
+    with pytest.raises(ValueError, match=r"None of the 2 validation_patients \(\['40638274 ', 'nope'\]\) is in"):
+        patient_disjoint_split(records, validation_patients={"nope", "40638274 "})
+    with pytest.raises(ValueError, match="holds all 251 patients .*train would have no rows"):
+        patient_disjoint_split(records, validation_patients=set(records["patient_id"]))
+    with pytest.raises(ValueError, match="not the string '40638274'"):
+        patient_disjoint_split(records, validation_patients="40638274")
+    # Ids compare as strings, and ids absent here are ignored (the event level of a Poor Quality-only patient).
+    split = patient_disjoint_split(records, validation_patients={40638274, "not-a-patient"})
+    assert set(split["validation"]["patient_id"]) == {"40638274"}
 
 
 # --- arguments ---------------------------------------------------------------------------------------------
@@ -234,6 +254,8 @@ def test_task_selects_its_level_and_label_column():
         load_sprsound(SPRSOUND, level="event", task=22)
     with pytest.raises(ValueError, match="intra_test"):
         load_sprsound(SPRSOUND, splits=["intra_test"])
+    with pytest.raises(ValueError, match=r"Split\(s\) \['intra_test'\] not found"):  # one name as a string
+        load_sprsound(SPRSOUND, splits="intra_test")
     with pytest.raises(ValueError, match="Unknown task"):
         load_sprsound(SPRSOUND, task=13)
 
@@ -386,10 +408,34 @@ def test_event_starting_after_the_recording_is_an_error(tmp_path):
     def move(annotation):
         annotation["event_annotation"][0].update(start="50000", end="51000")
 
-    _, audio_path = copy_pair(UNSORTED, tmp_path, edit=move)
+    json_path, audio_path = copy_pair(UNSORTED, tmp_path, edit=move)  # sorted by start, it would be the last
     with pytest.raises(ValueError, match="starts at 50.000 s, at or after the end of the recording") as error:
         load_flat(tmp_path)
-    assert str(audio_path) in str(error.value)
+    assert str(error.value).startswith(f"{json_path}, event 0: ")  # the event as written in the JSON
+    assert str(audio_path) in str(error.value) and "unit" not in str(error.value)  # 50 s on 15 s: no unit hint
+
+
+def test_record_label_that_contradicts_its_events_is_kept_and_reported(tmp_path):
+    # UNSORTED has 10 Normal events, so its record is Normal by the release's rule.
+    copy_pair(UNSORTED, tmp_path, edit=lambda annotation: annotation.update(record_annotation="Poor Quality"))
+    copy_pair(POOR_QUALITY, tmp_path)  # no events, Poor Quality: consistent
+    with pytest.warns(DataQualityWarning, match=f"1 record labels contradict their events .*{UNSORTED}.json: "
+                                                "'Poor Quality', its events make it 'Normal'"):
+        records = load_flat(tmp_path)
+    assert [hub.RECORD_LABELS[label] for label in records["train"]["record_label"]] == ["Poor Quality"] * 2
+    assert records.loading_summary.inconsistent_record_labels == [
+        (str(tmp_path / f"{UNSORTED}.json"), "Poor Quality", "Normal")]
+    assert "record labels that contradict their events (kept as annotated): 1" in str(records.loading_summary)
+
+
+def test_byte_order_mark_and_hidden_files(tmp_path):
+    json_path, _ = copy_pair(UNSORTED, tmp_path)
+    json_path.write_bytes(b"\xef\xbb\xbf" + json_path.read_bytes())  # saved "with BOM" by an editor
+    (tmp_path / f"._{UNSORTED}.json").write_bytes(b"\x00\x05\x16\x07")  # macOS resource forks: not data
+    (tmp_path / f"._{UNSORTED}.flac").write_bytes(b"\x00\x05\x16\x07")
+    records = load_flat(tmp_path)
+    assert records["train"]["recording_id"] == [UNSORTED] and records.loading_summary.skipped == []
+    assert len(records["train"][0]["events"]) == 10
 
 
 # --- bad input ---------------------------------------------------------------------------------------------------
@@ -499,7 +545,8 @@ def test_save_and_reload_both_formats(sprsound, tmp_path):
     for level, original in configs.items():
         from_parquet = load_dataset(str(tmp_path / "parquet"), level)  # reads the card's `configs`
         from_arrow = load_from_disk(str(tmp_path / "arrow" / level))
-        for reloaded in (from_parquet, from_arrow):
+        from_arrow_card = load_dataset(str(tmp_path / "arrow"), level)  # the card points at the Arrow files
+        for reloaded in (from_parquet, from_arrow, from_arrow_card):
             assert list(reloaded) == ["inter_test"]
             assert reloaded["inter_test"].features == original["inter_test"].features
             assert reloaded["inter_test"].remove_columns("audio").to_dict() == \
@@ -507,6 +554,8 @@ def test_save_and_reload_both_formats(sprsound, tmp_path):
             first = reloaded["inter_test"][0]["audio"]["array"]
             np.testing.assert_array_equal(first, original["inter_test"][0]["audio"]["array"])
     assert DatasetCard.load(tmp_path / "parquet" / "README.md").data.configs[1]["config_name"] == "event"
+    arrow_configs = DatasetCard.load(tmp_path / "arrow" / "README.md").data.configs
+    assert arrow_configs[1]["data_files"] == [{"split": "inter_test", "path": "event/inter_test/data-*.arrow"}]
 
 
 def test_push_to_hub_publishes_the_card_then_each_config(sprsound, monkeypatch):
@@ -531,8 +580,9 @@ def test_push_to_hub_publishes_the_card_then_each_config(sprsound, monkeypatch):
 def test_cli_help_explains_the_layouts():
     result = subprocess.run([sys.executable, "-m", "respstf.hub_dataset", "convert", "--help"],
                             capture_output=True, text=True, check=True)
-    for text in ("train_wav/", "BioCAS2022/train2022_wav/", "BioCAS2023/test2023_wav/", "flat folder", "--push"):
-        assert text in result.stdout
+    for text in ("train_wav/", "BioCAS2022/train2022_wav/", "BioCAS2023/test2023_wav/", "flat folder", "--push",
+                 "with --format arrow"):
+        assert text in " ".join(result.stdout.split())
 
 
 def test_cli_convert(tmp_path, capsys):
@@ -547,3 +597,23 @@ def test_cli_convert(tmp_path, capsys):
     assert events["train"].num_rows == 14 and not (tmp_path / "out" / "record").exists()
     assert main(["convert", str(tmp_path / "nowhere"), str(tmp_path / "out2")]) == 1
     assert "error: SPRSound root" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_cli_push_checks_the_repo_id_first_and_reports_hub_errors(tmp_path, capsys, monkeypatch):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    import respstf.hub_dataset.__main__ as cli
+
+    copy_pair(POOR_QUALITY, tmp_path / "flat")
+    assert cli.main(["convert", str(tmp_path / "flat"), str(tmp_path / "out"), "--push", "my org/sprsound"]) == 1
+    assert "error: --push 'my org/sprsound' is not a Hub repository id" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing converted
+
+    def offline(repo_id, **kwargs):
+        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+    monkeypatch.setattr(cli, "push_to_hub", offline)
+    assert cli.main(["convert", str(tmp_path / "flat"), str(tmp_path / "out"), "--push", "my-org/sprsound"]) == 1
+    error = capsys.readouterr().err
+    assert "error: could not publish to my-org/sprsound (OfflineModeIsEnabled: Cannot reach" in error
+    assert f"the converted files are in {tmp_path / 'out'}" in error and (tmp_path / "out" / "README.md").is_file()

@@ -105,6 +105,18 @@ def test_icbhi_bad_input(tmp_path):
         load_icbhi(root)
 
 
+def test_icbhi_one_split_by_name_and_files_saved_with_a_byte_order_mark(tmp_path):
+    root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ, "103_2b2_Ar_mc_LittC2SE"})
+    for name in ("patient_diagnosis.csv", "ICBHI_challenge_train_test.txt", f"audio_and_txt_files/{ICBHI_4_KHZ}.txt"):
+        (root / name).write_bytes(b"\xef\xbb\xbf" + (root / name).read_bytes())  # Windows editors add one
+    patients = load_icbhi(root, "patient", splits="test", decode=False, progress=False)  # a str, not ['t', 'e', ...]
+    assert list(patients) == ["test"] and patients["test"]["recording_id"] == [ICBHI_4_KHZ]
+    assert ICBHI_DIAGNOSES[patients["test"][0]["diagnosis"]] == "COPD"
+    # Without utf-8-sig the mark hid patient 101 (the first line) as a header; it is still there.
+    from respstf.hub_dataset.icbhi import _read_diagnoses
+    assert _read_diagnoses(root / "patient_diagnosis.csv")["101"] == "URTI"
+
+
 def test_icbhi_unknown_diagnosis(tmp_path):
     root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ})
     diagnoses = root / "patient_diagnosis.csv"
@@ -198,6 +210,112 @@ def test_folder_bad_input(tmp_path):
         load_audio_folder(tmp_path)
 
 
+def copy_sprsound_audio(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in sprsound_audio(count):
+        copies.append(folder / path.name)
+        shutil.copyfile(path, copies[-1])
+    return copies
+
+
+def test_folder_ignores_hidden_and_tool_folders(tmp_path):
+    files = sprsound_audio(4)
+    for index, path in enumerate(files):
+        folder = tmp_path / "splits" / ("train" if index < 2 else "test") / ("Normal" if index % 2 else "Wheeze")
+        folder.mkdir(parents=True)
+        shutil.copyfile(path, folder / path.name)
+    (tmp_path / "splits" / ".ipynb_checkpoints").mkdir()  # once made split folders look like labels
+    (tmp_path / "splits" / "__MACOSX" / "train" / "Normal").mkdir(parents=True)
+    (tmp_path / "splits" / "__MACOSX" / "train" / "Normal" / f"._{files[1].name}").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "splits" / "train" / "Normal" / f"._{files[1].name}").write_bytes(b"\x00\x05\x16\x07")
+    segments = load_audio_folder(tmp_path / "splits", decode=False, progress=False)
+    assert {split: segments[split].num_rows for split in segments} == {"test": 2, "train": 2}
+    assert segments["train"].features["label"].names == ["Normal", "Wheeze"]
+
+    plain = tmp_path / "plain"
+    copy_sprsound_audio(plain / "Normal", 1)
+    checkpoint = plain / "Normal" / ".ipynb_checkpoints"  # hidden folders are skipped at every depth
+    copy_sprsound_audio(checkpoint, 1)
+    copy_sprsound_audio(plain / ".ipynb_checkpoints", 1)
+    segments = load_audio_folder(plain, decode=False, progress=False)
+    assert segments["train"].num_rows == 1 and segments["train"].features["label"].names == ["Normal"]
+
+    copy_sprsound_audio(tmp_path / "splits" / "extra" / "Normal", 1)
+    with pytest.raises(ValueError, match=r"split folders \['test', 'train'\] next to other folders \['extra'\]"):
+        load_audio_folder(tmp_path / "splits", decode=False, progress=False)
+
+
+def test_folder_table_with_byte_order_mark_and_padded_values(tmp_path):
+    files = copy_sprsound_audio(tmp_path, 2)
+    (tmp_path / "metadata.csv").write_text(  # Excel's "CSV UTF-8", cells typed with spaces
+        f"file,label,patient_id,split\n {files[0].name} , Normal , p1 , train \n{files[1].name},Wheeze, p2,test\n",
+        encoding="utf-8-sig")
+    segments = load_audio_folder(tmp_path, decode=False, progress=False)
+    assert {split: segments[split]["patient_id"] for split in segments} == {"train": ["p1"], "test": ["p2"]}
+    assert segments["train"]["recording_id"] == [files[0].stem]
+    (tmp_path / "metadata.csv").unlink()
+    (tmp_path / "metadata.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"file": files[0].name, "label": "Normal", "patient_id": 7}).encode() + b"\n")
+    assert load_audio_folder(tmp_path, decode=False, progress=False)["train"]["patient_id"] == ["7"]
+
+
+def test_folder_rejects_an_empty_table_and_contradictions(tmp_path):
+    files = copy_sprsound_audio(tmp_path, 2)
+    table = tmp_path / "metadata.csv"
+    table.write_text("file,label,start,end\n")
+    with pytest.raises(ValueError, match="metadata.csv has no entries"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text("file,label\nmissing.wav,Normal\n")
+    with pytest.raises(ValueError, match=r"no usable recordings \(1 files skipped: .*missing.wav \(file not found\)"):
+        load_audio_folder(tmp_path, on_missing="skip", decode=False, progress=False)
+    table.write_text(f"file,label,patient_id\n{files[0].name},Normal,1\n{files[1].name},Normal,2\n"
+                     f"{files[0].name},Wheeze,3\n")
+    with pytest.raises(ValueError, match=f"{files[0].name} is listed with patient_id '1' "
+                                         r"\(.*metadata.csv, entry 1\) and '3' \(.*metadata.csv, entry 3\)"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label,split\n{files[0].name},Normal,train\n{files[0].name},Normal,test\n")
+    with pytest.raises(ValueError, match=f"{files[0].name} is listed with split 'train' .* and 'test' .*leaks"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label,split\n{files[0].name},Normal,train\n{files[1].name},Normal,val-1\n")
+    with pytest.raises(ValueError, match="metadata.csv, entry 2: split 'val-1' is not a valid split name"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
+def test_folder_skips_unreadable_audio_and_keeps_every_class(tmp_path):
+    files = copy_sprsound_audio(tmp_path, 2)
+    (tmp_path / "notes.wav").write_text("not audio")  # a .wav name, text inside
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{files[0].name},Normal\nnotes.wav,Wheeze\n")
+    with pytest.raises(ValueError, match="notes.wav: not a readable audio file .*Pass on_missing='skip'"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{files[0].name},Normal\nnotes.wav,Wheeze\n"
+                                           f"missing.flac,Crackle\n{files[1].name},Stridor\n")
+    for num_proc in (None, 2):  # in this process and from worker processes
+        with pytest.warns(UserWarning, match="skipped 2 files"):
+            segments = load_audio_folder(tmp_path, on_missing="skip", decode=False, progress=False, num_proc=num_proc)
+        assert segments["train"]["recording_id"] == [files[0].stem, files[1].stem]
+        # Every listed class stays, so the ids do not depend on which files could be read.
+        assert segments["train"].features["label"].names == ["Normal", "Crackle", "Stridor", "Wheeze"]
+        summary = segments.loading_summary
+        assert sorted(reason for _, reason in summary.skipped) == ["file not found", "unreadable audio"]
+        assert "skipped files: 2" in str(summary)
+
+
+def test_folder_span_errors_name_the_entry(tmp_path):
+    files = copy_sprsound_audio(tmp_path, 1)
+    duration = sf.info(files[0]).duration
+    (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{files[0].name},Normal,1,2\n"
+                                           f"{files[0].name},Wheeze,{duration + 10:.1f},{duration + 20:.1f}\n")
+    with pytest.raises(ValueError, match=r"metadata.csv, entry 2: the span starts at .* at or after the end of the "
+                                         f"recording .*{files[0].name}") as error:
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    assert "unit" not in str(error.value)
+    (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{files[0].name},Normal,1000,2000\n")  # ms
+    with pytest.raises(ValueError, match="entry 1: the span starts at 1000.000 s.*over 10 times the recording's "
+                                         "length: check the unit"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
 # --- read_audio --------------------------------------------------------------------------------------------------
 
 def test_read_audio_sources_and_formats(tmp_path):
@@ -224,3 +342,16 @@ def test_read_audio_bad_input(tmp_path):
         read_audio(text)
     with pytest.raises(ValueError, match="<audio bytes>: not a readable audio file"):
         read_audio(b"\x00" * 100)
+    with pytest.raises(TypeError, match="got int"):
+        read_audio(3)
+
+
+def test_read_audio_of_a_decoded_row_says_how_to_read_it(tmp_path):
+    from respstf.hub_dataset.audio import audio_decoder_problem
+
+    if audio_decoder_problem():
+        pytest.skip(f"no audio decoder here: {audio_decoder_problem()}")
+    copy_sprsound_audio(tmp_path / "Normal", 1)
+    row = load_audio_folder(tmp_path, progress=False)["train"][0]  # decode=True: the audio is a decoder object
+    with pytest.raises(TypeError, match="got a decoded `datasets.Audio` value. Load the dataset with decode=False"):
+        read_audio(row["audio"])

@@ -122,6 +122,19 @@ def test_normal_label_other_than_zero(score):
     assert_figures(results, se=1.0, sp=0.5)
 
 
+def test_normal_is_found_by_name_when_it_is_not_class_0(score):
+    # Class 1 is Normal: its 3 samples are all predicted 1 -> SP = 1. Wheeze (0) predicted Crackle and Crackle (2)
+    # predicted Wheeze are both misses -> SE = 0. AS = 0.5, HS = 0, Score = 0.25. (Taking class 0 as Normal gave
+    # SE 0.75, SP 0 and Score 0.1875.)
+    names = ["Wheeze", "Normal", "Crackle"]
+    results = score([1, 1, 1, 2, 0], [1, 1, 1, 0, 2], label_names=names)
+    assert_figures(results, se=0.0, sp=1.0)
+    assert results["score"] == pytest.approx(0.25)
+    assert results == score([1, 1, 1, 2, 0], [1, 1, 1, 0, 2], label_names=names, normal_label=1)  # agreeing: fine
+    # Without a class named Normal, class 0 is Normal (e.g. a new dataset's Healthy): SP = 1/2, SE = 2/2.
+    assert_figures(score([0, 1, 1, 2], [0, 0, 1, 2], label_names=["Healthy", "Wheeze", "Crackle"]), se=1.0, sp=0.5)
+
+
 def test_no_normal_samples_reports_nan_sp_and_scores_on_se(score):
     with pytest.warns(UserWarning, match="no Normal sample"):
         results = score([1, 2, 0], [1, 2, 2], num_labels=3)
@@ -171,6 +184,8 @@ def test_evaluate_accumulates_batches(loaded_metric):
         ([0, 1], [0, 1], {"normal_label": 2, "num_labels": 2}, "`normal_label` is 2"),
         ([0, 1], [0, 1], {"num_labels": 3, "label_names": ["Normal", "Adventitious"]}, "has 2 names"),
         ([0, 1], [0, 1], {"label_names": ["Normal", "Normal"]}, "unique"),
+        ([0, 1], [0, 1], {"normal_label": 0, "label_names": ["Wheeze", "Normal"]},
+         r"`normal_label` is 0 but `label_names` has 'Normal' at 1"),
     ],
 )
 def test_bad_input_raises_clear_value_error(score, predictions, references, kwargs, message):

@@ -82,6 +82,23 @@ def test_forward_shapes(features):
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.logits)
 
+    # the backbone's tuple keeps pooler_output second whether or not hidden states come too
+    with torch.no_grad():
+        for hidden_states in (False, True):
+            last, pooled, *rest = model.respstf(**features, output_hidden_states=hidden_states, return_dict=False)
+            torch.testing.assert_close(last, base.last_hidden_state)
+            torch.testing.assert_close(pooled, base.pooler_output)
+            assert len(rest) == hidden_states
+
+
+def test_bfloat16_model_takes_the_extractors_float32_features(features):
+    model = tiny_model()
+    with torch.no_grad():
+        reference = model(**features).logits
+        logits = model.to(torch.bfloat16)(**features).logits  # features stay float32
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.05)
+
 
 def test_forward_rejects_wrong_input_shape(features):
     model = tiny_model()
@@ -114,6 +131,25 @@ def test_cross_entropy_loss_with_and_without_class_weights(features):
 
     smoothed = tiny_model(label_smoothing=0.1)(**features, labels=labels)
     torch.testing.assert_close(smoothed.loss, F.cross_entropy(smoothed.logits, labels, label_smoothing=0.1))
+
+
+def test_class_weights_of_another_label_set(features):
+    """Weights that no longer match the labels: discarded with a warning when the model is built (the
+    labels were replaced after the config was made); a clear error from the loss if set on a built model."""
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    config = RespSTFConfig(**{**TINY, "class_weights": [1.0, 4.0, 3.0, 5.0, 2.0]})
+    config.id2label, config.label2id = {0: "Normal", 1: "Crackle"}, {"Normal": 0, "Crackle": 1}
+    with CaptureLogger(logging.get_logger("respstf.modeling.configuration_respstf")) as captured:
+        model = RespSTFForAudioClassification(config).eval()
+    assert "class_weights has 5 entries" in captured.out and "now 2: discarded" in captured.out
+    assert model.config.class_weights is None
+    assert torch.isfinite(model(**features, labels=torch.tensor([1, 0])).loss)
+
+    model.config.class_weights = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="config.class_weights has 3 entries but the classifier gives 2 logits"):
+        model(**features, labels=torch.tensor([1, 0]))
 
 
 def test_focal_loss(features):
@@ -206,6 +242,17 @@ def test_attention_mask_ignores_padding():
     assert (masked - reference).abs().max() < (unmasked - reference).abs().max()
 
 
+def test_attention_mask_is_checked(features):
+    model = tiny_model()
+    mask = features["attention_mask"]
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(batch, frames\) = \(2, 192\) .* got \(2, 100\)"):
+        model(features["input_features"], mask[:, :100])
+    no_audio = mask.clone()
+    no_audio[1] = 0
+    with pytest.raises(ValueError, match="attention_mask has an all-zero row"):
+        model(features["input_features"], no_audio)
+
+
 # -- Hub behaviours ------------------------------------------------------------------------------------
 
 
@@ -232,6 +279,7 @@ def test_save_pretrained_writes_safetensors_configs_and_code(saved, features):
     assert config["model_type"] == "respstf" and config["id2label"]["3"] == "CAS & DAS"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_respstf.RespSTFConfig",
+        "AutoModel": "modeling_respstf.RespSTFModel",
         "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
     }
     preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
@@ -263,7 +311,7 @@ _REMOTE_CODE_SCRIPT = textwrap.dedent(
     sys.modules["respstf"] = None  # any `import respstf...` now fails
     import json
     import soundfile, torch
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, pipeline
+    from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioClassification, pipeline
 
     recording, references = sys.argv[1], sys.argv[2:]
     waveform, rate = soundfile.read(recording, dtype="float32")
@@ -272,11 +320,13 @@ _REMOTE_CODE_SCRIPT = textwrap.dedent(
     for reference in references:
         model = AutoModelForAudioClassification.from_pretrained(reference, trust_remote_code=True).eval()
         extractor = AutoFeatureExtractor.from_pretrained(reference, trust_remote_code=True)
+        backbone = AutoModel.from_pretrained(reference, trust_remote_code=True)
         with torch.no_grad():
             logits = model(**extractor(clips, sampling_rate=rate, return_tensors="pt")).logits
         reports[reference] = {
             "logits": logits.tolist(),
-            "modules": [type(model).__module__, type(extractor).__module__],
+            "modules": [type(model).__module__, type(extractor).__module__, type(backbone).__module__],
+            "backbone": type(backbone).__name__,
             "pipeline": pipeline("audio-classification", model=reference, trust_remote_code=True)(waveform),
         }
     print(json.dumps(reports))
@@ -317,6 +367,7 @@ def test_remote_code_loads_without_respstf(saved, without_respstf):
     folder, logits = saved
     report = without_respstf[str(folder)]
     assert all(module.startswith("transformers_modules.") for module in report["modules"]), report["modules"]
+    assert report["backbone"] == "RespSTFModel"
     np.testing.assert_allclose(report["logits"], logits.numpy(), atol=1e-5)
     assert report["pipeline"][0]["label"] == id2label(TASK)[int(logits[0].argmax())]
 

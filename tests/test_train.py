@@ -98,6 +98,9 @@ def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path
     assert config["num_frame_labels"] == 4 and config["id2label"]["4"] == "Poor Quality"
     summary = json.loads((output / "results.json").read_text())
     assert summary["record_crop_probability"] == 0.5 and summary["record_pair_probability"] == 0.5
+    assert summary["selection"] is None  # --load_best_model_at_end false: the card does not claim a best epoch
+    card = (output / "README.md").read_text()
+    assert "weights of the last training step" in card and "Selection (" not in card
 
 
 def test_frame_targets_follow_the_events():
@@ -271,6 +274,9 @@ def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
     process.send_signal(signal.SIGKILL)  # killed mid-epoch, like a lost machine
     process.wait()
     assert not (output / "results.json").exists()
+    last = train.get_last_checkpoint(str(output))
+    trained_before = json.loads((Path(last) / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]["args"]["seconds_before"]
+    assert trained_before > 0
     completed = subprocess.run(args + ["--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True, timeout=400)
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads((output / "results.json").read_text())
@@ -278,6 +284,9 @@ def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
     # Resumed, not restarted: the first logged step comes after the checkpoint (8 steps per epoch).
     first_epoch = float(re.search(r"'epoch': '([0-9.]+)'", completed.stdout).group(1))
     assert first_epoch >= 5 / 8
+    # The training time of both segments, not only the last one's.
+    last_segment = float(re.search(r"'train_runtime': '?([0-9.]+)", completed.stdout).group(1))
+    assert summary["train_runtime_s"] == pytest.approx(trained_before + last_segment, abs=0.01)
 
 
 def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_run, sprsound_root, tmp_path, monkeypatch):
@@ -299,14 +308,16 @@ def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_
 
     monkeypatch.setattr(train, "create_repo", create_repo)
     monkeypatch.setattr(train, "upload_folder", upload_folder)
+    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)  # the tests run offline; the Hub is faked
+    monkeypatch.setattr(train, "get_token", lambda: "hf_fake")
     output = tmp_path / "pushed"
     run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(output),
                "--eval_split", "none", "--max_train_samples", "8", "--max_steps", "1", "--eval_strategy", "steps",
                "--save_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
                "--push_to_hub", "--hub_model_id", "respstf-task12", "--hub_private_repo", "true"])
     assert calls["create_repo"] == ("respstf-task12", {"exist_ok": True, "private": True, "token": None})
-    repo_id, uploaded, _ = calls["upload_folder"]
-    assert repo_id == "someone/respstf-task12"
+    repo_id, uploaded, upload_kwargs = calls["upload_folder"]
+    assert repo_id == "someone/respstf-task12" and upload_kwargs["revision"] is None
     assert (output / "checkpoint-1").is_dir() and not any(name.startswith("checkpoint-") for name in uploaded)
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_respstf.py", "modeling_respstf.py",
             "feature_extraction_respstf.py", "cwt.py", "README.md", "results.json"} <= uploaded
@@ -465,7 +476,7 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
     if kept == "soup":
         assert "then the mean of their weights" in card and "Task 1-1: the seeds' soup (mean weights) kept" in table
     else:
-        assert f"Selection (best epoch; seed {kept} of seeds 3, 4)" in card and f"Task 1-1: seed {kept} kept" in table
+        assert f"Selection (best evaluation; seed {kept} of seeds 3, 4)" in card and f"Task 1-1: seed {kept} kept" in table
     assert "and their soup (" in table
 
     # Called again, everything is read back; a candidate that now validates best takes the link, and the one
@@ -479,7 +490,7 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
                          "--results", str(results), *QUICK])
     assert os.readlink(runs / "task11") == names[runner_up]
     assert "seed_selection" not in json.loads((runs / names[kept] / "results.json").read_text())
-    assert "Selection (best epoch)" in (runs / names[kept] / "README.md").read_text()
+    assert "Selection (best evaluation)" in (runs / names[kept] / "README.md").read_text()  # --eval_strategy steps
     # Other seeds, other soup: it is averaged again from the seeds now listed, not read back.
     sprsound_score.main(["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "11", "--seeds", "4", "3",
                          "--results", str(results), *QUICK])
@@ -568,3 +579,216 @@ def test_help_is_readable():
     assert completed.returncode == 0
     for option in ("--task", "--dataset", "--from", "--ignore-mismatched", "--imbalance", "--preset", "--eval_split"):
         assert option in completed.stdout
+
+
+# -- a new dataset of one's own recordings ---------------------------------------------------------
+
+EXAMPLES = REPO_ROOT.parent / "shared" / "data" / "sprsound" / "example_original_wav"
+
+
+def example_recordings(per_patient: int = 3) -> list[tuple[Path, str, str]]:
+    """Real SPRSound example recordings as (file, record class, patient): up to ``per_patient`` Normal and as many
+    adventitious ones per patient."""
+    if not EXAMPLES.is_dir():
+        pytest.skip("shared SPRSound example folder absent")
+    picked, counts = [], {}
+    for annotation in sorted(EXAMPLES.glob("*.json")):
+        patient, label = annotation.name.split("_")[0], json.loads(annotation.read_text())["record_annotation"]
+        key = (patient, label == "Normal")
+        if counts.get(key, 0) < per_patient:
+            counts[key] = counts.get(key, 0) + 1
+            picked.append((annotation.with_suffix(".wav"), label, patient))
+    return picked
+
+
+@pytest.fixture(scope="module")
+def healthy_folder(tmp_path_factory) -> Path:
+    """A new dataset as a user would write it: metadata.csv ``file,label,patient_id,split`` with labels Healthy /
+    Adventitious (alphabetically, Adventitious comes first) and its own ``test`` split; whole recordings (5-15 s)."""
+    root = tmp_path_factory.mktemp("healthy")
+    test_patients = {"65100087", "65101170"}
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "patient_id", "split"])
+        for file, label, patient in example_recordings():
+            writer.writerow([file, "Healthy" if label == "Normal" else "Adventitious", patient,
+                             "test" if patient in test_patients else "train"])
+    return root
+
+
+def test_readme_finetune_on_a_new_folder_scores_its_test_split_with_its_healthy_class(task12_run, healthy_folder, tmp_path, caplog):
+    """The README's command, no --eval_split: the folder's `test` split is scored; the Score's normal class is
+    Healthy (not class 0, Adventitious); checkpoints follow an evaluation schedule given alone; whole recordings
+    cut to the event model's clip are reported."""
+    output = tmp_path / "mine"
+    with caplog.at_level("INFO", logger="respstf"):
+        summary = run_train(["--dataset", str(healthy_folder), "--from", str(task12_run), "--ignore-mismatched",
+                             "--output_dir", str(output), "--max_steps", "1", "--eval_strategy", "steps", "--eval_steps", "1",
+                             "--validation_fraction", "0.5"])
+    assert summary["labels"] == ["Adventitious", "Healthy"] and summary["normal_label"] == "Healthy"
+    assert set(summary["results"]) == {"validation", "test"} and (output / "confusion_test.png").is_file()
+    assert (output / "checkpoint-1").is_dir() and summary["selection"] == "best evaluation"
+    card = (output / "README.md").read_text()
+    assert "SP) is the recall of `Healthy`" in card and "| test |" in card
+    cropped = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "centre-cropped" in r.getMessage()]
+    assert any(message.startswith("train: ") and "longer than the model's 2.05 s clip" in message for message in cropped)
+    assert "--from checkpoints/sprsound-task22" in cropped[0]
+
+
+def test_metric_uses_the_normal_class_by_name():
+    """Healthy at index 1: a model that always says Healthy has SP 1 and SE 0, not the other way round."""
+    from transformers import EvalPrediction
+
+    compute_metrics = train.make_compute_metrics(["Adventitious", "Healthy"], "Healthy")
+    logits = np.tile([0.0, 1.0], (4, 1))
+    result = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array([0, 0, 1, 1])))
+    assert result["sp"] == 1.0 and result["se"] == 0.0
+
+
+def test_normal_label_is_found_or_must_be_named(healthy_folder, tmp_path):
+    assert train.resolve_normal_label(["Adventitious", "Healthy"]) == "Healthy"
+    assert train.resolve_normal_label(["Crackle", "Normal", "normal-ish"]) == "Normal"
+    assert train.resolve_normal_label(["crackle", "NORMAL"]) == "NORMAL"
+    assert train.resolve_normal_label(["COPD", "URTI"], "URTI") == "URTI"
+    for labels, message in ((["COPD", "URTI"], "None is named Normal or Healthy; pass --normal_label"),
+                            (["healthy", "NORMAL"], "Both")):
+        with pytest.raises(ValueError, match=message):
+            train.resolve_normal_label(labels)
+    assert train.class_weights([0, 1, 1, 1], ["Adventitious", "Healthy"], "score") == [1.5, 0.5]  # Healthy is the normal half
+    # Checked against the folder's labels before any scalogram is computed.
+    with pytest.raises(ValueError, match=r"--normal_label 'Normal' is not one of the dataset's labels \['Adventitious', 'Healthy'\]"):
+        run_train(["--dataset", str(healthy_folder), "--normal_label", "Normal", "--output_dir", str(tmp_path)])
+
+
+def test_folder_with_a_tasks_labels_trains_that_task(tmp_path):
+    """--task 12 on a folder labelled with Task 1-2's classes: its `label` column is the task's."""
+    rows = "".join(f"{file},{'Normal' if label == 'Normal' else 'Wheeze'},{patient}\n" for file, label, patient in example_recordings(1))
+    (tmp_path / "metadata.csv").write_text("file,label,patient_id\n" + rows)
+    data_args, *_ = train.parse_args(["--task", "12", "--dataset", str(tmp_path)])
+    data = train.load_data(data_args, "12")
+    assert train.resolve_label_column(data, data_args, "12") == ("label", task_labels(12))
+
+
+def test_eval_split_by_default_is_the_datasets_test_split_if_any(tmp_path):
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"x": [1]})
+    data_args, *_ = train.parse_args(["--dataset", str(tmp_path)])
+    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows, inter_test=rows, test=rows), data_args) == ["inter_test"]
+    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows, test=rows), data_args) == ["test"]
+    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows), data_args) == []
+    data_args.eval_split = "inter_test"
+    with pytest.raises(ValueError, match=r"--eval_split 'inter_test' not in .*splits: \['train'\]"):
+        train.resolve_eval_splits(datasets.DatasetDict(train=rows), data_args)
+
+
+def test_selection_settings(tmp_path):
+    def training_args(*argv):
+        return train.parse_args(["--output_dir", str(tmp_path), *argv])[3]
+
+    assert training_args().greater_is_better is True
+    assert training_args("--metric_for_best_model", "loss").greater_is_better is False  # lower loss is better
+    # An evaluation schedule given alone: checkpoints follow it, so the best can be kept.
+    args = training_args("--eval_strategy", "steps", "--eval_steps", "10")
+    assert (args.save_strategy, args.save_steps, args.load_best_model_at_end) == ("steps", 10, True)
+    args = training_args("--eval-steps", "5")  # HfArgumentParser's dashed spelling counts too
+    assert (args.eval_strategy, args.save_strategy, args.save_steps) == ("steps", "steps", 5)
+    args = training_args("--eval_strategy", "no")
+    assert args.load_best_model_at_end is False and args.save_strategy == "epoch"
+    args = training_args("--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "steps", "--save_steps", "8")
+    assert args.save_steps == 8
+    train.check_selection_metric("eval_loss", ["Normal", "Wheeze+Crackle"])
+    train.check_selection_metric("recall_wheeze_crackle", ["Normal", "Wheeze+Crackle"])
+    with pytest.raises(ValueError, match="'accuracy' is not a validation metric; expected one of score, se, sp"):
+        train.check_selection_metric("accuracy", ["Normal", "Wheeze"])
+
+
+def test_record_options_are_filled_in_or_reported_as_unused(caplog):
+    data_args, model_args, *_ = train.parse_args(["--record_pair_probability", "0.3", "--frame_supervision", "false"])
+    with caplog.at_level("WARNING", logger="respstf"):
+        train.resolve_record_options(data_args, model_args, record_data=False)
+    assert "--record_pair_probability, --frame_supervision ignored" in caplog.text
+    assert (data_args.record_crop_probability, data_args.record_crop_min_seconds, data_args.record_pair_probability) == (0.5, 3.0, 0.3)
+    assert model_args.frame_supervision is False
+    caplog.clear()
+    data_args, model_args, *_ = train.parse_args([])
+    train.resolve_record_options(data_args, model_args, record_data=True)
+    assert not caplog.text and model_args.frame_supervision is True
+
+
+@pytest.fixture()
+def fake_checkpoint(tmp_path) -> Path:
+    """A folder that passes --from's first check (it has a config.json): enough for errors raised before loading."""
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    return tmp_path / "ckpt"
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (["--preset", "huge"], ValueError, "--preset must be 'small' or 'paper', got 'huge'"),
+    (["--from", "{ckpt}", "--preset", "paper"], ValueError, "--preset: --from .* keeps its own size and front end"),
+    (["--from", "{ckpt}", "--fmin", "100", "--n_scales", "32"], ValueError, "--n_scales, --fmin: --from"),
+    (["--max_train_samples", "0"], ValueError, "--max_train_samples must be 1 or more"),
+    (["--max_eval_samples", "-1"], ValueError, "--max_eval_samples must be 1 or more"),
+    (["--from", "{ckpt}", "--do_train", "false", "--ignore-mismatched"], ValueError, "would score an untrained classification head"),
+    (["--resume_from_checkpoint", "last"], FileNotFoundError, "no checkpoint-\\* folder in .*/out to resume from"),
+    (["--resume_from_checkpoint", "true"], FileNotFoundError, "--resume_from_checkpoint true: no checkpoint-\\*"),
+    (["--level", "frames"], ValueError, "--level must be 'event' or 'record'"),
+    (["--task", "12", "--level", "record"], ValueError, "task 12 is event level"),
+    (["--push_to_hub", "--hub_model_id", "bad id!!"], ValueError, "'bad id!!' is not a Hub repo id"),
+    (["--push_to_hub", "--hub_model_id", "org/name"], ValueError, "--push_to_hub needs the network, but HF_HUB_OFFLINE is set"),
+])
+def test_options_that_cannot_work_are_refused_before_the_data_is_read(options, error, message, fake_checkpoint, tmp_path):
+    argv = [option.format(ckpt=fake_checkpoint) for option in options]
+    with pytest.raises(error, match=message):
+        train.main(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out"), *argv])
+
+
+def test_push_without_a_token_is_refused_before_training(monkeypatch, tmp_path):
+    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(train, "get_token", lambda: None)
+    with pytest.raises(ValueError, match="--push_to_hub needs a Hub token"):
+        run_train(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out"), "--push_to_hub"])
+
+
+def test_record_level_from_an_event_model_needs_a_record_clip(task12_run, healthy_folder, tmp_path):
+    """Whole recordings from an event checkpoint: without --n_frames they would be cut to its 2.05 s clip."""
+    with pytest.raises(ValueError, match=r"is an event model: its 2.05 s clips .* e.g. --n_frames 960"):
+        run_train(["--dataset", str(healthy_folder), "--level", "record", "--from", str(task12_run), "--ignore-mismatched",
+                   "--output_dir", str(tmp_path)])
+
+
+def test_record_crops_longer_than_the_clip_are_refused(task12_run, sprsound_root, tmp_path):
+    with pytest.raises(ValueError, match=r"--record_crop_min_seconds 3: no window that long fits the model's 2.40 s clip"):
+        run_train(["--task", "22", "--dataset", str(sprsound_root), "--from", str(task12_run), "--ignore-mismatched",
+                   "--n_frames", "150", "--output_dir", str(tmp_path)])
+
+
+def test_a_failed_push_leaves_a_complete_folder(task12_run, sprsound_root, tmp_path, monkeypatch):
+    """The card and results are written before the upload: a push that fails (here, the repo cannot be created)
+    leaves a folder that can be pushed by hand."""
+    def create_repo(repo_id, **kwargs):
+        raise ConnectionError("the Hub is unreachable")
+
+    monkeypatch.setattr(train, "create_repo", create_repo)
+    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(train, "get_token", lambda: "hf_fake")
+    run = tmp_path / "run"
+    shutil.copytree(task12_run, run)
+    (run / "README.md").unlink()
+    with pytest.raises(ConnectionError):
+        run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(run), "--output_dir", str(run),
+                   "--do_train", "false", "--eval_split", "none", "--push_to_hub", "--hub_model_id", "org/respstf"])
+    assert 'model="org/respstf"' in (run / "README.md").read_text() and (run / "results.json").is_file()
+
+
+def test_recipe_refuses_the_options_it_sets_for_each_run(tmp_path, capsys):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import sprsound_score
+
+    for argv, message in ((["--output-dir", "x"], "--output_dir: set by the recipe for each run"),
+                          (["--from=x", "--task", "12"], "--from, --task: set by the recipe"),
+                          (["--seed", "3"], "pass the training seeds as --seeds")):  # not read as --seeds 3
+        with pytest.raises(SystemExit):
+            sprsound_score.main(["--runs", str(tmp_path), *argv])
+        assert message in capsys.readouterr().err

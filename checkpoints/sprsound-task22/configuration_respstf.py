@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from transformers import PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 _LOSSES = ("cross_entropy", "focal")
 
@@ -32,7 +35,9 @@ class RespSTFConfig(PretrainedConfig):
         hidden_dropout, attention_dropout, classifier_dropout: dropout rates.
         loss: ``"cross_entropy"`` or ``"focal"``.
         focal_gamma: focusing exponent of the focal loss.
-        class_weights: optional per-class loss weights (list of ``num_labels`` floats).
+        class_weights: optional per-class loss weights (list of ``num_labels`` floats). They belong to
+            the label set they were computed for: giving a checkpoint a new one (``from_pretrained`` with
+            ``num_labels=`` or ``id2label=``) discards them, with a warning.
         label_smoothing: cross-entropy label smoothing.
         time_masks, time_mask_width: SpecAugment during training: how many frame bands are zeroed
             and their maximum width (frames).
@@ -106,7 +111,21 @@ class RespSTFConfig(PretrainedConfig):
         self.frame_loss_weight = frame_loss_weight
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
+        # from_pretrained(num_labels=...) replaces the saved id2label: weights sized for that label set are stale.
+        saved_labels = kwargs.get("id2label")
+        if saved_labels is not None and self.class_weights is not None and len(self.class_weights) == len(saved_labels):
+            self.discard_stale_class_weights()
         self._validate()
+
+    def discard_stale_class_weights(self) -> None:
+        """Drop ``class_weights`` whose length is not ``num_labels``: they weighted another label set."""
+        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
+            logger.warning(
+                f"RespSTFConfig.class_weights has {len(self.class_weights)} entries, one per class of the label set "
+                f"it was computed for, but the labels are now {self.num_labels}: discarded (the loss is unweighted "
+                "until class_weights for the new labels are set)."
+            )
+            self.class_weights = None
 
     def _validate(self) -> None:
         positive = {

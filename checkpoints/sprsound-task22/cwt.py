@@ -30,6 +30,7 @@ integrates the wavelet over each sample interval (hence the ``sinc`` factor)::
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,9 @@ import torch
 _BAND_EDGE = 1e-4
 # Examples per pass on CPU (see PooledMorletCWT.__call__).
 _CPU_MICRO_BATCH = 2
+# Filter banks kept for reuse: one per segment length and device (each is a few MB; inputs of many
+# different lengths would otherwise pile them up).
+_GROUPS_CACHE_SIZE = 4
 
 
 def morlet_scales(sampling_rate: int, n_scales: int, fmin: float, fmax: float, center_frequency: float) -> torch.Tensor:
@@ -90,6 +94,9 @@ class PooledMorletCWT:
 
     Call with ``waveforms`` of shape ``(batch, n_samples)``; returns ``(batch, n_scales, n_frames)``
     float32 with ``n_frames = ceil(n_samples / hop_length)``.
+
+    The filter banks of the last few segment lengths are cached; the cache is not pickled or deep-copied,
+    so a used transform pickles (and fingerprints, e.g. in ``datasets.map``) exactly like a fresh one.
     """
 
     def __init__(
@@ -116,12 +123,20 @@ class PooledMorletCWT:
         # Time support: the Gaussian envelope exp(-t^2 / (B s^2)) falls below _BAND_EDGE here.
         support = float(self.scales.max()) * math.sqrt(self.bandwidth * math.log(1 / _BAND_EDGE))
         self.margin_frames = math.ceil(support / self.hop_length)
-        self._groups_cache: dict[tuple[int, str], list[_ScaleGroup]] = {}
+        self._groups_cache: OrderedDict[tuple[int, str], list[_ScaleGroup]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_groups_cache": OrderedDict()}
 
     def _groups(self, segment_frames: int, device: torch.device) -> list[_ScaleGroup]:
+        """The filter bank for one segment length, least recently used ones evicted past ``_GROUPS_CACHE_SIZE``."""
         key = (segment_frames, str(device))
-        if key not in self._groups_cache:
+        if key in self._groups_cache:
+            self._groups_cache.move_to_end(key)
+        else:
             self._groups_cache[key] = self._build_groups(segment_frames, device)
+            if len(self._groups_cache) > _GROUPS_CACHE_SIZE:
+                self._groups_cache.popitem(last=False)
         return self._groups_cache[key]
 
     def _build_groups(self, segment_frames: int, device: torch.device) -> list[_ScaleGroup]:

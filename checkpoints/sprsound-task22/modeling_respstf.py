@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from .configuration_respstf import RespSTFConfig
 
@@ -205,6 +205,14 @@ class RespSTFPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RespSTFModel):
             nn.init.trunc_normal_(module.positions, std=self.config.initializer_range)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Saving writes `auto_map` for the saved class only; a saved classifier also loads as its backbone
+        # (AutoModel strips base_model_prefix), so map AutoModel too.
+        if self._auto_class is not None:
+            module = RespSTFModel.__module__.split(".")[-1]
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.RespSTFModel"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 class RespSTFModel(RespSTFPreTrainedModel):
     """The backbone: scalogram -> frame embeddings ``(B, T', hidden_size)`` and a pooled embedding ``(B, hidden_size)``."""
@@ -242,20 +250,33 @@ class RespSTFModel(RespSTFPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutput | tuple:
+    ) -> BaseModelOutputWithPooling | tuple:
         """
         Args:
-            input_features: ``(B, 1, n_scales, T)`` scalograms from ``RespSTFFeatureExtractor``.
-            attention_mask: ``(B, T)``, 1 for frames of real audio, 0 for padding.
+            input_features: ``(B, 1, n_scales, T)`` scalograms from ``RespSTFFeatureExtractor`` (cast to the
+                model's dtype, so float32 features feed a bfloat16 model).
+            attention_mask: ``(B, T)``, 1 for frames of real audio, 0 for padding; every row needs a 1.
+                Padding still reaches the convolutions at a clip's edge, so a padded clip's outputs are
+                close to, not identical with, its unpadded ones.
 
         Returns:
-            ``BaseModelOutput`` with ``last_hidden_state`` ``(B, T', hidden_size)``, ``pooler_output``
+            ``BaseModelOutputWithPooling`` with ``last_hidden_state`` ``(B, T', hidden_size)``, ``pooler_output``
             ``(B, hidden_size)`` and, when asked, per-layer attentions ``(B, heads, T', T')`` and hidden states.
         """
         if input_features.ndim != 4 or input_features.shape[1] != 1 or input_features.shape[2] != self.config.n_scales:
             raise ValueError(
                 f"input_features must have shape (batch, 1, {self.config.n_scales}, frames), got {tuple(input_features.shape)}."
             )
+        if attention_mask is not None:
+            expected = (input_features.shape[0], input_features.shape[-1])
+            if tuple(attention_mask.shape) != expected:
+                raise ValueError(
+                    f"attention_mask must have shape (batch, frames) = {expected} to match input_features "
+                    f"{tuple(input_features.shape)}, got {tuple(attention_mask.shape)}."
+                )
+            if not attention_mask.bool().any(dim=1).all():
+                raise ValueError("attention_mask has an all-zero row: every example needs at least one frame of real audio (1).")
+        input_features = input_features.to(self.dtype)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self.training:
             input_features = spec_augment(input_features, self.config.frequency_masks, self.config.frequency_mask_width, dim=2)
@@ -280,12 +301,12 @@ class RespSTFModel(RespSTFPreTrainedModel):
             all_attentions.append(weights)
         hidden = self.final_norm(hidden)
         pooled = self.pooling(hidden, mask)
-        output = BaseModelOutput(
+        output = BaseModelOutputWithPooling(
             last_hidden_state=hidden,
+            pooler_output=pooled,
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
-        output["pooler_output"] = pooled
         return output if return_dict else output.to_tuple()
 
 
@@ -304,6 +325,8 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
     """RespSTF with a classification head (and an optional frame-level head for event supervision)."""
 
     def __init__(self, config: RespSTFConfig):
+        # from_pretrained(id2label=...) sets the new labels after the config is built.
+        config.discard_stale_class_weights()
         super().__init__(config)
         self.respstf = RespSTFModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
@@ -313,6 +336,11 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
 
     def clip_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = None if self.config.class_weights is None else logits.new_tensor(self.config.class_weights)
+        if weight is not None and len(weight) != logits.shape[-1]:
+            raise ValueError(
+                f"config.class_weights has {len(weight)} entries but the classifier gives {logits.shape[-1]} logits: "
+                "set one weight per class (or None)."
+            )
         if self.config.loss == "focal":
             return focal_loss(logits, labels, self.config.focal_gamma, weight)
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.config.label_smoothing)

@@ -8,6 +8,10 @@ The challenge ranks systems by one number built from two recalls:
 * SP (specificity): correctly classified Normal samples / all Normal samples.
 * AS = (SE + SP) / 2, HS = 2·SE·SP / (SE + SP) (0 when both are 0), Score = (AS + HS) / 2.
 
+Which class is Normal: ``normal_label`` when given; else the position of ``"Normal"`` (the official class name) in
+``label_names``; else class 0, as in every SPRSound task's label map. A ``normal_label`` that disagrees with
+``label_names`` is an error, so a label order with Normal elsewhere can never be scored with the wrong class.
+
 Degenerate references: when there are no Normal samples SP is undefined, and when there are no non-Normal samples
 SE is undefined. The undefined term is reported as NaN (with a warning) and AS, HS and Score are computed from the
 term that exists, i.e. all three equal that recall. That is the value the formulas give if the missing recall
@@ -26,6 +30,8 @@ from collections.abc import Sequence
 import datasets
 import evaluate
 import numpy as np
+
+NORMAL_NAME = "Normal"  # the official class name; its position in `label_names` is the default Normal class
 
 _CITATION = """\
 @article{zhang2022sprsound,
@@ -49,11 +55,12 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `int`): predicted class ids (argmax of the logits), one per sample.
     references (`list` of `int`): ground-truth class ids, same length as `predictions`.
-    normal_label (`int`, defaults to 0): the class id of Normal; every other class is non-Normal.
+    normal_label (`int`, *optional*): the class id of Normal; every other class is non-Normal. Defaults to the
+        position of "Normal" in `label_names`, else 0. Must agree with `label_names` when both are given.
     num_labels (`int`, *optional*): number of classes. Defaults to `len(label_names)` when names are given,
         otherwise to the largest id seen (in either input, or `normal_label`) plus one.
     label_names (`list` of `str`, *optional*): class names indexed by id; when given, `per_class_recall` is keyed
-        by name instead of by id.
+        by name instead of by id, and the class named "Normal" (if any) is the Normal class.
 
 Returns:
     score (`float`): (AS + HS) / 2, the challenge's ranking figure.
@@ -109,6 +116,20 @@ def _resolve_num_labels(
     return int(num_labels)
 
 
+def _resolve_normal_label(normal_label: int | None, label_names: list[str] | None) -> int:
+    named = label_names.index(NORMAL_NAME) if label_names is not None and NORMAL_NAME in label_names else None
+    if normal_label is None:
+        return named if named is not None else 0
+    if isinstance(normal_label, bool) or not isinstance(normal_label, (int, np.integer)) or normal_label < 0:
+        raise ValueError(f"`normal_label` must be a non-negative integer class id, got {normal_label!r}.")
+    if named is not None and normal_label != named:
+        raise ValueError(
+            f"`normal_label` is {normal_label} but `label_names` has {NORMAL_NAME!r} at {named} ({label_names}); "
+            "leave `normal_label` out to use the named class, or pass the one that agrees."
+        )
+    return int(normal_label)
+
+
 def _recall(correct: int, total: int) -> float:
     return correct / total if total else math.nan
 
@@ -116,7 +137,7 @@ def _recall(correct: int, total: int) -> float:
 def compute_sprsound_score(
     predictions,
     references,
-    normal_label: int = 0,
+    normal_label: int | None = None,
     num_labels: int | None = None,
     label_names: Sequence[str] | None = None,
 ) -> dict:
@@ -125,9 +146,11 @@ def compute_sprsound_score(
     Args:
         predictions: predicted class ids, one per sample (list, tuple, NumPy array or CPU tensor).
         references: ground-truth class ids, same length as ``predictions``.
-        normal_label: class id of Normal; every other class counts as non-Normal.
+        normal_label: class id of Normal; every other class counts as non-Normal. Default: the index of
+            ``"Normal"`` in ``label_names``, else 0.
         num_labels: number of classes; inferred from ``label_names`` or the data when omitted.
-        label_names: class names indexed by id, used as the keys of ``per_class_recall``.
+        label_names: class names indexed by id, used as the keys of ``per_class_recall``; ``"Normal"`` among
+            them names the Normal class.
 
     Returns:
         A dict with ``score``, ``se``, ``sp``, ``as``, ``hs`` (floats), ``per_class_recall`` (dict keyed by class
@@ -135,7 +158,7 @@ def compute_sprsound_score(
 
     Raises:
         ValueError: empty or mismatched inputs, non-integer ids, ids outside ``[0, num_labels)``, or inconsistent
-            ``normal_label`` / ``num_labels`` / ``label_names``.
+            ``normal_label`` / ``num_labels`` / ``label_names`` (e.g. ``normal_label=0`` with "Normal" at 1).
     """
     predictions = _as_class_ids(predictions, "predictions")
     references = _as_class_ids(references, "references")
@@ -145,12 +168,11 @@ def compute_sprsound_score(
         )
     if len(references) == 0:
         raise ValueError("`predictions` and `references` are empty: the Score needs at least one sample.")
-    if isinstance(normal_label, bool) or not isinstance(normal_label, (int, np.integer)) or normal_label < 0:
-        raise ValueError(f"`normal_label` must be a non-negative integer class id, got {normal_label!r}.")
     if label_names is not None:
         label_names = [str(name) for name in label_names]
         if len(set(label_names)) != len(label_names):
             raise ValueError(f"`label_names` must be unique, got {label_names}.")
+    normal_label = _resolve_normal_label(normal_label, label_names)
     num_labels = _resolve_num_labels(predictions, references, normal_label, num_labels, label_names)
     if normal_label >= num_labels:
         raise ValueError(
@@ -229,7 +251,7 @@ class SprsoundScore(evaluate.Metric):
             reference = _as_class_ids([reference], "reference")[0]
         super().add(prediction=prediction, reference=reference, **kwargs)
 
-    def _compute(self, predictions, references, normal_label=0, num_labels=None, label_names=None) -> dict:
+    def _compute(self, predictions, references, normal_label=None, num_labels=None, label_names=None) -> dict:
         return compute_sprsound_score(
             predictions, references, normal_label=normal_label, num_labels=num_labels, label_names=label_names
         )
