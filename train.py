@@ -625,6 +625,10 @@ def resolve_normal_label(label_names: list[str], normal_label: str | None = None
     if normal_label is not None:
         if normal_label not in label_names:
             raise ValueError(f"--normal_label {normal_label!r} is not one of the dataset's labels {label_names}.")
+        if NORMAL_LABEL in label_names and normal_label != NORMAL_LABEL:
+            # The official metric takes the class named Normal as Normal whatever it is told; refuse now, not after training.
+            raise ValueError(f"--normal_label {normal_label!r}: the dataset has a class named {NORMAL_LABEL!r}, which the "
+                             "Score always takes as the normal class; leave --normal_label out or rename that class.")
         return normal_label
     if NORMAL_LABEL in label_names:
         return NORMAL_LABEL

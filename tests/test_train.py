@@ -654,6 +654,8 @@ def test_normal_label_is_found_or_must_be_named(healthy_folder, tmp_path):
                             (["healthy", "NORMAL"], "Both")):
         with pytest.raises(ValueError, match=message):
             train.resolve_normal_label(labels)
+    with pytest.raises(ValueError, match="has a class named 'Normal', which the Score always takes"):
+        train.resolve_normal_label(["Normal", "No finding"], "No finding")
     assert train.class_weights([0, 1, 1, 1], ["Adventitious", "Healthy"], "score") == [1.5, 0.5]  # Healthy is the normal half
     # Checked against the folder's labels before any scalogram is computed.
     with pytest.raises(ValueError, match=r"--normal_label 'Normal' is not one of the dataset's labels \['Adventitious', 'Healthy'\]"):
