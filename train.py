@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -102,8 +103,8 @@ class DataArguments:
     level: str | None = field(
         default=None,
         metadata={"help": "A dataset without --task: 'event' (the default; each row fitted to a 2.05 s clip) or 'record' "
-                  "(whole recordings, zero-padded to 16.4 s with a frame mask). A --from checkpoint keeps its clip "
-                  "unless --n_frames."},
+                  "(whole recordings, zero-padded to 16.4 s with a frame mask). With --from, the checkpoint's level; "
+                  "its clip length stays unless --n_frames."},
     )
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
@@ -138,8 +139,8 @@ class ModelArguments:
     )
     imbalance: str = field(
         default="weights",
-        metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'score' (Normal and non-Normal weigh "
-                  "half each, like SP and SE in the Score), 'focal', or 'none'."},
+        metadata={"help": "Class imbalance: 'weights' (inverse sqrt frequency), 'score' (the normal class and the others "
+                  "weigh half each, like SP and SE in the Score), 'focal', or 'none'."},
     )
     frame_supervision: bool | None = field(
         default=None, metadata={"help": "Record tasks: also learn frame labels from the event timestamps (default true)."}
@@ -172,7 +173,7 @@ class RespSTFTrainingArguments(TrainingArguments):
     )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to score the validation split."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint (resume granularity)."})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the epoch with the best validation Score."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the checkpoint with the best validation --metric_for_best_model (at each evaluation)."})
     metric_for_best_model: str = field(
         default="score",
         metadata={"help": "Selection metric: score (official SPRSound Score), se, sp, as, hs, loss or recall_<class>."},
@@ -228,10 +229,10 @@ def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) ->
         return ["--load_best_model_at_end", "false"]
     implied = [] if "--eval_strategy" in given else ["--eval_strategy", "steps"]
     strategy = parsed.eval_strategy if "--eval_strategy" in given else "steps"
-    if not given & {"--save_strategy", "--save_steps"}:
+    if "--save_strategy" not in given:
         implied += ["--save_strategy", strategy]
-        if strategy == "steps":
-            implied += ["--save_steps", str(parsed.eval_steps or parsed.logging_steps)]
+    if strategy == "steps" and not given & {"--save_strategy", "--save_steps"}:
+        implied += ["--save_steps", str(parsed.eval_steps or parsed.logging_steps)]
     if implied:
         logger.info("Evaluation schedule given alone: also %s.", " ".join(implied))
     return implied
@@ -244,17 +245,15 @@ def check_arguments(data_args: DataArguments, model_args: ModelArguments, featur
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     if not training_args.do_train and model_args.ignore_mismatched:
-        raise ValueError("--ignore-mismatched with --do_train false would score an untrained classification head: "
-                         "score a model trained on this label set, or train one.")
+        raise ValueError("--ignore-mismatched with --do_train false: scoring uses the checkpoint's own head, so leave "
+                         "the option out (where the labels differ, the checkpoint was not trained for this dataset).")
     if model_args.preset not in (None, "small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
     if model_args.from_checkpoint:
         check_checkpoint_source(model_args.from_checkpoint)
-        fixed = [f"--{name}" for name in ("preset", "n_scales", "fmin", "fmax")
-                 if getattr(model_args if name == "preset" else feature_args, name) is not None]
-        if fixed:
-            raise ValueError(f"{', '.join(fixed)}: --from {model_args.from_checkpoint} keeps its own size and front end "
-                             "(its convolutions learned them); leave them out, or train a new model without --from.")
+        if model_args.preset is not None:
+            raise ValueError(f"--preset: --from {model_args.from_checkpoint} keeps its own size; leave it out, or train "
+                             "a new model without --from.")
     for name in ("record_crop_probability", "record_pair_probability"):
         value = getattr(data_args, name)
         if value is not None and not 0 <= value <= 1:
@@ -266,13 +265,19 @@ def check_arguments(data_args: DataArguments, model_args: ModelArguments, featur
             raise ValueError(f"--{name} must be 1 or more (leave it out for all rows), got {getattr(data_args, name)}.")
 
 
-def resolve_level(data_args: DataArguments, task: str | None) -> str:
-    """The annotation level the front end is built for: the task's, else ``--level`` (default event)."""
+def resolve_level(data_args: DataArguments, task: str | None, from_checkpoint: str | None = None) -> str:
+    """The annotation level the front end is built for: the task's, else ``--level``, else that of the
+    ``--from`` checkpoint (told by its padding: a record model's zero padding and frame mask), else event."""
     if data_args.level not in (None, *LEVEL_FEATURES):
         raise ValueError(f"--level must be 'event' or 'record', got {data_args.level!r}.")
     if task and data_args.level not in (None, TASKS[task]["level"]):
         raise ValueError(f"--level {data_args.level}: task {task} is {TASKS[task]['level']} level.")
-    return TASKS[task]["level"] if task else data_args.level or "event"
+    if task or data_args.level:
+        return TASKS[task]["level"] if task else data_args.level
+    if from_checkpoint:
+        padding = AutoFeatureExtractor.from_pretrained(from_checkpoint).padding_mode
+        return next(level for level, front in LEVEL_FEATURES.items() if front["padding_mode"] == padding)
+    return "event"
 
 
 def resolve_resume(training_args) -> str | None:
@@ -297,7 +302,7 @@ def resolve_resume(training_args) -> str | None:
 def hub_repo_name(training_args) -> str:
     """The repo ``--push_to_hub`` creates (``--hub_model_id``, else the output folder's name), checked before training
     so that a bad id or a machine that cannot push fails now rather than after the run; no network is used here."""
-    name = training_args.hub_model_id or Path(training_args.output_dir).resolve().name
+    name = training_args.hub_model_id or Path(os.path.abspath(training_args.output_dir)).name  # a link's own name
     try:
         validate_repo_id(name)
     except HFValidationError as err:
@@ -590,6 +595,8 @@ class TrainingClock(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
+        # A checkpoint saved without this clock has no entry for it, and the Trainer's next save looks it up.
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
 
     def state(self) -> dict:
         return {"args": {"seconds_before": self.seconds_before + time.time() - self.started}, "attributes": {}}
@@ -685,11 +692,13 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
             setattr(config, name, value)
         config._validate()
         extractor = AutoFeatureExtractor.from_pretrained(source)
-        if feature_args.hop_length and feature_args.hop_length != extractor.hop_length:
-            raise ValueError(
-                f"--hop_length {feature_args.hop_length} differs from the checkpoint's {extractor.hop_length}: "
-                "its convolutions were learned at that frame rate."
-            )
+        for name in ("hop_length", "n_scales", "fmin", "fmax"):
+            given = getattr(feature_args, name)
+            if given is not None and given != getattr(extractor, name):
+                raise ValueError(
+                    f"--{name} {given:g} differs from the checkpoint's {getattr(extractor, name):g}: its convolutions "
+                    "learned that front end; leave it out, or train a new model without --from."
+                )
         record_padding = LEVEL_FEATURES["record"]["padding_mode"]
         if level == "record" and not feature_args.n_frames and extractor.padding_mode != record_padding:
             raise ValueError(
@@ -895,8 +904,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Under torchrun / accelerate launch every process runs this script: one of them reports.
     logging.getLogger("respstf").setLevel(logging.INFO if training_args.should_log else logging.ERROR)
     task = normalize_task(data_args.task) if data_args.task else None
-    level = resolve_level(data_args, task)
     check_arguments(data_args, model_args, feature_args, training_args)
+    level = resolve_level(data_args, task, model_args.from_checkpoint)
     resume = resolve_resume(training_args)
     repo_name = hub_repo_name(training_args) if training_args.push_to_hub else None
     set_seed(training_args.seed)
@@ -939,10 +948,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
     featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
-    with training_args.main_process_first(desc="CWT scalograms"):  # the others then read the main process's cache
-        prepared = datasets.DatasetDict(
-            {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
-        )
+    # Each process computes the scalograms on its own device, at the same time (the device is part of the cache key).
+    prepared = datasets.DatasetDict(
+        {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
+    )
     log_cropped_rows(prepared, extractor, new_dataset=task is None)
     prepared = prepared.remove_columns("seconds").with_format("torch")
 
@@ -972,7 +981,8 @@ def main(argv: list[str] | None = None) -> dict:
         "task": task, "labels": label_names, "normal_label": normal_label, "dataset": data_args.dataset,
         "preset": None if model_args.from_checkpoint else model_args.preset or "small",  # a fine-tuned model has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
-        "global_step": 0, "train_runtime_s": None, "device": device, "selection": describe_selection(training_args),
+        "global_step": 0, "train_runtime_s": None, "device": device, "selection": describe_selection(training_args) if training_args.do_train
+        else f"made when `{model_args.from_checkpoint}` was trained",
         "record_crop_probability": data_args.record_crop_probability if cropped else 0.0,
         "record_pair_probability": data_args.record_pair_probability if cropped else 0.0,
         "results": {},

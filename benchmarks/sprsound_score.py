@@ -64,7 +64,8 @@ RECIPE = [
     ("task22", "22", "task21", ["--num_train_epochs", "4", *FINE_TUNE]),
 ]
 # train.py options the recipe sets for each run: passed on as well, they would break the recipe.
-RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train"]
+RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train", "--no_do_train",
+                "--resume_from_checkpoint"]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
            "confusion_validation.png"]
@@ -330,6 +331,10 @@ def main(argv: list[str] | None = None) -> None:
     if owned:
         parser.error(f"{', '.join(owned)}: set by the recipe for each run (see RECIPE and --runs, --tasks); "
                      "the other train.py options are passed on")
+    # e.g. --eval-split: train.py would read it for every run, behind this script's own --eval_split
+    respelled = sorted(given & {f"--{action.dest}" for action in parser._actions} - set(RECIPE_OWNED))
+    if respelled:
+        parser.error(f"{', '.join(respelled)}: this script's own options, spelled with underscores as in --help")
     if args.side_by_side < 1:
         parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
     if args.runs is None:

@@ -46,7 +46,8 @@ def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
     ``attention_mask`` ``(B, T)``, ``labels`` ``(B,)`` and, for records, ``frame_labels`` ``(B, T)`` from the
     event timestamps."""
     column = TASKS[TASK_OF_LEVEL[level]]["column"]
-    return train.featurize(rows, extractor, column, with_frames=level == "record").with_format("torch")[:]
+    featurized = train.featurize(rows, extractor, column, with_frames=level == "record")
+    return featurized.remove_columns("seconds").with_format("torch")[:]  # seconds: train.py's crop report
 
 
 def candidates(level: str, paper_preset: bool) -> list[tuple[str, RespSTFFeatureExtractor, RespSTFForAudioClassification]]:

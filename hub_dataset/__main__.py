@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from huggingface_hub import get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --push {args.push!r} is not a Hub repository id such as 'my-org/sprsound': {err}",
                   file=sys.stderr)
             return 1
+        if get_token() is None:
+            print("error: --push needs a Hub token: log in with `hf auth login` (or set HF_TOKEN) first.", file=sys.stderr)
+            return 1
     started = time.perf_counter()
     try:
         configs = sprsound.load_sprsound_levels(args.root, levels, splits=args.splits, on_missing=args.on_missing,
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.push:
         try:
             push_to_hub(args.push, configs=configs, private=args.private or None)
-        except OSError as err:  # every Hub failure: offline, not logged in, no access, network
+        except Exception as err:  # any Hub failure (offline, no access, network: not all are OSErrors); the files stay
             print(f"error: could not publish to {args.push} ({type(err).__name__}: {err}); the converted files "
                   f"are in {args.out}.", file=sys.stderr)
             return 1

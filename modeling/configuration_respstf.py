@@ -37,7 +37,8 @@ class RespSTFConfig(PretrainedConfig):
         focal_gamma: focusing exponent of the focal loss.
         class_weights: optional per-class loss weights (list of ``num_labels`` floats). They belong to
             the label set they were computed for: giving a checkpoint a new one (``from_pretrained`` with
-            ``num_labels=`` or ``id2label=``) discards them, with a warning.
+            ``num_labels=`` or ``id2label=``, or changing a config's labels and saving it) discards them,
+            with a warning.
         label_smoothing: cross-entropy label smoothing.
         time_masks, time_mask_width: SpecAugment during training: how many frame bands are zeroed
             and their maximum width (frames).
@@ -123,9 +124,15 @@ class RespSTFConfig(PretrainedConfig):
             logger.warning(
                 f"RespSTFConfig.class_weights has {len(self.class_weights)} entries, one per class of the label set "
                 f"it was computed for, but the labels are now {self.num_labels}: discarded (the loss is unweighted "
-                "until class_weights for the new labels are set)."
+                "unless class_weights for the new labels are given)."
             )
             self.class_weights = None
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # A config whose labels were changed after loading (config.num_labels = n, id2label=...) still holds the
+        # old label set's weights; saving them would write a config that cannot be loaded.
+        self.discard_stale_class_weights()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _validate(self) -> None:
         positive = {

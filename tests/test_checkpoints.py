@@ -82,6 +82,12 @@ def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, out.logits)
 
+    # A config given other labels after loading drops the old weights when saved, so it loads again.
+    config = RespSTFForAudioClassification.config_class.from_pretrained(folder)
+    config.num_labels = 3
+    config.save_pretrained(tmp_path / "config-only")
+    assert RespSTFForAudioClassification.config_class.from_pretrained(tmp_path / "config-only").class_weights is None
+
 
 def test_results_table_reads_the_bundled_runs():
     """benchmarks/sprsound_score.py's RESULTS.md section: the measured Scores where a split was scored, "–" where not."""

@@ -5,6 +5,7 @@ and a clear ``ValueError`` for every kind of bad input."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -467,3 +468,17 @@ def test_data_collator_pads_variable_length_features(extractor, crackle):
         extractor.pad(examples, padding=False)
     with pytest.raises(ValueError, match=r"input_features of example 0 must have shape \(1, 64, frames\)"):
         extractor.pad([{"input_features": examples[0]["input_features"][0]}])
+
+
+def test_pad_without_normalisation_fills_with_the_log_of_silence(crackle):
+    """Without per-recording normalisation the extractor leaves log(log_floor) past a clip's end (silence), not
+    0, which on that scale would read as sound: pad() fills with the same value."""
+    extractor = RespSTFFeatureExtractor(normalization="none")
+    clips = [crackle[: 2 * 8000], crackle[: 3 * 8000]]
+    examples = [{key: value[0] for key, value in extractor(clip, sampling_rate=8000, truncation=False).items()} for clip in clips]
+    padded = extractor.pad(examples, return_tensors="np")["input_features"]
+    short = n_frames_of(len(clips[0]), extractor)
+    assert (padded[0, ..., short:] == np.float32(math.log(extractor.log_floor))).all()
+    reference = extractor(clips, sampling_rate=8000, truncation=False, return_tensors="np")["input_features"]
+    # the extractor's own padding is that value too, but for the long low-frequency wavelets' spill past the edge
+    assert abs(np.median(reference[0, ..., short:]) - math.log(extractor.log_floor)) < 0.1

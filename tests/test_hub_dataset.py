@@ -609,11 +609,22 @@ def test_cli_push_checks_the_repo_id_first_and_reports_hub_errors(tmp_path, caps
     assert "error: --push 'my org/sprsound' is not a Hub repository id" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing converted
 
-    def offline(repo_id, **kwargs):
-        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
-
-    monkeypatch.setattr(cli, "push_to_hub", offline)
+    monkeypatch.setattr(cli, "get_token", lambda: None)
     assert cli.main(["convert", str(tmp_path / "flat"), str(tmp_path / "out"), "--push", "my-org/sprsound"]) == 1
-    error = capsys.readouterr().err
-    assert "error: could not publish to my-org/sprsound (OfflineModeIsEnabled: Cannot reach" in error
-    assert f"the converted files are in {tmp_path / 'out'}" in error and (tmp_path / "out" / "README.md").is_file()
+    assert "error: --push needs a Hub token" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    class ConnectError(Exception):
+        """What huggingface_hub's HTTP client raises for a refused connection: not an OSError."""
+
+    monkeypatch.setattr(cli, "get_token", lambda: "hf_fake")
+    for failure in (OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled."),
+                    ConnectError("All connection attempts failed")):
+        def push(repo_id, **kwargs):
+            raise failure
+
+        monkeypatch.setattr(cli, "push_to_hub", push)
+        assert cli.main(["convert", str(tmp_path / "flat"), str(tmp_path / "out"), "--push", "my-org/sprsound"]) == 1
+        error = capsys.readouterr().err
+        assert f"error: could not publish to my-org/sprsound ({type(failure).__name__}: {failure}" in error
+        assert f"the converted files are in {tmp_path / 'out'}" in error and (tmp_path / "out" / "README.md").is_file()

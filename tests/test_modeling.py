@@ -79,7 +79,7 @@ def test_forward_shapes(features):
 
     with torch.no_grad():
         as_tuple = model(**features, return_dict=False)
-    assert isinstance(as_tuple, tuple)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1  # like transformers' models: no None entries
     torch.testing.assert_close(as_tuple[0], out.logits)
 
     # the backbone's tuple keeps pooler_output second whether or not hidden states come too

@@ -699,6 +699,8 @@ def test_selection_settings(tmp_path):
     assert args.load_best_model_at_end is False and args.save_strategy == "epoch"
     args = training_args("--eval_strategy", "steps", "--eval_steps", "4", "--save_strategy", "steps", "--save_steps", "8")
     assert args.save_steps == 8
+    args = training_args("--eval_steps", "5", "--save_steps", "10")  # the save interval given, not its strategy
+    assert (args.save_strategy, args.save_steps) == ("steps", 10)
     train.check_selection_metric("eval_loss", ["Normal", "Wheeze+Crackle"])
     train.check_selection_metric("recall_wheeze_crackle", ["Normal", "Wheeze+Crackle"])
     with pytest.raises(ValueError, match="'accuracy' is not a validation metric; expected one of score, se, sp"):
@@ -728,11 +730,10 @@ def fake_checkpoint(tmp_path) -> Path:
 
 @pytest.mark.parametrize("options, error, message", [
     (["--preset", "huge"], ValueError, "--preset must be 'small' or 'paper', got 'huge'"),
-    (["--from", "{ckpt}", "--preset", "paper"], ValueError, "--preset: --from .* keeps its own size and front end"),
-    (["--from", "{ckpt}", "--fmin", "100", "--n_scales", "32"], ValueError, "--n_scales, --fmin: --from"),
+    (["--from", "{ckpt}", "--preset", "paper"], ValueError, "--preset: --from .* keeps its own size"),
     (["--max_train_samples", "0"], ValueError, "--max_train_samples must be 1 or more"),
     (["--max_eval_samples", "-1"], ValueError, "--max_eval_samples must be 1 or more"),
-    (["--from", "{ckpt}", "--do_train", "false", "--ignore-mismatched"], ValueError, "would score an untrained classification head"),
+    (["--from", "{ckpt}", "--do_train", "false", "--ignore-mismatched"], ValueError, "scoring uses the checkpoint's own head"),
     (["--resume_from_checkpoint", "last"], FileNotFoundError, "no checkpoint-\\* folder in .*/out to resume from"),
     (["--resume_from_checkpoint", "true"], FileNotFoundError, "--resume_from_checkpoint true: no checkpoint-\\*"),
     (["--level", "frames"], ValueError, "--level must be 'event' or 'record'"),
@@ -744,6 +745,39 @@ def test_options_that_cannot_work_are_refused_before_the_data_is_read(options, e
     argv = [option.format(ckpt=fake_checkpoint) for option in options]
     with pytest.raises(error, match=message):
         train.main(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out"), *argv])
+
+
+def test_front_end_options_with_from_must_be_the_checkpoints():
+    """--from keeps the checkpoint's front end: its own values may be passed on (as the recipe does), others not."""
+    checkpoint = str(REPO_ROOT / "checkpoints" / "sprsound-task12")
+
+    def build(*options):
+        _, model_args, feature_args, _ = train.parse_args(["--from", checkpoint, *options])
+        return train.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), [0, 1], "event", False, "Normal")
+
+    assert build("--fmax", "3900", "--n_scales", "64")[1].fmax == 3900
+    with pytest.raises(ValueError, match="--fmin 100 differs from the checkpoint's 50: its convolutions learned"):
+        build("--fmin", "100")
+
+
+def test_a_new_dataset_takes_the_level_of_the_checkpoint_it_starts_from():
+    data_args, *_ = train.parse_args([])
+    assert train.resolve_level(data_args, None, str(REPO_ROOT / "checkpoints" / "sprsound-task22")) == "record"
+    assert train.resolve_level(data_args, None, str(REPO_ROOT / "checkpoints" / "sprsound-task12")) == "event"
+    assert train.resolve_level(data_args, None) == "event"
+
+
+def test_training_clock_resumes_a_checkpoint_saved_without_it(tmp_path):
+    """A checkpoint of a run that did not have the clock: the resumed run starts it at 0 and gives it the state
+    entry the Trainer's next save looks up."""
+    from transformers import TrainerState
+
+    TrainerState().save_to_json(str(tmp_path / "trainer_state.json"))
+    clock = train.TrainingClock.resumed_from(str(tmp_path))
+    state = TrainerState.load_from_json(str(tmp_path / "trainer_state.json"))
+    assert clock.seconds_before == 0 and "TrainingClock" not in state.stateful_callbacks
+    clock.on_train_begin(None, state, None)
+    assert state.stateful_callbacks["TrainingClock"]["args"]["seconds_before"] >= 0
 
 
 def test_push_without_a_token_is_refused_before_training(monkeypatch, tmp_path):
@@ -790,7 +824,9 @@ def test_recipe_refuses_the_options_it_sets_for_each_run(tmp_path, capsys):
 
     for argv, message in ((["--output-dir", "x"], "--output_dir: set by the recipe for each run"),
                           (["--from=x", "--task", "12"], "--from, --task: set by the recipe"),
-                          (["--seed", "3"], "pass the training seeds as --seeds")):  # not read as --seeds 3
+                          (["--seed", "3"], "pass the training seeds as --seeds"),  # not read as --seeds 3
+                          (["--resume_from_checkpoint", "last"], "--resume_from_checkpoint: set by the recipe"),
+                          (["--eval-split", "none"], "--eval_split: this script's own options, spelled with underscores")):
         with pytest.raises(SystemExit):
             sprsound_score.main(["--runs", str(tmp_path), *argv])
         assert message in capsys.readouterr().err

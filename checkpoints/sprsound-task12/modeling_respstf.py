@@ -388,7 +388,5 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
             )
             if torch.isfinite(frame_loss):
                 loss = frame_loss * self.config.frame_loss_weight + (loss if loss is not None else 0)
-        if not return_dict:
-            output = (logits, outputs.hidden_states, outputs.attentions)
-            return ((loss,) + output) if loss is not None else output
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()

@@ -341,8 +341,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             pad_to_multiple_of: round the padded length up to a multiple of this many frames.
 
         Returns:
-            ``BatchFeature`` with ``input_features`` ``(batch, 1, n_scales, frames)``, zero past each example's
-            end (as per-recording normalisation leaves padding), ``attention_mask`` ``(batch, frames)`` with 0
+            ``BatchFeature`` with ``input_features`` ``(batch, 1, n_scales, frames)``, past each example's end
+            the value the extractor gives padding (0, or ``log(log_floor)`` without normalisation),
+            ``attention_mask`` ``(batch, frames)`` with 0
             there, ``frame_labels`` padded with -100 (ignored by the loss) and the other fields stacked.
         """
         if isinstance(processed_features, (list, tuple)):
@@ -390,7 +391,10 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             if pad_to_multiple_of:
                 target = math.ceil(target / pad_to_multiple_of) * pad_to_multiple_of
 
-        data = {"input_features": np.stack([np.pad(f, ((0, 0), (0, 0), (0, target - f.shape[-1]))) for f in features])}
+        # The value the extractor itself leaves past a clip's end: 0 after per-recording normalisation, else the log of silence.
+        fill = 0.0 if self.normalization == "per_recording" else math.log(self.log_floor)
+        data = {"input_features": np.stack([np.pad(f, ((0, 0), (0, 0), (0, target - f.shape[-1])), constant_values=fill)
+                                            for f in features])}
         for name, examples in frame_fields.items():
             data[name] = np.stack([np.pad(e, (0, target - len(e)), constant_values=pad_values[name]) for e in examples])
         if not (return_attention_mask if return_attention_mask is not None else self.return_attention_mask):
