@@ -732,7 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--predict", nargs="?", const=DEFAULT_PREDICT_FILE, type=Path, metavar="FILE",
                         help="classify FILE (default: a SPRSound example recording) without serving, and exit")
     parser.add_argument("--task", help="task for --predict: 11, 12, 21, 22 or as the page writes them, 1-1 … 2-2 "
-                                       "(default: the record-level one)")
+                                       "(default: the first loaded of 2-2, 2-1, 1-2, 1-1)")
     parser.add_argument("--output-dir", type=Path, default=Path(tempfile.gettempdir()) / "respstf-predict",
                         help="where --predict writes the scalogram and timeline PNGs")
     return parser.parse_args(argv)

@@ -135,7 +135,7 @@ class ModelArguments:
     )
     ignore_mismatched: bool = field(
         default=False,
-        metadata={"aliases": ["--ignore-mismatched", "--ignore_mismatched_sizes"], "help": "Replace the checkpoint's head when its label set differs."},
+        metadata={"aliases": ["--ignore_mismatched_sizes"], "help": "Replace the checkpoint's head when its label set differs."},
     )
     imbalance: str = field(
         default="weights",
@@ -878,8 +878,8 @@ classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ff
 
 The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
 ({extractor.clip_seconds:.2f} s), as in training: a longer input is centre-cropped,
-with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed no
-`trust_remote_code` is needed.
+with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
+imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed.
 """
     (output_dir / "README.md").write_text(card)
 

@@ -7,11 +7,10 @@ at a time), then starts ``--clients`` clients at once; each sends ``--requests``
 another and waits for the full answer (label, both images downloaded, timeline rows). Prints the
 latency percentiles a user sees (queueing included), the throughput and every failure.
 
-Measured on the 2-core dev machine (no GPU, two trainings running beside it, OMP_NUM_THREADS=1),
-the temporary small-preset task 1-2 + 2-2 checkpoints, the 9.2 s recording below:
-one user x 5 requests: p50 1.0 s, p95 1.8 s; 20 users x 5 requests: 100 requests in 106 s (0.94/s),
-0 failures, p50 19.9 s, p95 21.9 s (each request costs ~1 s of CPU: windows, record model, two
-plots; the rest of a user's wait is the queue).
+Measured on the 2-core dev machine (no GPU, idle), the four bundled checkpoints, the 9.2 s recording
+below (benchmarks/RESULTS.md): 20 users x 5 requests: 100 requests in 82.4 s (1.21/s), 0 failures,
+p50 15.72 s, p95 17.59 s (two at a time, so about 1.6 s per request: windows, record model, two plots;
+the rest of a user's wait is the queue).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ event 6,656 train + 1,429 inter_test, as in the shared README.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -26,7 +27,9 @@ DEFAULT_ROOT = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "share
 
 
 def main() -> int:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_ROOT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", nargs="?", type=Path, default=DEFAULT_ROOT, help=f"SPRSound folder (default {DEFAULT_ROOT})")
+    root = parser.parse_args().root
     if not root.is_dir():
         print(f"SPRSound not found at {root}; pass its path or set RESPSTF_DATA_DIR.")
         return 1
