@@ -74,6 +74,8 @@ RECORD_SECONDS = 15.36
 RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
                    "frame_supervision": True}
 FRONT_END_DEFAULTS = {"fmin": 50.0, "fmax": 3900.0}
+# What the extractor does with an input shorter than its clip, as a model card says it.
+SHORTER_INPUT = {"repeat": "a shorter input is repeated to fill it", "zero": "a shorter input is zero-padded (and masked)"}
 
 
 @dataclass
@@ -423,6 +425,19 @@ def resolve_eval_splits(data: datasets.DatasetDict, data_args: DataArguments) ->
         logger.info("%s has no 'inter_test' or 'test' split (splits: %s): no final scoring beyond validation; "
                     "pass --eval_split <split> to score one.", data_args.dataset, list(data))
     return found
+
+
+def warn_shared_patients(data: datasets.DatasetDict, scored: list[str]) -> None:
+    """Say when a scored split holds patients of ``train`` (possible in a new dataset's own split column): its
+    Score then measures recordings of patients the model learned from, not new patients."""
+    if "patient_id" not in data["train"].column_names:
+        return
+    trained = {patient for patient in data["train"]["patient_id"] if patient is not None}
+    for name in scored:
+        shared = sorted(trained.intersection(data[name]["patient_id"]))
+        if shared:
+            logger.warning("%s: %d of its patients are also in train (e.g. %s): its Score is not on unseen patients.",
+                           name, len(shared), ", ".join(map(str, shared[:5])))
 
 
 def resolve_record_options(data_args: DataArguments, model_args: ModelArguments, record_data: bool) -> None:
@@ -877,7 +892,7 @@ classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ff
 ```
 
 The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
-({extractor.clip_seconds:.2f} s), as in training: a longer input is centre-cropped,
+({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,
 with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
 imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed.
 """
@@ -914,6 +929,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_data(data_args, task)
     label_column, label_names = resolve_label_column(data, data_args, task)
     normal_label = resolve_normal_label(label_names, data_args.normal_label)
+    logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
     check_selection_metric(training_args.metric_for_best_model, label_names)
     record_data = level == "record" and "events" in data["train"].column_names
     resolve_record_options(data_args, model_args, record_data)
@@ -924,6 +940,7 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.max_train_samples is not None:
         data["train"] = data["train"].shuffle(seed=training_args.seed).select(range(min(data_args.max_train_samples, len(data["train"]))))
     eval_splits = resolve_eval_splits(data, data_args)
+    warn_shared_patients(data, ["validation", *eval_splits])
     for name in ["validation", *eval_splits]:
         if data_args.max_eval_samples is not None:
             data[name] = data[name].select(range(min(data_args.max_eval_samples, len(data[name]))))
@@ -988,6 +1005,8 @@ def main(argv: list[str] | None = None) -> dict:
         "results": {},
     }
     if training_args.do_train:
+        if resume:
+            logger.info("Resuming from %s.", resume)
         train_result = trainer.train(resume_from_checkpoint=resume)
         summary.update(train_rows=len(train_dataset), global_step=train_result.global_step,
                        train_runtime_s=clock.seconds_before + train_result.metrics["train_runtime"])

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=["11", "12", "21", "22"])
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42],
-                        help="Train each run once per seed and keep the best on validation, or the seeds' soup (see above).")
+                        help="Train each run once per seed and keep the best on validation, or the seeds' soup (see the script's docstring).")
     parser.add_argument("--side_by_side", type=int, default=1, metavar="N",
                         help="Train up to N of a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
                              "(on a GPU with memory for N runs; pass a smaller --dataloader_num_workers to share the cores).")

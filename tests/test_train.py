@@ -780,6 +780,21 @@ def test_training_clock_resumes_a_checkpoint_saved_without_it(tmp_path):
     assert state.stateful_callbacks["TrainingClock"]["args"]["seconds_before"] >= 0
 
 
+def test_a_scored_split_sharing_patients_with_train_is_reported(caplog):
+    """A new dataset's own test split may hold recordings of training patients: the run says its Score is not on
+    unseen patients (SPRSound's inter_test and the carved validation never do)."""
+    import datasets
+
+    data = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"patient_id": ["a", "b", None]}),
+        validation=datasets.Dataset.from_dict({"patient_id": ["c"]}),
+        test=datasets.Dataset.from_dict({"patient_id": ["b", "d", None]}),
+    )
+    with caplog.at_level("WARNING", logger="respstf"):
+        train.warn_shared_patients(data, ["validation", "test"])
+    assert "test: 1 of its patients are also in train (e.g. b)" in caplog.text and "validation" not in caplog.text
+
+
 def test_push_without_a_token_is_refused_before_training(monkeypatch, tmp_path):
     monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(train, "get_token", lambda: None)
