@@ -60,7 +60,6 @@ from respstf.hub_dataset.labels import (
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
 
 logger = logging.getLogger("respstf.train")
-METRIC_PATH = str(Path(hub_dataset.__file__).parent / "sprsound_score")
 DEFAULT_DATASET = str(Path(__file__).resolve().parent.parent / "shared" / "data" / "sprsound")
 # Front-end settings per annotation level: events are short (median 1.2 s, 95% < 2.4 s) and are
 # tiled to a 2.05 s clip; recordings (up to 15.4 s) are zero-padded to 16.4 s (64 ms frames) with a frame mask.
@@ -769,7 +768,7 @@ def check_selection_metric(metric: str, label_names: list[str]) -> None:
 
 
 def make_compute_metrics(label_names: list[str], normal_label: str):
-    metric = evaluate.load(METRIC_PATH, keep_in_memory=True)
+    metric = evaluate.load(hub_dataset.SPRSOUND_SCORE_PATH, keep_in_memory=True)
     normal = label_names.index(normal_label)
 
     def compute_metrics(eval_pred) -> dict[str, float]:

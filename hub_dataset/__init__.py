@@ -7,6 +7,7 @@ Training, evaluation and the demo read data only through this package:
 * `load_audio_folder`, `load_icbhi` (`is_icbhi_release`) — new datasets for fine-tuning, in the same row schema;
 * `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows;
 * `build_dataset_card`, `push_to_hub`, `save_hub_folder` — the card and publishing;
+* `SPRSOUND_SCORE_PATH` — the official Score metric's folder, for `evaluate.load`;
 * the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …), defined in `labels`.
 """
 
@@ -38,12 +39,13 @@ from .labels import (
     task_of_labels,
 )
 from .splits import patient_disjoint_split
+from .sprsound_score import SPRSOUND_SCORE_PATH
 from .sprsound import load_sprsound, load_sprsound_levels, parse_annotation, parse_file_name
 
 __all__ = [
     "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "EVENT_TYPES",
     "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "ICBHI_LABEL_COLUMNS", "LoadingSummary", "NORMAL_LABEL",
-    "RECORD_LABELS", "TASKS", "build_dataset_card", "count_labels", "event_task_label", "icbhi_cycle_label",
+    "RECORD_LABELS", "SPRSOUND_SCORE_PATH", "TASKS", "build_dataset_card", "count_labels", "event_task_label", "icbhi_cycle_label",
     "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "push_to_hub",
     "read_audio", "record_label_from_events", "record_task_label", "save_hub_folder", "task_labels",

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                "(with --format arrow: <level>/ as written by save_to_disk) and README.md (the dataset card): "
                "datasets.load_dataset(OUT, 'event') reads either back.",
     )
-    convert.add_argument("root", help="the SPRSound folder (any layout above)")
+    convert.add_argument("root", help="the SPRSound folder (any layout below)")
     convert.add_argument("out", help="output folder")
     convert.add_argument("--level", choices=["event", "record", "both"], default="both",
                          help="which level(s) to build (default: both)")

@@ -51,6 +51,15 @@ def test_loads_offline_from_repo_root_by_relative_path(monkeypatch):
     assert metric.compute(predictions=[0, 1], references=[0, 1])["score"] == 1.0
 
 
+def test_loads_from_anywhere_by_the_packages_path(monkeypatch, tmp_path):
+    """Where the package is installed rather than checked out, SPRSOUND_SCORE_PATH names the metric's folder."""
+    from respstf.hub_dataset import SPRSOUND_SCORE_PATH
+
+    monkeypatch.chdir(tmp_path)
+    metric = evaluate.load(SPRSOUND_SCORE_PATH)
+    assert metric.compute(predictions=[0, 1], references=[0, 1])["score"] == 1.0
+
+
 def test_task11_binary(score):
     # Normal: 5 samples, 3 right -> SP = 0.6. Adventitious: 4 samples, 2 right -> SE = 0.5.
     results = score([0, 0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1, 1, 1, 1], label_names=task_labels(11))

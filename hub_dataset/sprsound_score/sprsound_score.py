@@ -17,8 +17,8 @@ SE is undefined. The undefined term is reported as NaN (with a warning) and AS, 
 term that exists, i.e. all three equal that recall. That is the value the formulas give if the missing recall
 equalled the present one, it stays in [0, 1], and it keeps checkpoint selection by Score working on tiny splits.
 
-Load it with ``evaluate.load("hub_dataset/sprsound_score")`` (from the repository root, or an absolute path), or
-call :func:`compute_sprsound_score` directly.
+Load it with ``evaluate.load(respstf.hub_dataset.SPRSOUND_SCORE_PATH)`` (this folder; from the repository root also
+``evaluate.load("hub_dataset/sprsound_score")``), or call :func:`compute_sprsound_score` directly.
 """
 
 from __future__ import annotations
