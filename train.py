@@ -72,7 +72,6 @@ RECORD_SECONDS = 15.36
 # Record-task options (None in the arguments: not given), used only on recordings with event timestamps.
 RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
                    "frame_supervision": True}
-FRONT_END_DEFAULTS = {"fmin": 50.0, "fmax": 3900.0}
 # What the extractor does with an input shorter than its clip, as a model card says it.
 SHORTER_INPUT = {"repeat": "a shorter input is repeated to fill it", "zero": "a shorter input is zero-padded (and masked)"}
 
@@ -728,20 +727,20 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
             source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
         )
         return model, extractor
-    preset = model_args.preset or "small"
     front = dict(LEVEL_FEATURES[level])
-    front["n_scales"] = feature_args.n_scales or (128 if preset == "paper" else 64)
+    front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
     for name in ("hop_length", "n_frames"):
         if getattr(feature_args, name):
             front[name] = getattr(feature_args, name)
-    for name, default in FRONT_END_DEFAULTS.items():
-        front[name] = default if getattr(feature_args, name) is None else getattr(feature_args, name)
+    for name in ("fmin", "fmax"):  # left out: the extractor's own defaults
+        if getattr(feature_args, name) is not None:
+            front[name] = getattr(feature_args, name)
     extractor = RespSTFFeatureExtractor(**front)
     settings = dict(
         n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
         num_frame_labels=len(FRAME_LABELS) if with_frames else 0, **loss_settings,
     )
-    config = RespSTFConfig.paper(**settings) if preset == "paper" else RespSTFConfig(**settings)
+    config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
     return RespSTFForAudioClassification(config), extractor
 
 
@@ -806,8 +805,11 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], title: str, 
     plt.close(fig)
 
 
-def describe_selection(training_args) -> str | None:
-    """Which weights a run keeps, as its card says: the best on validation, or None for the last step's."""
+def describe_selection(training_args, from_checkpoint: str | None) -> str | None:
+    """Which weights a run keeps, as its card says: the best on validation, None for the last step's, or for a run
+    that only scores (``--do_train false``) the choice made when ``from_checkpoint`` was trained."""
+    if not training_args.do_train:
+        return f"made when `{from_checkpoint}` was trained"
     if not training_args.load_best_model_at_end:
         return None
     return "best epoch" if training_args.eval_strategy == "epoch" else "best evaluation"
@@ -919,6 +921,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.getLogger("respstf").setLevel(logging.INFO if training_args.should_log else logging.ERROR)
     task = normalize_task(data_args.task) if data_args.task else None
     check_arguments(data_args, model_args, feature_args, training_args)
+    if not model_args.from_checkpoint:  # a checkpoint keeps its own size
+        model_args.preset = model_args.preset or "small"
     level = resolve_level(data_args, task, model_args.from_checkpoint)
     resume = resolve_resume(training_args)
     repo_name = hub_repo_name(training_args) if training_args.push_to_hub else None
@@ -995,10 +999,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = describe_device(training_args.device, precision)
     summary = {
         "task": task, "labels": label_names, "normal_label": normal_label, "dataset": data_args.dataset,
-        "preset": None if model_args.from_checkpoint else model_args.preset or "small",  # a fine-tuned model has its parent's
+        "preset": model_args.preset,  # None for a fine-tuned model: it has its parent's
         "from": model_args.from_checkpoint, "parameters": model.num_parameters(), "train_rows": 0,
-        "global_step": 0, "train_runtime_s": None, "device": device, "selection": describe_selection(training_args) if training_args.do_train
-        else f"made when `{model_args.from_checkpoint}` was trained",
+        "global_step": 0, "train_runtime_s": None, "device": device, "selection": describe_selection(training_args, model_args.from_checkpoint),
         "record_crop_probability": data_args.record_crop_probability if cropped else 0.0,
         "record_pair_probability": data_args.record_pair_probability if cropped else 0.0,
         "results": {},
