@@ -185,7 +185,11 @@ class RespSTFTrainingArguments(TrainingArguments):
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float < 1 is a fraction of training)."})
+    # A fraction of training: transformers 5 takes it as a float warmup_steps, 4.x as warmup_ratio.
+    if "warmup_ratio" in TrainingArguments.__dataclass_fields__:
+        warmup_ratio: float = field(default=0.05, metadata={"help": "Warm-up, as a fraction of training."})
+    else:
+        warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps (a float < 1 is a fraction of training)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device for training."})
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size per device for evaluation."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept (the best is always kept)."})
@@ -891,6 +895,9 @@ from transformers import pipeline
 classify = pipeline("audio-classification", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
 classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
 ```
+
+It needs `torch`, `scipy` and `transformers` 4.54 or later (with 4.50-4.53, also pass `pipeline` the same folder
+or repo as `feature_extractor=`).
 
 The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
 ({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,

@@ -36,7 +36,8 @@ def save_hub_folder(configs: Mapping[str, DatasetDict], out_dir: str | Path, fil
             continue
         (out_dir / name).mkdir(exist_ok=True)
         for split, dataset in _decodable(datasets).items():
-            dataset.to_parquet(str(out_dir / name / f"{split}-00000-of-00001.parquet"))
+            # datasets < 5.2 divides by the row count when it sizes row groups itself: an empty split gets a size.
+            dataset.to_parquet(str(out_dir / name / f"{split}-00000-of-00001.parquet"), batch_size=None if len(dataset) else 1)
     build_dataset_card(configs, path=out_dir / "README.md", file_format=file_format)
     return out_dir
 
