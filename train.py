@@ -246,6 +246,12 @@ def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) ->
 
 def check_arguments(data_args: DataArguments, model_args: ModelArguments, feature_args: FeatureArguments, training_args) -> None:
     """Refuse options that are out of range, or that would be ignored, before the data is read."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:
+        # What transformers does under torchrun on a machine without GPUs: each process would train alone,
+        # believe it is the main one, and write (and push) the same output_dir.
+        raise ValueError(f"launched as {launched} processes (WORLD_SIZE={launched}), but they would not train together: "
+                         "on a machine without GPUs pass --use_cpu true for multi-process training on the CPU.")
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     if not training_args.do_train and model_args.ignore_mismatched:

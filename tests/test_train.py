@@ -747,6 +747,13 @@ def test_options_that_cannot_work_are_refused_before_the_data_is_read(options, e
         train.main(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out"), *argv])
 
 
+def test_processes_that_would_train_alone_are_refused(tmp_path, monkeypatch):
+    """torchrun on a machine without GPUs, without --use_cpu: transformers sets up no process group."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="launched as 2 processes .* pass --use_cpu true"):
+        train.main(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out")])
+
+
 def test_front_end_options_with_from_must_be_the_checkpoints():
     """--from keeps the checkpoint's front end: its own values may be passed on (as the recipe does), others not."""
     checkpoint = str(REPO_ROOT / "checkpoints" / "sprsound-task12")
