@@ -48,6 +48,12 @@ def _counts_markdown(datasets: DatasetDict) -> str:
     return "\n".join(lines)
 
 
+def check_file_format(file_format: str) -> None:
+    """Validate the ``file_format`` of a converted folder (a key of :data:`DATA_FILE_PATTERNS`)."""
+    if file_format not in DATA_FILE_PATTERNS:
+        raise ValueError(f"file_format must be one of {list(DATA_FILE_PATTERNS)}, got {file_format!r}.")
+
+
 def build_dataset_card(
     datasets: DatasetDict | Mapping[str, DatasetDict],
     path: str | Path | None = None,
@@ -66,8 +72,7 @@ def build_dataset_card(
         file_format: the layout the card's ``configs`` point at: ``"parquet"`` (the Hub's) or ``"arrow"``
             (``save_to_disk`` under ``<config>/``), so that ``datasets.load_dataset(folder, config)`` reads either.
     """
-    if file_format not in DATA_FILE_PATTERNS:
-        raise ValueError(f"file_format must be one of {list(DATA_FILE_PATTERNS)}, got {file_format!r}.")
+    check_file_format(file_format)
     configs = dict(datasets) if not isinstance(datasets, DatasetDict) else {_config_name(datasets): datasets}
     pattern = DATA_FILE_PATTERNS[file_format]
     largest = max(sum(split.num_rows for split in dsdict.values()) for dsdict in configs.values())

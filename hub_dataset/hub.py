@@ -8,7 +8,7 @@ from pathlib import Path
 from datasets import Audio, DatasetDict
 from huggingface_hub import HfApi
 
-from .card import DATA_FILE_PATTERNS, build_dataset_card
+from .card import build_dataset_card, check_file_format
 from .sprsound import LEVELS, load_sprsound_levels
 
 
@@ -26,8 +26,7 @@ def save_hub_folder(configs: Mapping[str, DatasetDict], out_dir: str | Path, fil
     ``arrow`` writes ``<config>/`` with `DatasetDict.save_to_disk` (read back with
     ``load_from_disk(out_dir / "event")``, or ``load_dataset(out_dir, "event")`` through the card).
     """
-    if file_format not in DATA_FILE_PATTERNS:  # checked before anything is written
-        raise ValueError(f"file_format must be one of {list(DATA_FILE_PATTERNS)}, got {file_format!r}.")
+    check_file_format(file_format)  # before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, datasets in configs.items():
