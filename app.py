@@ -34,7 +34,6 @@ import importlib.util
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +79,9 @@ from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
-from respstf.hub_dataset import AUDIO_EXTENSIONS, TASKS, parse_annotation, read_audio, task_of_labels  # noqa: E402
+from respstf.hub_dataset import (  # noqa: E402
+    AUDIO_EXTENSIONS, TASKS, normalize_task, parse_annotation, read_audio, task_of_labels,
+)
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -414,10 +415,15 @@ def check_recording(
     return []
 
 
-def task_key(task: str) -> str:
-    """A task as the page writes it ("2-2") or as its key ("22") -> the key; other names as given."""
-    match = re.fullmatch(r"(\d)-(\d)", task.strip())
-    return "".join(match.groups()) if match else task
+def task_key(task: str, known: dict) -> str:
+    """The key of a loaded model: ``task`` itself where a model has that name (one from a folder is keyed by its
+    name), else a task id in any spelling `normalize_task` takes ("2-2", as the page writes it, -> "22")."""
+    if task in known:
+        return task
+    try:
+        return normalize_task(task)
+    except ValueError:
+        return task  # reported as unknown by the caller
 
 
 class RespSTFDemo:
@@ -435,7 +441,7 @@ class RespSTFDemo:
 
     def analyse(self, path: str | Path, task: str | None = None) -> Analysis:
         """Classify one audio file with the task's model (and the event timeline). Raises ValueError on bad input."""
-        key = task_key(task) if task else self.default_task
+        key = task_key(task, self.models) if task else self.default_task
         if key not in self.models:
             known = ", ".join(known_key if model.name == known_key else f"{known_key} ({model.name})"
                               for known_key, model in self.models.items())
