@@ -65,15 +65,16 @@ def _text(value) -> str | None:
     return text or None
 
 
-def _seconds(value, path: Path, number: int, key: str) -> float | None:
+def _seconds(value, where: str, key: str) -> float | None:
+    """A table's time value in seconds (None when absent or blank); ``where`` names the entry in errors."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}, entry {number}: {key}={value!r} is not a number of seconds.") from None
+        raise ValueError(f"{where}: {key}={value!r} is not a number of seconds.") from None
     if not seconds >= 0:
-        raise ValueError(f"{path}, entry {number}: {key}={value!r} must be >= 0 seconds.")
+        raise ValueError(f"{where}: {key}={value!r} must be >= 0 seconds.")
     return seconds
 
 
@@ -84,7 +85,7 @@ def _entries_from_table(path: Path) -> list[dict]:
         file, label = _text(row.get("file", row.get("file_name"))), _text(row.get("label"))
         if file is None or label is None:
             raise ValueError(f"{where}: needs 'file' (or 'file_name') and 'label', got {row}.")
-        start, end = _seconds(row.get("start"), path, number, "start"), _seconds(row.get("end"), path, number, "end")
+        start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         if start is not None and end is not None and start >= end:
             raise ValueError(f"{where}: start {start} s is not before end {end} s.")
         split = _text(row.get("split")) or "train"
