@@ -253,6 +253,21 @@ def test_attention_mask_is_checked(features):
         model(features["input_features"], no_audio)
 
 
+def test_torch_export_with_a_dynamic_batch(features):
+    """``torch.export`` traces the model (the all-zero-row check is skipped while tracing) with a dynamic
+    batch at the clip's frame count; the exported program matches eager on a larger batch with padding."""
+    model = tiny_model()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        model, (), features, dynamic_shapes={"input_features": {0: batch}, "attention_mask": {0: batch}}
+    ).module()
+    larger = {name: torch.cat([value, value[:1]]) for name, value in features.items()}
+    larger["attention_mask"][2, 100:] = 0
+    with torch.no_grad():
+        expected = model(**larger).logits
+    torch.testing.assert_close(exported(**larger).logits, expected, atol=1e-5, rtol=1e-5)
+
+
 # -- Hub behaviours ------------------------------------------------------------------------------------
 
 

@@ -274,7 +274,8 @@ class RespSTFModel(RespSTFPreTrainedModel):
                     f"attention_mask must have shape (batch, frames) = {expected} to match input_features "
                     f"{tuple(input_features.shape)}, got {tuple(attention_mask.shape)}."
                 )
-            if not attention_mask.bool().any(dim=1).all():
+            # A data-dependent check: skipped while torch.compile / torch.export trace the model, as they cannot branch on values.
+            if not torch.compiler.is_compiling() and not attention_mask.bool().any(dim=1).all():
                 raise ValueError("attention_mask has an all-zero row: every example needs at least one frame of real audio (1).")
         input_features = input_features.to(self.dtype)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
