@@ -244,7 +244,7 @@ def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) ->
 
 # -- arguments checked before any data is read ----------------------------------------------------
 
-def check_arguments(data_args: DataArguments, model_args: ModelArguments, feature_args: FeatureArguments, training_args) -> None:
+def check_arguments(data_args: DataArguments, model_args: ModelArguments, training_args) -> None:
     """Refuse options that are out of range, or that would be ignored, before the data is read."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and training_args.world_size == 1:
@@ -933,7 +933,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Under torchrun / accelerate launch every process runs this script: one of them reports.
     logging.getLogger("respstf").setLevel(logging.INFO if training_args.should_log else logging.ERROR)
     task = normalize_task(data_args.task) if data_args.task else None
-    check_arguments(data_args, model_args, feature_args, training_args)
+    check_arguments(data_args, model_args, training_args)
     if not model_args.from_checkpoint:  # a checkpoint keeps its own size
         model_args.preset = model_args.preset or "small"
     level = resolve_level(data_args, task, model_args.from_checkpoint)
