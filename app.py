@@ -34,6 +34,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,10 @@ READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, wh
 FFMPEG_TIMEOUT_S = 60
 MAX_LISTED_ANOMALIES = 6  # the explanation names this many non-Normal timeline stretches, then counts the rest
 SILENCE_PEAK = 1e-4  # peak amplitude below -80 dBFS: nothing was recorded
+FULL_SCALE = 0.999  # |sample| at or above this is at the top of its format's range (16-bit PCM tops out at 0.99997)
+# A knock on the stethoscope clips a few ms (0.15 % of the samples of one ICBHI recording); over 0.5 % is
+# sustained clipping (a real SPRSound recording played 50x too loud: 0.76 %).
+MAX_CLIPPED_FRACTION = 0.005
 EVENT_MODEL_MAX_CLIP_S = 5.0  # a model of unknown task with clips this short is an event-level one
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
 MAX_EXAMPLES = 8
@@ -336,7 +341,12 @@ class Analysis:
         return [(float(s), float(e), label, float(np.mean(p))) for s, e, label, p in segments]
 
 
-def too_long(name: str, length: str) -> ValueError:
+def too_long(name: str, seconds: float | None = None) -> ValueError:
+    """The refusal of a recording longer than MAX_SECONDS (``seconds``: its length where known)."""
+    if seconds is None:
+        length = f"over {MAX_SECONDS:.0f} s"
+    else:  # one just past the limit is not said to be at it
+        length = f"{seconds:.1f} s" if round(seconds, 1) > MAX_SECONDS else f"just over {MAX_SECONDS:.0f} s"
     return ValueError(f"{name} is {length} long: this demo accepts at most {MAX_SECONDS:.0f} s; "
                       "cut the recording into shorter parts.")
 
@@ -350,24 +360,29 @@ def read_named(path: Path, name: str) -> tuple[np.ndarray, int]:
 
 
 def read_recording(path: Path, name: str) -> tuple[np.ndarray, int]:
-    """Decode an upload; one longer than MAX_SECONDS is refused from its header, before it is decoded."""
+    """Decode an upload with soundfile where it reads the file (one longer than MAX_SECONDS is refused from its
+    header, before it is decoded), else with FFmpeg, whatever the file's extension."""
     try:
         header = sf.info(str(path))
-    except (RuntimeError, TypeError):
-        header = None  # not a format soundfile reads, or not audio
-    if header is None and path.suffix.lower() not in AUDIO_EXTENSIONS:
-        return read_with_ffmpeg(path, name)
-    if header is not None and header.duration > MAX_SECONDS:
-        raise too_long(name, f"{header.duration:.1f} s")
-    return read_named(path, name)  # says why a file of a readable format does not decode
+    except (RuntimeError, TypeError) as err:
+        if not path.is_file():
+            raise ValueError(f"{name}: audio file not found.") from None
+        # M4A or WebM from a phone or browser, G.722 inside a WAV, an M4A named .mp3, ... or not audio at all.
+        return read_with_ffmpeg(path, name, soundfile_error=str(err).replace(str(path), name))
+    if header.duration > MAX_SECONDS:
+        raise too_long(name, header.duration)
+    return read_named(path, name)  # says why a file whose header soundfile reads does not decode
 
 
-def read_with_ffmpeg(path: Path, name: str) -> tuple[np.ndarray, int]:
-    """Convert a format soundfile does not read (M4A, WebM, ... from phones and browsers) to WAV with FFmpeg."""
-    unsupported = f"{name}: unsupported audio format; this demo reads {READABLE_FORMATS}"
+def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.ndarray, int]:
+    """Convert a file soundfile does not read to WAV with FFmpeg; ``soundfile_error`` says why soundfile did not."""
+    unreadable = (f"{name}: not a readable audio file (corrupt, truncated or not audio): expected a {READABLE_FORMATS} "
+                  "recording")
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise ValueError(f"{unsupported} (other formats need FFmpeg, which is not installed here).")
+        raise ValueError(f"{unreadable} (other formats need FFmpeg, which is not installed here). "
+                         f"soundfile: {soundfile_error}")
+    unreadable += " or another format FFmpeg decodes"
     with tempfile.TemporaryDirectory() as folder:
         wav = Path(folder) / "decoded.wav"
         # -t: an over-long recording is decoded only just past the limit before it is refused.
@@ -376,13 +391,17 @@ def read_with_ffmpeg(path: Path, name: str) -> tuple[np.ndarray, int]:
         try:
             completed = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise ValueError(f"{unsupported}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
+            raise ValueError(f"{unreadable}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
         if completed.returncode != 0:
-            reason = (completed.stderr.strip().splitlines() or ["no message"])[-1].replace(str(path), name)
-            raise ValueError(f"{unsupported}, and FFmpeg cannot decode it either: {reason}")
+            lines = completed.stderr.replace(str(path), name).strip().splitlines()
+            if any("matches no streams" in line for line in lines):  # the -map of a file without audio
+                raise ValueError(f"{name} holds no audio track: expected an audio recording.")
+            # FFmpeg's messages from the first (the cause), without their "[demuxer @ 0x...]" prefixes.
+            reason = "; ".join(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines) or "no message"
+            raise ValueError(f"{unreadable}. FFmpeg: {reason}")
         waveform, sampling_rate = read_named(wav, name)
     if len(waveform) > MAX_SECONDS * sampling_rate:
-        raise too_long(name, f"over {MAX_SECONDS:.0f} s")
+        raise too_long(name)
     return waveform, sampling_rate
 
 
@@ -392,9 +411,10 @@ def check_recording(
     """Refuse recordings the model cannot judge, saying why; return warnings about what it judges with less to go on."""
     duration = len(waveform) / sampling_rate
     if duration < MIN_SECONDS:
-        raise ValueError(f"{name} is {duration:.2f} s long: the shortest recording accepted is {MIN_SECONDS} s.")
+        length = f"{duration:.2f} s" if round(duration, 2) < MIN_SECONDS else f"just under {MIN_SECONDS} s"
+        raise ValueError(f"{name} is {length} long: the shortest recording accepted is {MIN_SECONDS} s.")
     if duration > MAX_SECONDS:
-        raise too_long(name, f"{duration:.1f} s")
+        raise too_long(name, duration)
     band = f"{extractor.fmin:.0f}–{extractor.fmax:.0f} Hz"
     if sampling_rate < MIN_SAMPLING_RATE:
         raise ValueError(f"{name} is sampled at {sampling_rate} Hz, so it holds nothing above "
@@ -408,11 +428,17 @@ def check_recording(
     if peak < SILENCE_PEAK:
         raise ValueError(f"{name} is silent (peak amplitude {peak:.1e} around its mean, below {SILENCE_PEAK:.0e}): "
                          "nothing to classify; record again with the stethoscope on the chest.")
+    warnings = []
     if sampling_rate / 2 < extractor.fmax:
-        return [f"{name} is sampled at {sampling_rate} Hz, so sounds above {sampling_rate / 2:.0f} Hz are missing: the "
-                f"model reads {band} (it was trained on {extractor.sampling_rate} Hz recordings) and may miss "
-                "high-pitched sounds."]
-    return []
+        warnings.append(f"{name} is sampled at {sampling_rate} Hz, so sounds above {sampling_rate / 2:.0f} Hz are "
+                        f"missing: the model reads {band} (it was trained on {extractor.sampling_rate} Hz recordings) "
+                        "and may miss high-pitched sounds.")
+    clipped = float(np.mean(np.abs(waveform) >= FULL_SCALE))
+    if clipped > MAX_CLIPPED_FRACTION:
+        warnings.append(f"{name} is clipped: {clipped:.1%} of its samples are at full scale, where the peaks were cut "
+                        "off. Clipping adds sounds the chest did not make, so this result is unreliable; record again "
+                        "with less gain or a lighter touch.")
+    return warnings
 
 
 def task_key(task: str, known: dict) -> str:
@@ -441,7 +467,7 @@ class RespSTFDemo:
 
     def analyse(self, path: str | Path, task: str | None = None) -> Analysis:
         """Classify one audio file with the task's model (and the event timeline). Raises ValueError on bad input."""
-        key = task_key(task, self.models) if task else self.default_task
+        key = task_key(task, self.models) if task is not None else self.default_task
         if key not in self.models:
             known = ", ".join(known_key if model.name == known_key else f"{known_key} ({model.name})"
                               for known_key, model in self.models.items())

@@ -106,6 +106,11 @@ class DataArguments:
                   "(whole recordings, zero-padded to 16.4 s with a frame mask). With --from, the checkpoint's level; "
                   "its clip length stays unless --n_frames."},
     )
+    on_missing: str = field(
+        default="error",
+        metadata={"aliases": ["--on-missing"], "help": "A listed audio file that is missing, not audio or cannot be "
+                  "decoded: 'error' (the default) or 'skip' (counted and named in a warning)."},
+    )
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the patient-disjoint validation split."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (quick runs)."})
@@ -329,32 +334,42 @@ def hub_repo_name(training_args) -> str:
 
 # -- data ---------------------------------------------------------------------------------------
 
-def is_sprsound_release(folder: Path) -> bool:
-    """An SPRSound layout (per ``find_splits``) and not a generic folder with a labels table."""
-    if any((folder / name).is_file() for name in METADATA_FILES):
-        return False
+def dataset_kind(dataset: str) -> str:
+    """What ``--dataset`` names: ``"saved"`` (a `save_to_disk` folder), ``"sprsound"`` (a release folder, per
+    ``find_splits``), ``"icbhi"``, ``"folder"`` (audio + labels), ``"file"`` (an error) or ``"hub"`` (a dataset id)."""
+    source = Path(dataset)
+    if not source.is_dir():
+        return "file" if source.exists() else "hub"
+    if (source / "dataset_dict.json").is_file():
+        return "saved"  # checked first: its split folders would pass for an SPRSound layout
+    if hub_dataset.is_icbhi_release(source):
+        return "icbhi"
+    if any((source / name).is_file() for name in METADATA_FILES):
+        return "folder"
     try:
-        find_splits(folder)
+        find_splits(source)
     except FileNotFoundError:
-        return False
-    return True
+        return "folder"
+    return "sprsound"
 
 
-def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDict:
-    """The dataset as a `DatasetDict` with undecoded audio, whatever form ``--dataset`` takes."""
-    source = Path(data_args.dataset)
-    if source.is_dir() and (source / "dataset_dict.json").is_file():
+def load_data(data_args: DataArguments, task: str | None, label_names: list[str] | None = None) -> datasets.DatasetDict:
+    """The dataset as a `DatasetDict` with undecoded audio, whatever form ``--dataset`` takes. ``label_names``: the
+    classes of a folder of audio + labels without ``--task`` (default: those it lists)."""
+    source, kind = Path(data_args.dataset), dataset_kind(data_args.dataset)
+    if kind == "saved":
         data = datasets.load_from_disk(str(source))
-    elif source.is_dir() and is_sprsound_release(source):
+    elif kind == "sprsound":
         if task is None:
             raise ValueError(f"{source} is an SPRSound release: pass --task 11, 12, 21 or 22.")
-        data = hub_dataset.load_sprsound(source, task=task, decode=False)
-    elif source.is_dir() and hub_dataset.is_icbhi_release(source):
-        data = hub_dataset.load_icbhi(source, level=icbhi_level(data_args), decode=False)
-    elif source.is_dir():
-        names = hub_dataset.task_labels(task) if task else None
-        data = hub_dataset.load_audio_folder(source, label_names=names, decode=False)
-    elif source.exists():
+        data = hub_dataset.load_sprsound(source, task=task, decode=False, on_missing=data_args.on_missing)
+    elif kind == "icbhi":
+        data = hub_dataset.load_icbhi(source, level=icbhi_level(data_args), decode=False,
+                                      on_missing=data_args.on_missing)
+    elif kind == "folder":
+        names = hub_dataset.task_labels(task) if task else label_names
+        data = hub_dataset.load_audio_folder(source, label_names=names, decode=False, on_missing=data_args.on_missing)
+    elif kind == "file":
         raise ValueError(f"--dataset {source} is a file; expected a folder or a Hub dataset id.")
     else:
         data = datasets.load_dataset(data_args.dataset, TASKS[task]["level"] if task else None)
@@ -372,7 +387,7 @@ def icbhi_level(data_args: DataArguments) -> str:
 def default_label_column(data_args: DataArguments, task: str | None) -> str:
     if task:
         return TASKS[task]["column"]
-    if hub_dataset.is_icbhi_release(data_args.dataset):
+    if dataset_kind(data_args.dataset) == "icbhi":
         return hub_dataset.ICBHI_LABEL_COLUMNS["cycle"]  # without --label_column, ICBHI loads cycles
     return "label"
 
@@ -382,16 +397,24 @@ def sprsound_validation_patients(data_args: DataArguments) -> list[str] | None:
     (stratified by the 5 record classes) chooses. One set for all four tasks, so a model fine-tuned from
     another task's model (the recipe's 12 -> 22 -> 21 -> 22) never validates on patients that trained it.
     None for other datasets (each task carves its own split)."""
-    source = Path(data_args.dataset)
-    if not (source.is_dir() and is_sprsound_release(source)):
+    if dataset_kind(data_args.dataset) != "sprsound":
         return None
-    records = hub_dataset.load_sprsound(source, level="record", splits=["train"], decode=False, progress=False)["train"]
+    records = hub_dataset.load_sprsound(data_args.dataset, level="record", splits=["train"], decode=False, progress=False,
+                                        on_missing=data_args.on_missing)["train"]
     carved = hub_dataset.patient_disjoint_split(records, data_args.validation_fraction, data_args.split_seed, label_column="task22")
     return sorted({patient for patient in carved["validation"]["patient_id"] if patient is not None})
 
 
 def carve_validation(train_split: datasets.Dataset, data_args: DataArguments, label_column: str) -> datasets.DatasetDict:
     """``train`` and a patient-disjoint ``validation`` split (the same patients for every SPRSound task)."""
+    if "patient_id" in train_split.column_names:
+        unknown = sum(patient is None for patient in train_split["patient_id"])
+        if unknown:
+            logger.warning(
+                "%d of the %d training rows of %s have no patient_id: each such file counts as its own patient, so one "
+                "patient's recordings may fall on both sides of the validation split, and selection then favours "
+                "models that recognise patients. Give every file a patient_id (a metadata.csv column).",
+                unknown, train_split.num_rows, data_args.dataset)
     try:
         return hub_dataset.patient_disjoint_split(
             train_split, data_args.validation_fraction, data_args.split_seed, label_column=label_column,
@@ -499,6 +522,15 @@ def featurize(
 
     def compute(batch):
         clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
+        for row, (array, rate) in enumerate(clips):
+            # Checked here, naming the row; the extractor would only say "audio input <n>" of a batch.
+            if len(array) * extractor.sampling_rate < extractor.min_samples * rate:
+                where = ", ".join(f"{key} {batch[key][row]}" for key in ("recording_id", "start_s", "end_s") if key in batch)
+                raise ValueError(
+                    f"{split.split or 'dataset'} row ({where or batch['audio'][row].get('path')}): {len(array) / rate * 1000:.1f} "
+                    f"ms of audio, shorter than the {extractor.min_samples / extractor.sampling_rate * 1000:.0f} ms the "
+                    "model's smallest wavelet spans; leave the row out or widen its segment."
+                )
         out = {"labels": batch[label_column], "seconds": [len(array) / rate for array, rate in clips]}
         rates = {rate for _, rate in clips}
         # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
@@ -690,6 +722,11 @@ def class_weights(labels: list[int], label_names: list[str], scheme: str, normal
     return (weights / weights.mean()).round(4).tolist()
 
 
+def class_names(config: RespSTFConfig) -> list[str]:
+    """A model's classes in id order."""
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
 def build_model_and_extractor(model_args, feature_args, task, label_names, train_labels, level, with_frames, normal_label=None):
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
@@ -703,7 +740,7 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, train
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint
         config = RespSTFConfig.from_pretrained(source)
-        if [config.id2label[i] for i in range(config.num_labels)] != label_names and not model_args.ignore_mismatched:
+        if class_names(config) != label_names and not model_args.ignore_mismatched:
             raise ValueError(
                 f"Checkpoint {source} predicts {list(config.id2label.values())} but the dataset's labels are {label_names}; "
                 "pass --ignore-mismatched to replace the classification head."
@@ -764,14 +801,17 @@ def describe_device(device, precision: str | None = None) -> str:
     return f"{name}, {precision}" if precision else name
 
 
-def recall_key(label: str) -> str:
-    """The metric key of one class's recall: ``recall_wheeze_crackle`` for ``Wheeze+Crackle``."""
-    return "recall_" + re.sub(r"[^0-9a-zA-Z]+", "_", label).strip("_").lower()
+def recall_keys(label_names: list[str]) -> list[str]:
+    """The metric keys of the classes' recalls, in class order: ``recall_wheeze_crackle`` for ``Wheeze+Crackle``,
+    ``recall_湿啰音`` for ``湿啰音`` (any script); names that would share a key get their class id appended."""
+    keys = ["recall_" + (re.sub(r"\W+", "_", label).strip("_").lower() or str(index))
+            for index, label in enumerate(label_names)]
+    return [f"{key}_{index}" if keys.count(key) > 1 else key for index, key in enumerate(keys)]
 
 
 def check_selection_metric(metric: str, label_names: list[str]) -> None:
     """``--metric_for_best_model`` must be a key of the validation metrics (the Trainer adds ``eval_``)."""
-    keys = ["score", "se", "sp", "as", "hs", "loss", *map(recall_key, label_names)]
+    keys = ["score", "se", "sp", "as", "hs", "loss", *recall_keys(label_names)]
     if metric.removeprefix("eval_") not in keys:
         raise ValueError(f"--metric_for_best_model {metric!r} is not a validation metric; expected one of {', '.join(keys)}.")
 
@@ -786,8 +826,8 @@ def make_compute_metrics(label_names: list[str], normal_label: str):
             predictions=logits.argmax(-1), references=eval_pred.label_ids, normal_label=normal, label_names=label_names
         )
         flat = {key: float(result[key]) for key in ("score", "se", "sp", "as", "hs")}
-        for name, recall in result["per_class_recall"].items():
-            flat[recall_key(name)] = float(recall)
+        for key, name in zip(recall_keys(label_names), label_names):
+            flat[key] = float(result["per_class_recall"][name])
         flat["confusion_matrix"] = result["confusion_matrix"]
         return flat
 
@@ -941,8 +981,10 @@ def main(argv: list[str] | None = None) -> dict:
     repo_name = hub_repo_name(training_args) if training_args.push_to_hub else None
     set_seed(training_args.seed)
 
+    # Scoring a model: a folder's classes are the model's, so a test folder lacking some of them still fits its head.
+    scored_labels = None if training_args.do_train else class_names(RespSTFConfig.from_pretrained(model_args.from_checkpoint))
     with training_args.main_process_first(desc="loading the dataset"):
-        data = load_data(data_args, task)
+        data = load_data(data_args, task, scored_labels)
     label_column, label_names = resolve_label_column(data, data_args, task)
     normal_label = resolve_normal_label(label_names, data_args.normal_label)
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)

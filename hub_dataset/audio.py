@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +117,24 @@ class RecordingAudio:
     sampling_rate: int
     file_bytes: bytes | None
     clips: list[Clip] = field(default_factory=list)
-    clipped_ends: int = 0  # spans whose end was past the end of the recording
+    clipped_ends: list[str] = field(default_factory=list)  # spans whose end was past the recording's: where, by how much
+
+
+def wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of a RIFF/WAVE file's audio when its header declares more than the file
+    holds (a copy or recording cut short: libsndfile then reads what is there without a word), else None."""
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        while len(chunk := handle.read(8)) == 8:
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                present = os.path.getsize(path) - handle.tell()
+                # 0 and 0xFFFFFFFF: a streaming writer that never went back to fill the size in.
+                return (size, present) if present < size and size not in (0, 0xFFFFFFFF) else None
+            handle.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
+    return None
 
 
 def read_and_cut(
@@ -148,6 +166,11 @@ def read_and_cut(
     if len(samples) == 0 or len(samples) < frames:
         raise UnreadableAudioError(
             f"{audio_path}: the audio file is empty or truncated ({len(samples)} of {frames} frames).")
+    shortfall = wav_shortfall(audio_path)
+    if shortfall:
+        declared, present = shortfall
+        raise UnreadableAudioError(f"{audio_path}: the WAV file is truncated: its header declares {declared} bytes of "
+                                   f"audio, the file holds {present} ({present / declared:.0%}).")
     duration_s = len(samples) / sampling_rate
     result = RecordingAudio(duration_s, sampling_rate, audio_path.read_bytes() if keep_file_bytes else None)
     half_sample = 0.5 / sampling_rate
@@ -163,7 +186,7 @@ def read_and_cut(
         if end_s is None:
             end_s = duration_s
         elif end_s > duration_s + half_sample:
-            result.clipped_ends += 1
+            result.clipped_ends.append(f"{source} (end {end_s:.3f} s, recording {audio_path.name} {duration_s:.3f} s)")
             end_s = duration_s
         end_s = min(end_s, duration_s)
         if not cut:

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 RECORD, SPAN = "record", "span"  # the two kinds of level: whole recordings, or spans cut from them
 
 
+# How to go on past unusable files, in each loader's error about them (the CLIs spell the option --on-missing).
+SKIP_HINT = "Pass on_missing='skip' (--on-missing skip on the command line) to skip them; they are counted in the summary."
+
+
 def check_on_missing(on_missing: str) -> None:
     """Validate the ``on_missing`` argument shared by every loader."""
     if on_missing not in ("error", "skip"):
@@ -66,6 +70,7 @@ class LoadingSummary:
     rows: dict = field(default_factory=dict)  # level -> split -> label column -> {label: count}
     skipped: list = field(default_factory=list)  # (file, reason)
     clipped_event_ends: int = 0  # event ends moved back to the end of their recording
+    clipped_event_sources: list = field(default_factory=list)  # where those events were annotated, by how much
     unparsed_file_names: list = field(default_factory=list)  # metadata columns left empty for these
     inconsistent_record_labels: list = field(default_factory=list)  # (annotation file, its label, its events' label)
 
@@ -175,10 +180,11 @@ def build_levels(
         for recording, audio in zip(recordings, bar):
             if isinstance(audio, UnreadableAudioError):
                 if not skip_unreadable:
-                    raise audio
+                    raise UnreadableAudioError(f"{audio} {SKIP_HINT}") from audio
                 summary.skipped.append((str(recording.audio_path), "unreadable audio"))
                 continue
-            summary.clipped_event_ends += audio.clipped_ends
+            summary.clipped_event_ends += len(audio.clipped_ends)
+            summary.clipped_event_sources += audio.clipped_ends
             for level, (kind, _) in levels.items():
                 split_rows = rows[level].setdefault(recording.split, [])
                 if kind == RECORD:
@@ -216,8 +222,10 @@ def _report(summary: LoadingSummary) -> None:
         warnings.warn(f"{summary.dataset}: skipped {len(summary.skipped)} files: {_listed(summary.skipped)}.",
                       DataQualityWarning, stacklevel=3)
     if summary.clipped_event_ends:
+        more = f" and {summary.clipped_event_ends - 5} more" if summary.clipped_event_ends > 5 else ""
         warnings.warn(f"{summary.dataset}: {summary.clipped_event_ends} annotated events ended after their "
-                      "recording; their end was clipped to the recording's end.", DataQualityWarning, stacklevel=3)
+                      f"recording; their end was clipped to the recording's end: "
+                      f"{'; '.join(summary.clipped_event_sources[:5])}{more}.", DataQualityWarning, stacklevel=3)
     if summary.unparsed_file_names:
         listed = ", ".join(summary.unparsed_file_names[:5])
         warnings.warn(f"{summary.dataset}: {len(summary.unparsed_file_names)} file names did not follow the naming "

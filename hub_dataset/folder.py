@@ -9,7 +9,11 @@ Two conventions:
   inside split folders (``root/train/<label>/*.wav``, ``root/test/<label>/*.wav``).
 
 Files and folders whose name starts with ``.`` or ``__`` (``.ipynb_checkpoints``, ``__MACOSX``) are
-ignored. A file listed twice must name the same ``patient_id`` and ``split`` both times.
+ignored. A file listed twice must name the same ``patient_id`` and ``split`` both times. A table column
+close to one of these names (``strat``, ``patientid``) is an error, other columns are named in a warning
+and not read; a CSV row with more or fewer values than its header, a missing-value marker as a label
+(``NaN``, ``NA``), or two labels that differ only in case are errors. In the folder convention, audio
+files outside a label folder are an error, and split folders may be capitalised (``Train/``).
 
 Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recording_id``,
 ``patient_id``, ``label`` (a `ClassLabel` of this dataset's classes), ``event_index``, ``start_s``,
@@ -19,19 +23,25 @@ Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recordin
 from __future__ import annotations
 
 import csv
+import difflib
 import json
+import math
 import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, Value
 
-from .audio import AUDIO_EXTENSIONS, UnreadableAudioError, is_hidden
-from .builder import LoadingSummary, Recording, SPAN, Span, build_levels, check_on_missing
+from .audio import AUDIO_EXTENSIONS, is_hidden
+from .builder import SKIP_HINT, DataQualityWarning, LoadingSummary, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import NORMAL_LABEL
 
 METADATA_FILES = ("metadata.csv", "labels.csv", "metadata.jsonl", "metadata.json", "labels.jsonl", "labels.json")
+TABLE_COLUMNS = ("file", "file_name", "label", "start", "end", "patient_id", "split")
 SPLIT_FOLDERS = ("train", "validation", "valid", "dev", "test")
+# How pandas, R and spreadsheets write a missing value: never a class name.
+MISSING_VALUE_MARKERS = ("nan", "na", "n/a", "null", "<na>")
 _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # what `datasets` accepts as a split name
 
 
@@ -42,8 +52,15 @@ def _read_table(path: Path) -> list[dict]:
     try:
         if path.suffix == ".csv":
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                rows = [{key.strip(): value for key, value in row.items() if key is not None}
-                        for row in csv.DictReader(handle)]
+                rows = []
+                for number, row in enumerate(csv.DictReader(handle), 1):
+                    # DictReader files surplus values under the key None and gives missing ones the value None.
+                    surplus, short = row.pop(None, []), sum(value is None for value in row.values())
+                    if surplus or short:
+                        hint = "; quote a value that holds a comma (\"Crackle, fine\")" if surplus else ""
+                        raise ValueError(f"{path}, entry {number}: {len(row) - short + len(surplus)} values where the "
+                                         f"header has {len(row)} columns{hint}.")
+                    rows.append({key.strip(): value for key, value in row.items()})
         else:
             text = path.read_text(encoding="utf-8-sig")
             if path.suffix == ".jsonl":
@@ -73,16 +90,40 @@ def _seconds(value, where: str, key: str) -> float | None:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: {key}={value!r} is not a number of seconds.") from None
-    if not seconds >= 0:
-        raise ValueError(f"{where}: {key}={value!r} must be >= 0 seconds.")
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{where}: {key}={value!r} must be a finite number of seconds >= 0.")
     return seconds
+
+
+def _check_columns(path: Path, rows: list[dict]) -> None:
+    """Refuse a column that looks like a misspelt one of TABLE_COLUMNS (read as absent, it would silently
+    change what rows mean: ``strat`` makes every row the whole file); name the other unread columns."""
+    unknown = sorted({key for row in rows for key in row} - set(TABLE_COLUMNS))
+    for column in unknown:
+        near = difflib.get_close_matches(column.lower(), TABLE_COLUMNS, n=1, cutoff=0.75)
+        if near:
+            raise ValueError(f"{path}: column {column!r} is not one this loader reads; did you mean {near[0]!r}? "
+                             f"Columns read: {', '.join(TABLE_COLUMNS)}.")
+    if unknown:
+        warnings.warn(f"{path}: columns {unknown} are not read (this loader reads {', '.join(TABLE_COLUMNS)}).",
+                      DataQualityWarning, stacklevel=4)
+
+
+def _label(value, where: str) -> str | None:
+    """A table's label as stripped text (None when absent or blank); a missing-value marker is an error."""
+    if isinstance(value, float) and not math.isfinite(value) or (_text(value) or "").lower() in MISSING_VALUE_MARKERS:
+        raise ValueError(f"{where}: label {value!r} marks a missing value, not a class; give every entry a label "
+                         "(or leave the entry out).")
+    return _text(value)
 
 
 def _entries_from_table(path: Path) -> list[dict]:
     entries = []
-    for number, row in enumerate(_read_table(path), 1):
+    rows = _read_table(path)
+    _check_columns(path, rows)
+    for number, row in enumerate(rows, 1):
         where = f"{path}, entry {number}"
-        file, label = _text(row.get("file", row.get("file_name"))), _text(row.get("label"))
+        file, label = _text(row.get("file", row.get("file_name"))), _label(row.get("label"), where)
         if file is None or label is None:
             raise ValueError(f"{where}: needs 'file' (or 'file_name') and 'label', got {row}.")
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
@@ -112,16 +153,30 @@ def _subfolders(folder: Path) -> list[Path]:
     return [path for path in sorted(folder.iterdir()) if path.is_dir() and not is_hidden(path.name)]
 
 
+def _check_no_loose_audio(folder: Path, holds: str) -> None:
+    """Audio directly in ``folder`` has no label folder: refuse it rather than leave it out."""
+    loose = [path.name for path in sorted(folder.iterdir())
+             if path.is_file() and not is_hidden(path.name) and path.suffix.lower() in AUDIO_EXTENSIONS]
+    if loose:
+        more = f" and {len(loose) - 3} more" if len(loose) > 3 else ""
+        raise ValueError(f"{folder}: audio files {loose[:3]}{more} lie outside any label folder; this folder should hold "
+                         f"{holds} only. Move each file into the folder of its label (or list the files in a "
+                         "metadata.csv).")
+
+
 def _entries_from_folders(root: Path) -> list[dict]:
     split_dirs = _subfolders(root)
-    named_splits = [path.name for path in split_dirs if path.name in SPLIT_FOLDERS]
+    named_splits = [path.name for path in split_dirs if path.name.lower() in SPLIT_FOLDERS]
     if named_splits and len(named_splits) < len(split_dirs):
-        others = [path.name for path in split_dirs if path.name not in SPLIT_FOLDERS]
+        others = [path.name for path in split_dirs if path.name.lower() not in SPLIT_FOLDERS]
         raise ValueError(f"{root}: split folders {named_splits} next to other folders {others}; put every label "
                          f"folder inside a split folder ({', '.join(SPLIT_FOLDERS)}), or use no split folders.")
-    by_split = [(path.name, path) for path in split_dirs] if named_splits else [("train", root)]
+    by_split = [(path.name.lower(), path) for path in split_dirs] if named_splits else [("train", root)]
+    if named_splits:
+        _check_no_loose_audio(root, "split folders")
     entries = []
     for split, split_dir in by_split:
+        _check_no_loose_audio(split_dir, "label folders")
         for label_dir in _subfolders(split_dir):
             for file in sorted(label_dir.rglob("*")):
                 hidden = any(is_hidden(part) for part in file.relative_to(label_dir).parts)
@@ -176,6 +231,14 @@ def load_audio_folder(
         _check_consistent(entries, key)
     # The classes come from every entry, so that skipping a file never drops a class and shifts the ids.
     found = sorted({entry["label"] for entry in entries}, key=lambda label: (label != NORMAL_LABEL, label))
+    spellings = defaultdict(list)
+    for label in found:
+        spellings[label.casefold()].append(label)
+    for variants in spellings.values():
+        if len(variants) > 1:
+            where = "; ".join(next(e["where"] for e in entries if e["label"] == label) for label in variants)
+            raise ValueError(f"labels {variants} differ only in case ({where}): they would be separate classes; "
+                             "spell each class one way.")
     label_names = list(label_names) if label_names is not None else found
     for entry in entries:
         if entry["label"] not in label_names:
@@ -188,7 +251,7 @@ def load_audio_folder(
         problem = (None if file.suffix.lower() in AUDIO_EXTENSIONS and file.is_file() else
                    "file not found" if not file.exists() else f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
         if problem and on_missing == "error":
-            raise FileNotFoundError(f"{entry['where']}: {file}: {problem}. Pass on_missing='skip' to skip such files.")
+            raise FileNotFoundError(f"{entry['where']}: {file}: {problem}. {SKIP_HINT}")
         if problem:
             summary.skipped.append((str(file), problem))
         else:
@@ -209,9 +272,5 @@ def load_audio_folder(
                          "label": ClassLabel(names=label_names), "event_index": Value("int32"),
                          "start_s": Value("float64"), "end_s": Value("float64"), "audio_offset_s": Value("float64")})
     info = DatasetInfo(description=f"Labelled respiratory audio from {root.name}")
-    try:
-        return build_levels(recordings, {"segment": (SPAN, features)}, summary, info, context_s=context_s,
-                            decode=decode, num_proc=num_proc, progress=progress,
-                            skip_unreadable=on_missing == "skip")["segment"]
-    except UnreadableAudioError as err:
-        raise UnreadableAudioError(f"{err} Pass on_missing='skip' to skip such files.") from err
+    return build_levels(recordings, {"segment": (SPAN, features)}, summary, info, context_s=context_s, decode=decode,
+                        num_proc=num_proc, progress=progress, skip_unreadable=on_missing == "skip")["segment"]

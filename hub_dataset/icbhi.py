@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
 from .audio import is_hidden
-from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
+from .builder import SKIP_HINT, LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import ICBHI_CYCLE_LABELS, ICBHI_DIAGNOSES, icbhi_cycle_label
 
 LEVELS = ("cycle", "patient")
@@ -170,8 +170,7 @@ def load_icbhi(
     problems += [(wavs[stem], f"not in {SPLIT_FILE}") for stem in wavs if stem in txts and stem not in official_split]
     if problems and on_missing == "error":
         listed = "; ".join(f"{path} ({reason})" for path, reason in problems[:5])
-        raise FileNotFoundError(f"{len(problems)} ICBHI files cannot be used: {listed}. "
-                                "Pass on_missing='skip' to skip them (they are counted in the summary).")
+        raise FileNotFoundError(f"{len(problems)} ICBHI files cannot be used: {listed}. {SKIP_HINT}")
     summary.skipped += [(str(path), reason) for path, reason in problems]
 
     recordings = []

@@ -22,7 +22,7 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
 from .audio import AUDIO_EXTENSIONS, is_hidden
-from .builder import LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
+from .builder import SKIP_HINT, LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import (
     EVENT_TYPE_ALIASES,
     EVENT_TYPES,
@@ -250,7 +250,7 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
     if missing and on_missing == "error":
         listed = "; ".join(f"{path} ({reason})" for path, reason in missing[:5])
         raise FileNotFoundError(f"{len(missing)} SPRSound files have no partner (audio <-> JSON, matched by stem): "
-                                f"{listed}. Pass on_missing='skip' to skip them (they are counted in the summary).")
+                                f"{listed}. {SKIP_HINT}")
     summary.skipped += [(str(path), reason) for path, reason in missing]
     return sorted(pairs, key=lambda pair: splits.index(pair[0]))  # stable: file order within a split
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,24 +227,51 @@ def test_low_sampling_rate_is_classified_with_a_note(client):
             "the model reads 50–3900 Hz") in explanation
 
 
-def test_other_formats_are_decoded_with_ffmpeg_or_named_unsupported(demo, tmp_path, monkeypatch):
+def ffmpeg(*arguments) -> None:
     if shutil.which("ffmpeg") is None:
         pytest.skip("no ffmpeg (apt-get install ffmpeg)")
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *map(str, arguments)], check=True)
+
+
+def test_files_soundfile_cannot_read_are_decoded_with_ffmpeg_whatever_their_name(demo, tmp_path, monkeypatch):
     source = real(CRACKLE_RECORDING)
+    whole = demo.analyse(source)
     m4a = tmp_path / "phone.m4a"  # AAC in MP4, as phones record: soundfile cannot read it
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-c:a", "aac", str(m4a)], check=True)
-    analysis = demo.analyse(m4a)
-    assert analysis.sampling_rate == 8000 and analysis.duration == pytest.approx(sf.info(source).duration, abs=0.05)
-    assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+    ffmpeg("-i", source, "-c:a", "aac", m4a)
+    g722 = tmp_path / "g722.wav"  # a WAV whose codec soundfile does not know
+    ffmpeg("-i", source, "-c:a", "g722", g722)
+    misnamed = tmp_path / "phone.mp3"  # an M4A saved under the wrong extension
+    shutil.copy(m4a, misnamed)
+    for path in (m4a, g722, misnamed):
+        analysis = demo.analyse(path)
+        assert analysis.duration == pytest.approx(whole.duration, abs=0.05), path.name
+        assert analysis.probabilities.argmax() == whole.probabilities.argmax(), path.name
 
     (tmp_path / "notes.m4a").write_text("these are my notes, not audio")
-    with pytest.raises(ValueError, match=r"notes.m4a: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3, "
-                                         "and FFmpeg cannot decode it either"):
+    with pytest.raises(ValueError, match=r"notes.m4a: not a readable audio file \(corrupt, truncated or not audio\): "
+                                         r"expected a WAV, FLAC, OGG or MP3 recording or another format FFmpeg decodes\. "
+                                         r"FFmpeg: moov atom not found; notes.m4a: Invalid data found"):
         demo.analyse(tmp_path / "notes.m4a")
+    video = tmp_path / "video.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x64:d=1", "-c:v", "mpeg4", video)
+    with pytest.raises(ValueError, match=r"video.mp4 holds no audio track: expected an audio recording"):
+        demo.analyse(video)
+    with pytest.raises(ValueError, match=r"missing.wav: audio file not found"):
+        demo.analyse(tmp_path / "missing.wav")
     monkeypatch.setattr(app.shutil, "which", lambda name: None)
-    with pytest.raises(ValueError, match=r"phone.m4a: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3 "
-                                         r"\(other formats need FFmpeg"):
+    with pytest.raises(ValueError, match=r"phone.m4a: not a readable audio file .*: expected a WAV, FLAC, OGG or MP3 "
+                                         r"recording \(other formats need FFmpeg, which is not installed here\)\. "
+                                         r"soundfile: Error opening 'phone.m4a'"):
         demo.analyse(m4a)
+
+
+def test_clipped_recording_is_classified_with_a_warning(demo, tmp_path):
+    waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")
+    assert demo.analyse(real(CRACKLE_RECORDING)).warnings == []
+    sf.write(tmp_path / "loud.wav", np.clip(waveform * 50, -1, 1), rate, subtype="PCM_16")  # gain far too high
+    (warning,) = demo.analyse(tmp_path / "loud.wav").warnings
+    assert re.fullmatch(r"loud.wav is clipped: \d+\.\d% of its samples are at full scale, .* this result is unreliable; "
+                        r"record again with less gain or a lighter touch\.", warning)
 
 
 def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, monkeypatch):
@@ -256,6 +284,14 @@ def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, mon
     monkeypatch.setattr(app, "read_audio", no_decoding)
     with pytest.raises(ValueError, match=r"long.wav is 129.0 s long: this demo accepts at most 120 s"):
         demo.analyse(tmp_path / "long.wav")
+    # Just past the limit (120.04 s) is not said to be at it; nor is just short of the shortest (0.2499 s).
+    sf.write(tmp_path / "past.wav", np.resize(waveform, int(120.04 * rate)), rate)
+    with pytest.raises(ValueError, match=r"past.wav is just over 120 s long: this demo accepts at most 120 s"):
+        demo.analyse(tmp_path / "past.wav")
+    monkeypatch.undo()
+    sf.write(tmp_path / "short.wav", waveform[: int(app.MIN_SECONDS * rate) - 1], rate)
+    with pytest.raises(ValueError, match=r"short.wav is just under 0.25 s long: the shortest recording accepted is 0.25"):
+        demo.analyse(tmp_path / "short.wav")
 
 
 def test_uploads_are_limited_to_max_seconds_of_192_khz_stereo_32_bit_audio(checkpoints, tmp_path, monkeypatch):
@@ -284,6 +320,8 @@ def test_task_may_be_written_as_the_page_writes_it(demo, checkpoints, tmp_path, 
     assert demo.analyse(path, "1-2").task_model is demo.models["12"]
     app.main(["--model", str(checkpoints), "--predict", str(path), "--task", "2-2", "--output-dir", str(tmp_path)])
     assert "Model: Task 2-2 (record level)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="Unknown task '': this app has models for"):
+        demo.analyse(path, "")  # an empty task is a mistake, not the default
     unknown = r"Unknown task '3-3': this app has models for 12 \(Task 1-2\), 22 \(Task 2-2\)"
     with pytest.raises(SystemExit, match=unknown):
         app.main(["--model", str(checkpoints), "--predict", str(path), "--task", "3-3"])
@@ -316,7 +354,7 @@ def test_bad_recordings_get_a_clear_error_and_the_app_keeps_serving(client, tmp_
         "long.flac": r"long.flac is 129.0 s long: this demo accepts at most 120 s",
         "1khz.wav": r"1khz.wav is sampled at 1000 Hz, so it holds nothing above 500 Hz",
         "dc.wav": r"dc.wav is silent \(peak amplitude .* around its mean",
-        "notes.webm": r"notes.webm: unsupported audio format; this demo reads WAV, FLAC, OGG or MP3",
+        "notes.webm": r"notes.webm: not a readable audio file .*: expected a WAV, FLAC, OGG or MP3 recording",
     }
     for name, message in expected.items():
         with pytest.raises(AppError, match=message):

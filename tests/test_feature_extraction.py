@@ -323,20 +323,33 @@ def test_non_finite_samples_are_rejected(extractor, crackle, bad):
         extractor([crackle, corrupted], sampling_rate=8000)
 
 
-def test_all_zeros_give_finite_features(extractor):
+def test_all_zeros_give_finite_features_and_a_warning(extractor):
     silence = np.zeros(80_000, dtype=np.float32)
     for normalization in ("per_recording", "none"):
-        out = RespSTFFeatureExtractor(normalization=normalization)(silence, sampling_rate=8000)
+        with pytest.warns(UserWarning, match=r"audio input 0 is constant \(silence or a DC offset\): its scalogram holds "
+                                             "no sound, so the prediction means nothing"):
+            out = RespSTFFeatureExtractor(normalization=normalization)(silence, sampling_rate=8000)
         assert np.isfinite(out["input_features"]).all()
     # a constant log-scalogram standardises to ~0 (float32 rounding of the mean leaves ~1e-3), not NaN
-    assert np.abs(extractor(silence, sampling_rate=8000)["input_features"]).max() < 0.01
+    with pytest.warns(UserWarning, match="is constant"):
+        assert np.abs(extractor(silence, sampling_rate=8000)["input_features"]).max() < 0.01
+
+
+def test_input_shorter_than_any_training_sound_warns(extractor, crackle):
+    with pytest.warns(UserWarning, match=r"audio input 1 is 50 ms long, shorter than any sound the models learned from "
+                                         r"\(0.1 s or more\): its clip is mostly repeats of it"):
+        extractor([crackle, crackle[:400]], sampling_rate=8000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor(crackle[:1000], sampling_rate=8000)  # 0.125 s, SPRSound's shortest events
 
 
 def test_shorter_than_smallest_wavelet_is_rejected(extractor, crackle):
     assert extractor.min_samples == 16  # the support of the 3.9 kHz wavelet at 8 kHz
     with pytest.raises(ValueError, match=f"audio input 0 has 15 samples at 8000 Hz: expected at least {extractor.min_samples}"):
         extractor(crackle[:15], sampling_rate=8000)
-    out = extractor(crackle[: extractor.min_samples], sampling_rate=8000, truncation=False)
+    with pytest.warns(UserWarning, match="audio input 0 is 2 ms long"):
+        out = extractor(crackle[: extractor.min_samples], sampling_rate=8000, truncation=False)
     assert out["input_features"].shape == (1, 1, 64, 1) and np.isfinite(out["input_features"]).all()
 
 
@@ -350,6 +363,10 @@ def test_wrong_shapes_and_dtypes_are_rejected(extractor, crackle):
         extractor((crackle * 32767 + 32768).astype(np.uint16), sampling_rate=8000)
     with pytest.raises(ValueError, match="expected a numeric waveform"):
         extractor(np.array(["a", "b"] * 100), sampling_rate=8000)
+    pcm = (crackle * 32767).astype(np.int16)
+    with pytest.raises(ValueError, match=r"audio input 0: int64 samples \(e.g. np.array of Python ints\) have no audio bit "
+                                         "depth to scale by; cast to int16"):
+        extractor(np.array(pcm.tolist()), sampling_rate=8000)  # would otherwise be scaled by 2**63: silence
     with pytest.raises(ValueError, match="at most 8 channels"):
         extractor([np.zeros((16, 4000), dtype=np.float32)], sampling_rate=8000)
 

@@ -142,7 +142,9 @@ def test_folder_with_a_csv_of_segments(tmp_path):
         f"{files[1].name},Normal,,,p2\n"  # no times: the whole file
         f"{files[2].name},Crackle,3.0,40.0,p3\n"  # past the end: clipped and counted
     )
-    with pytest.warns(UserWarning, match="1 annotated events ended after their recording"):
+    with pytest.warns(UserWarning, match=r"1 annotated events ended after their recording; their end was clipped to the "
+                                         r"recording's end: .*metadata.csv, entry 4 \(end 40.000 s, recording "
+                                         f"{files[2].name} {sf.info(files[2]).duration:.3f} s\\)"):
         segments = load_audio_folder(tmp_path, decode=False, progress=False)
     train = segments["train"]
     assert train.features["label"] == ClassLabel(names=["Normal", "Crackle", "Wheeze"])  # Normal is class 0
@@ -313,6 +315,71 @@ def test_folder_span_errors_name_the_entry(tmp_path):
     (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{files[0].name},Normal,1000,2000\n")  # ms
     with pytest.raises(ValueError, match="entry 1: the span starts at 1000.000 s.*over 10 times the recording's "
                                          "length: check the unit"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
+def test_folder_table_is_never_misread(tmp_path):
+    """Misspelt columns, rows that do not fit the header, missing-value labels and labels that differ only in
+    case are refused, naming the table (and entry); columns the loader does not read are named in a warning."""
+    files = copy_sprsound_audio(tmp_path, 2)
+    table = tmp_path / "metadata.csv"
+    for misspelt, meant in (("strat", "start"), ("spilt", "split"), ("patientid", "patient_id"), ("Label", "label")):
+        header = "file,label,start,end,patient_id,split".replace(meant, misspelt, 1)
+        table.write_text(f"{header}\n{files[0].name},Normal,1,2,p1,train\n")
+        with pytest.raises(ValueError, match=f"metadata.csv: column '{misspelt}' is not one this loader reads; did you "
+                                             f"mean '{meant}'\\? Columns read: file, file_name, label"):
+            load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label,device\n{files[0].name},Normal,Littmann\n{files[1].name},Wheeze,Yunting\n")
+    with pytest.warns(UserWarning, match=r"metadata.csv: columns \['device'\] are not read"):
+        assert load_audio_folder(tmp_path, decode=False, progress=False)["train"].num_rows == 2
+
+    table.write_text(f"file,label\n{files[0].name},Normal\n{files[1].name},Crackle, fine\n")
+    with pytest.raises(ValueError, match=r"metadata.csv, entry 2: 3 values where the header has 2 columns; quote a value "
+                                         "that holds a comma"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label,patient_id\n{files[0].name},Normal,p1\n{files[1].name},Wheeze\n")
+    with pytest.raises(ValueError, match=r"metadata.csv, entry 2: 2 values where the header has 3 columns\.$"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+    for marker in ("NaN", "NA", "n/a"):  # pandas, R, spreadsheets
+        table.write_text(f"file,label\n{files[0].name},Normal\n{files[1].name},{marker}\n")
+        with pytest.raises(ValueError, match=f"metadata.csv, entry 2: label '{marker}' marks a missing value"):
+            load_audio_folder(tmp_path, decode=False, progress=False)
+    table.unlink()
+    (tmp_path / "metadata.jsonl").write_text(f'{{"file": "{files[0].name}", "label": NaN}}\n')  # json.dumps of a float NaN
+    with pytest.raises(ValueError, match="metadata.jsonl, entry 1: label nan marks a missing value"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    (tmp_path / "metadata.jsonl").write_text(f'{{"file": "{files[0].name}", "label": "Normal"}}\n'
+                                             f'{{"file": "{files[1].name}", "label": "normal"}}\n')
+    with pytest.raises(ValueError, match=r"labels \['Normal', 'normal'\] differ only in case \(.*metadata.jsonl, entry "
+                                         r"1; .*metadata.jsonl, entry 2\)"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    (tmp_path / "metadata.jsonl").write_text(f'{{"file": "{files[0].name}", "label": "Normal", "end": Infinity}}\n')
+    with pytest.raises(ValueError, match="entry 1: end=inf must be a finite number of seconds >= 0"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
+def test_folder_convention_refuses_loose_audio_and_takes_capitalised_splits(tmp_path):
+    for split, label in (("Train", "Normal"), ("Train", "Wheeze"), ("Test", "Normal")):
+        copy_sprsound_audio(tmp_path / split / label, 1)
+    segments = load_audio_folder(tmp_path, decode=False, progress=False)
+    assert sorted(segments) == ["test", "train"] and segments["train"].features["label"].names == ["Normal", "Wheeze"]
+    loose = copy_sprsound_audio(tmp_path / "Train", 1)[0]  # beside the label folders: no label
+    with pytest.raises(ValueError, match=f"Train: audio files \\['{loose.name}'\\] lie outside any label folder; this "
+                                         "folder should hold label folders only"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    loose.rename(tmp_path / loose.name)
+    with pytest.raises(ValueError, match="lie outside any label folder; this folder should hold split folders only"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
+def test_truncated_wav_is_refused_not_read_short(tmp_path):
+    whole = ICBHI / "audio_and_txt_files" / f"{ICBHI_4_KHZ}.wav"
+    (tmp_path / "Normal").mkdir()
+    data = whole.read_bytes()
+    (tmp_path / "Normal" / "cut.wav").write_bytes(data[: len(data) // 2])  # a copy cut short: libsndfile reads half
+    with pytest.raises(ValueError, match=r"cut.wav: the WAV file is truncated: its header declares \d+ bytes of audio, "
+                                         r"the file holds \d+ \(50%\)\. Pass on_missing='skip'"):
         load_audio_folder(tmp_path, decode=False, progress=False)
 
 

@@ -91,6 +91,16 @@ def test_forward_shapes(features):
             assert len(rest) == hidden_states
 
 
+def test_config_output_flags_apply_when_the_call_leaves_them_out(features):
+    model = tiny_model()
+    model.config.output_hidden_states = model.config.output_attentions = True  # as from_pretrained(..., output_hidden_states=True)
+    with torch.no_grad():
+        out, base = model(**features), model.respstf(**features)
+        explicit = model(**features, output_hidden_states=False, output_attentions=False)
+    assert len(out.hidden_states) == len(base.hidden_states) == 2 and len(out.attentions) == len(base.attentions) == 1
+    assert explicit.hidden_states is None and explicit.attentions is None  # the call's own choice wins
+
+
 def test_bfloat16_model_takes_the_extractors_float32_features(features):
     model = tiny_model()
     with torch.no_grad():

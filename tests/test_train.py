@@ -852,3 +852,68 @@ def test_recipe_refuses_the_options_it_sets_for_each_run(tmp_path, capsys):
         with pytest.raises(SystemExit):
             sprsound_score.main(["--runs", str(tmp_path), *argv])
         assert message in capsys.readouterr().err
+
+
+def test_a_saved_dataset_with_sprsound_split_names_trains(task12_run, healthy_folder, tmp_path):
+    """A `save_to_disk` folder is loaded as one, although its split folders (train/, inter_test/) would pass for an
+    SPRSound release's."""
+    rows = hub_dataset.load_audio_folder(healthy_folder, decode=False, progress=False)
+    saved = tmp_path / "saved"
+    type(rows)(train=rows["train"], inter_test=rows["test"]).save_to_disk(str(saved))
+    assert train.dataset_kind(str(saved)) == "saved" and train.dataset_kind(str(healthy_folder)) == "folder"
+    summary = run_train(["--dataset", str(saved), "--from", str(task12_run), "--ignore-mismatched", "--normal_label",
+                         "Healthy", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--validation_fraction", "0.5"])
+    assert summary["labels"] == ["Adventitious", "Healthy"] and set(summary["results"]) == {"validation", "inter_test"}
+
+
+def test_scoring_a_model_on_a_folder_with_some_of_its_classes(task12_run, tmp_path):
+    """--do_train false: the folder's classes are the model's, so a test folder without Stridor (or any other of its
+    classes) still fits its head."""
+    rows = "".join(f"{file},{'Normal' if label == 'Normal' else 'Wheeze'},{patient}\n" for file, label, patient in example_recordings(1))
+    (tmp_path / "metadata.csv").write_text("file,label,patient_id\n" + rows)
+    summary = run_train(["--dataset", str(tmp_path), "--from", str(task12_run), "--do_train", "false",
+                         "--output_dir", str(tmp_path / "scored"), "--validation_fraction", "0.5"])
+    assert summary["labels"] == task_labels(12) and 0 <= summary["results"]["validation"]["score"] <= 1
+
+
+def test_recall_keys_are_unique_in_any_script():
+    assert train.recall_keys(["Normal", "Wheeze+Crackle", "正常", "湿啰音", "Crackle", "crackle!"]) == [
+        "recall_normal", "recall_wheeze_crackle", "recall_正常", "recall_湿啰音", "recall_crackle_4", "recall_crackle_5"]
+    train.check_selection_metric("recall_湿啰音", ["正常", "湿啰音"])
+
+
+def test_rows_without_patient_ids_are_reported(caplog):
+    import datasets
+
+    rows = datasets.Dataset.from_dict(
+        {"patient_id": ["a", "a", "b", "b", None, None], "recording_id": list("uvwxyz"), "label": [0, 1, 0, 1, 0, 1]},
+        features=datasets.Features({"patient_id": datasets.Value("string"), "recording_id": datasets.Value("string"),
+                                    "label": datasets.ClassLabel(names=["Normal", "Wheeze"])}))
+    data_args, *_ = train.parse_args(["--dataset", "my_recordings"])
+    with caplog.at_level("WARNING", logger="respstf"):
+        train.carve_validation(rows, data_args, "label")
+    assert ("2 of the 6 training rows of my_recordings have no patient_id: each such file counts as its own patient"
+            in caplog.text)
+
+
+def test_segment_shorter_than_the_smallest_wavelet_is_named(tmp_path):
+    file = example_recordings(1)[0][0]
+    (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{file},Normal,0,1\n{file},Normal,1.000,1.001\n")
+    rows = hub_dataset.load_audio_folder(tmp_path, decode=False, progress=False)["train"]
+    extractor = train.RespSTFFeatureExtractor(**train.LEVEL_FEATURES["event"])
+    with pytest.raises(ValueError, match=rf"train row \(recording_id {file.stem}, start_s 1.0, end_s 1.001\): 1.0 ms of "
+                                         "audio, shorter than the 2 ms the model's smallest wavelet spans"):
+        train.featurize(rows, extractor, "label", with_frames=False)
+
+
+def test_unusable_files_can_be_skipped_from_the_command_line(tmp_path):
+    file = example_recordings(1)[0][0]
+    (tmp_path / "metadata.csv").write_text(f"file,label\n{file},Normal\nmissing.wav,Wheeze\n")
+    data_args, *_ = train.parse_args(["--dataset", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match=r"missing.wav: file not found\. Pass on_missing='skip' \(--on-missing skip "
+                                                "on the command line\)"):
+        train.load_data(data_args, None)
+    data_args, *_ = train.parse_args(["--dataset", str(tmp_path), "--on-missing", "skip"])
+    with pytest.warns(UserWarning, match="skipped 1 files"):
+        data = train.load_data(data_args, None)
+    assert data["train"].num_rows == 1 and data["train"].features["label"].names == ["Normal", "Wheeze"]

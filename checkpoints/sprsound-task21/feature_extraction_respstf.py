@@ -24,6 +24,8 @@ _PADDING_MODES = ("repeat", "zero")
 _NORMALIZATIONS = ("per_recording", "none")
 # A multichannel clip has at most this many channels (stethoscopes record 1 or 2).
 _MAX_CHANNELS = 8
+# SPRSound's shortest annotated event is 0.126 s: a shorter input is mostly padding (or repeats of itself).
+_SHORTEST_SOUND_S = 0.1
 # Label of padded frames in `frame_labels` (ignored by the model's frame loss).
 _IGNORED_FRAME_LABEL = -100
 
@@ -41,9 +43,13 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         wavelet_bandwidth, wavelet_center_frequency: the complex Morlet ``B`` and ``C`` (pywt ``cmorB-C``).
         padding_mode: ``"repeat"`` tiles a short clip to the full length (the attention mask is then all
             ones: the tiles are real signal); ``"zero"`` pads with silence and masks the padded frames.
-        normalization: ``"per_recording"`` standardises each log-scalogram over its unpadded frames
-            (invariant to stethoscope gain); ``"none"`` keeps the raw log magnitudes.
-        log_floor: added to magnitudes before the log, so silence stays finite.
+        normalization: ``"per_recording"`` standardises each log-scalogram over its unpadded frames, which
+            removes a change of gain except where magnitudes come near ``log_floor``; ``"none"`` keeps the
+            raw log magnitudes.
+        log_floor: added to magnitudes before the log, so silence stays finite. It is absolute: at SPRSound's
+            levels (RMS 0.003-0.018 of full scale, 5-95 %) the quietest bins of the top band are near it, so a
+            recording far quieter (or louder) than that gives somewhat different features; scale such input
+            towards SPRSound's level.
         oversampling, max_points_per_frame, chunk_frames: accuracy/speed/memory knobs of the CWT.
     """
 
@@ -139,6 +145,18 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     # -- input checking -------------------------------------------------------------------------
+    def _warn_if_meaningless(self, array: np.ndarray, index: int) -> None:
+        """Warn about an input (at ``sampling_rate``) the model gives an answer for that means little."""
+        seconds = len(array) / self.sampling_rate
+        if seconds < _SHORTEST_SOUND_S:
+            filler = "repeats of it" if self.padding_mode == "repeat" else "padding"
+            warnings.warn(f"audio input {index} is {seconds * 1000:.0f} ms long, shorter than any sound the models learned "
+                          f"from ({_SHORTEST_SOUND_S} s or more): its clip is mostly {filler}, so the prediction means "
+                          "little.", UserWarning, stacklevel=3)
+        if np.ptp(array) == 0:
+            warnings.warn(f"audio input {index} is constant (silence or a DC offset): its scalogram holds no sound, so the "
+                          "prediction means nothing.", UserWarning, stacklevel=3)
+
     def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
         if isinstance(waveform, torch.Tensor):
             # numpy has no bfloat16, and every float becomes float32 below anyway.
@@ -147,13 +165,16 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         array = np.asarray(waveform)
         where = f"audio input {index}"
         if array.dtype == object or array.dtype.kind not in "iuf":
-            raise ValueError(f"{where}: expected a numeric waveform (float or int16/int32 PCM), got dtype {array.dtype}.")
+            raise ValueError(f"{where}: expected a numeric waveform (float or int8/int16/int32 PCM), got dtype {array.dtype}.")
         if array.ndim not in (1, 2):
             raise ValueError(f"{where}: expected a 1-D waveform (or a 2-D stereo clip), got shape {array.shape}.")
         if array.size == 0:
             raise ValueError(f"{where} is empty: expected at least {self.min_samples} samples.")
         if array.dtype.kind == "u":
             raise ValueError(f"{where}: unsigned integer audio ({array.dtype}) is not supported; convert to float or int16.")
+        if array.dtype == np.int64:
+            raise ValueError(f"{where}: int64 samples (e.g. np.array of Python ints) have no audio bit depth to scale "
+                             "by; cast to int16 (16-bit PCM) or int32, or give float samples in [-1, 1].")
         if array.dtype.kind == "i":
             # Integer PCM: scale to [-1, 1] by its bit depth (int16 -> 32768).
             array = array.astype(np.float32) / float(-np.iinfo(array.dtype).min)
@@ -272,6 +293,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                     + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
                        if from_batch_array else "")
                 )
+            self._warn_if_meaningless(array, index)
             arrays.append(array)
 
         fit_to_clip = truncation is None or truncation

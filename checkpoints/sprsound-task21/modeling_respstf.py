@@ -279,6 +279,8 @@ class RespSTFModel(RespSTFPreTrainedModel):
                 raise ValueError("attention_mask has an all-zero row: every example needs at least one frame of real audio (1).")
         input_features = input_features.to(self.dtype)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         if self.training:
             input_features = spec_augment(input_features, self.config.frequency_masks, self.config.frequency_mask_width, dim=2)
             input_features = spec_augment(input_features, self.config.time_masks, self.config.time_mask_width, dim=3)
