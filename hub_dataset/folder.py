@@ -10,8 +10,8 @@ Two conventions:
 
 Files and folders whose name starts with ``.`` or ``__`` (``.ipynb_checkpoints``, ``__MACOSX``) are
 ignored. A file listed twice must name the same ``patient_id`` and ``split`` both times. A table column
-close to one of these names (``strat``, ``patientid``) is an error, other columns are named in a warning
-and not read; a CSV row with more or fewer values than its header, a missing-value marker as a label
+that looks like one of these names the table lacks (``strat``, ``patientid``, ``start_time``) is an error,
+other columns are named in a warning and not read; a CSV row with more or fewer values than its header, a missing-value marker as a label
 (``NaN``, ``NA``), or two labels that differ only in case are errors. In the folder convention, audio
 files outside a label folder are an error, and split folders may be capitalised (``Train/``).
 
@@ -95,14 +95,26 @@ def _seconds(value, where: str, key: str) -> float | None:
     return seconds
 
 
+def _meant_column(column: str, absent: list[str]) -> str | None:
+    """The absent column of TABLE_COLUMNS that ``column`` looks like a misspelling or variant of, if any:
+    ``strat``, ``Label``, ``filename`` (close spellings) or ``start_time``, ``patient`` (sharing a word)."""
+    near = difflib.get_close_matches(column.lower(), absent, n=1, cutoff=0.75)
+    words = re.split(r"[^a-z]+", column.lower())
+    return near[0] if near else next((name for name in absent if name.split("_")[0] in words), None)
+
+
 def _check_columns(path: Path, rows: list[dict]) -> None:
-    """Refuse a column that looks like a misspelt one of TABLE_COLUMNS (read as absent, it would silently
-    change what rows mean: ``strat`` makes every row the whole file); name the other unread columns."""
-    unknown = sorted({key for row in rows for key in row} - set(TABLE_COLUMNS))
+    """Refuse a column that looks like a variant of one of TABLE_COLUMNS the table lacks (read as absent, it would
+    silently change what rows mean: ``strat`` or ``start_time`` makes every row the whole file); name the other
+    columns, which are not read."""
+    present = {key for row in rows for key in row}
+    unknown = sorted(present - set(TABLE_COLUMNS))
+    # file and file_name are one column spelt two ways.
+    absent = [name for name in TABLE_COLUMNS if not ({name, "file", "file_name"} if name.startswith("file") else {name}) & present]
     for column in unknown:
-        near = difflib.get_close_matches(column.lower(), TABLE_COLUMNS, n=1, cutoff=0.75)
-        if near:
-            raise ValueError(f"{path}: column {column!r} is not one this loader reads; did you mean {near[0]!r}? "
+        meant = _meant_column(column, absent)
+        if meant:
+            raise ValueError(f"{path}: column {column!r} is not one this loader reads; did you mean {meant!r}? "
                              f"Columns read: {', '.join(TABLE_COLUMNS)}.")
     if unknown:
         warnings.warn(f"{path}: columns {unknown} are not read (this loader reads {', '.join(TABLE_COLUMNS)}).",

@@ -323,14 +323,17 @@ def test_folder_table_is_never_misread(tmp_path):
     case are refused, naming the table (and entry); columns the loader does not read are named in a warning."""
     files = copy_sprsound_audio(tmp_path, 2)
     table = tmp_path / "metadata.csv"
-    for misspelt, meant in (("strat", "start"), ("spilt", "split"), ("patientid", "patient_id"), ("Label", "label")):
+    for misspelt, meant in (("strat", "start"), ("start_time", "start"), ("spilt", "split"), ("patientid", "patient_id"),
+                            ("Label", "label")):
         header = "file,label,start,end,patient_id,split".replace(meant, misspelt, 1)
         table.write_text(f"{header}\n{files[0].name},Normal,1,2,p1,train\n")
         with pytest.raises(ValueError, match=f"metadata.csv: column '{misspelt}' is not one this loader reads; did you "
                                              f"mean '{meant}'\\? Columns read: file, file_name, label"):
             load_audio_folder(tmp_path, decode=False, progress=False)
-    table.write_text(f"file,label,device\n{files[0].name},Normal,Littmann\n{files[1].name},Wheeze,Yunting\n")
-    with pytest.warns(UserWarning, match=r"metadata.csv: columns \['device'\] are not read"):
+    # A column like one the table has is extra information, not a misspelling.
+    table.write_text(f"file,label,start,end,device,start_time\n{files[0].name},Normal,1,2,Littmann,10:31\n"
+                     f"{files[1].name},Wheeze,,,Yunting,10:32\n")
+    with pytest.warns(UserWarning, match=r"metadata.csv: columns \['device', 'start_time'\] are not read"):
         assert load_audio_folder(tmp_path, decode=False, progress=False)["train"].num_rows == 2
 
     table.write_text(f"file,label\n{files[0].name},Normal\n{files[1].name},Crackle, fine\n")
