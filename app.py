@@ -99,11 +99,15 @@ MAX_UPLOAD_BYTES = int(MAX_SECONDS * 192_000 * 2 * 4 * 1.1)
 MIN_SAMPLING_RATE = 2000  # below this a recording holds nothing above 1 kHz: most of the band the models read is gone
 READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, where installed, converts other formats
 FFMPEG_TIMEOUT_S = 60
+FFMPEG_MESSAGES = 3  # of FFmpeg's error lines shown: a broken MP3 can give dozens
 MAX_LISTED_ANOMALIES = 6  # the explanation names this many non-Normal timeline stretches, then counts the rest
 SILENCE_PEAK = 1e-4  # peak amplitude below -80 dBFS: nothing was recorded
 FULL_SCALE = 0.999  # |sample| at or above this is at the top of its format's range (16-bit PCM tops out at 0.99997)
-# A knock on the stethoscope clips a few ms (0.15 % of the samples of one ICBHI recording); over 0.5 % is
-# sustained clipping (a real SPRSound recording played 50x too loud: 0.76 %).
+MIN_CLIPPED_RUN = 3  # samples in a row at full scale: a clipped peak, not a sample that happens to touch it
+# A knock on the stethoscope clips a few peaks (4 in 20 s, 0.15 % of the samples, in one ICBHI recording); a
+# recording played too loud clips peak after peak (a real SPRSound one at 20x: 9 in 15.4 s, at 50x: 23), or
+# clips a long stretch (over 0.5 % of the samples).
+MAX_CLIPPED_RUNS_PER_SECOND = 0.5
 MAX_CLIPPED_FRACTION = 0.005
 EVENT_MODEL_MAX_CLIP_S = 5.0  # a model of unknown task with clips this short is an event-level one
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
@@ -396,8 +400,9 @@ def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.nd
             lines = completed.stderr.replace(str(path), name).strip().splitlines()
             if any("matches no streams" in line for line in lines):  # the -map of a file without audio
                 raise ValueError(f"{name} holds no audio track: expected an audio recording.")
-            # FFmpeg's messages from the first (the cause), without their "[demuxer @ 0x...]" prefixes.
-            reason = "; ".join(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines) or "no message"
+            # FFmpeg's first few messages (the first is the cause), once each, without "[demuxer @ 0x...]" prefixes.
+            messages = dict.fromkeys(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines)
+            reason = "; ".join(list(messages)[:FFMPEG_MESSAGES]) or "no message"
             raise ValueError(f"{unreadable}. FFmpeg: {reason}")
         waveform, sampling_rate = read_named(wav, name)
     if len(waveform) > MAX_SECONDS * sampling_rate:
@@ -433,11 +438,14 @@ def check_recording(
         warnings.append(f"{name} is sampled at {sampling_rate} Hz, so sounds above {sampling_rate / 2:.0f} Hz are "
                         f"missing: the model reads {band} (it was trained on {extractor.sampling_rate} Hz recordings) "
                         "and may miss high-pitched sounds.")
-    clipped = float(np.mean(np.abs(waveform) >= FULL_SCALE))
-    if clipped > MAX_CLIPPED_FRACTION:
-        warnings.append(f"{name} is clipped: {clipped:.1%} of its samples are at full scale, where the peaks were cut "
-                        "off. Clipping adds sounds the chest did not make, so this result is unreliable; record again "
-                        "with less gain or a lighter touch.")
+    at_full_scale = np.abs(waveform) >= FULL_SCALE
+    edges = np.diff(at_full_scale.astype(np.int8), prepend=0, append=0)
+    runs = int(np.sum(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1) >= MIN_CLIPPED_RUN))
+    share = float(at_full_scale.mean())
+    if share > MAX_CLIPPED_FRACTION or runs >= max(3, MAX_CLIPPED_RUNS_PER_SECOND * duration):
+        warnings.append(f"{name} is clipped: {runs} peaks ({share:.1%} of its samples) are cut off at full scale. "
+                        "Clipping adds sounds the chest did not make, so this result is unreliable; record again with "
+                        "less gain or a lighter touch.")
     return warnings
 
 

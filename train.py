@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -335,13 +336,14 @@ def hub_repo_name(training_args) -> str:
 # -- data ---------------------------------------------------------------------------------------
 
 def dataset_kind(dataset: str) -> str:
-    """What ``--dataset`` names: ``"saved"`` (a `save_to_disk` folder), ``"sprsound"`` (a release folder, per
-    ``find_splits``), ``"icbhi"``, ``"folder"`` (audio + labels), ``"file"`` (an error) or ``"hub"`` (a dataset id)."""
+    """What ``--dataset`` names: ``"saved"`` (a `save_to_disk` folder of a DatasetDict or a Dataset), ``"sprsound"``
+    (a release folder, per ``find_splits``), ``"icbhi"``, ``"folder"`` (audio + labels), ``"file"`` (an error) or
+    ``"hub"`` (a dataset id)."""
     source = Path(dataset)
     if not source.is_dir():
         return "file" if source.exists() else "hub"
-    if (source / "dataset_dict.json").is_file():
-        return "saved"  # checked first: its split folders would pass for an SPRSound layout
+    if (source / "dataset_dict.json").is_file() or (source / "state.json").is_file():
+        return "saved"  # a DatasetDict or one Dataset; checked first: its folders could pass for an SPRSound layout
     if hub_dataset.is_icbhi_release(source):
         return "icbhi"
     if any((source / name).is_file() for name in METADATA_FILES):
@@ -359,6 +361,8 @@ def load_data(data_args: DataArguments, task: str | None, label_names: list[str]
     source, kind = Path(data_args.dataset), dataset_kind(data_args.dataset)
     if kind == "saved":
         data = datasets.load_from_disk(str(source))
+        if isinstance(data, datasets.Dataset):  # one split saved alone
+            data = datasets.DatasetDict(train=data)
     elif kind == "sprsound":
         if task is None:
             raise ValueError(f"{source} is an SPRSound release: pass --task 11, 12, 21 or 22.")
@@ -483,11 +487,17 @@ def resolve_record_options(data_args: DataArguments, model_args: ModelArguments,
             setattr(holder, name, RECORD_DEFAULTS[name])
 
 
-def log_cropped_rows(prepared: datasets.DatasetDict, extractor: RespSTFFeatureExtractor, new_dataset: bool) -> None:
-    """Say how many rows the extractor centre-crops to its clip: by design for SPRSound's events (a few are longer),
-    but on a new dataset it may cut whole recordings down to an event model's 2 s."""
+def report_row_lengths(prepared: datasets.DatasetDict, extractor: RespSTFFeatureExtractor, new_dataset: bool) -> None:
+    """Say how many rows hold too little to hear (shorter than the extractor's ``SHORTEST_SOUND_SECONDS``, or
+    silent), and how many the extractor centre-crops to its clip: by design for SPRSound's events (a few are
+    longer), but on a new dataset it may cut whole recordings down to an event model's 2 s."""
     for name, split in prepared.items():
-        seconds = np.asarray(split["seconds"])
+        seconds, silent = np.asarray(split["seconds"]), np.asarray(split["silent"], dtype=bool)
+        shorter = seconds[seconds < extractor.SHORTEST_SOUND_SECONDS]
+        if len(shorter) or silent.any():
+            logger.warning("%s: %d of %d rows are shorter than %.1f s (shortest %.0f ms) and %d are silent (constant): "
+                           "little or nothing for the model to hear in them.", name, len(shorter), len(seconds),
+                           extractor.SHORTEST_SOUND_SECONDS, (shorter.min() if len(shorter) else 0) * 1000, silent.sum())
         longer = seconds[seconds > extractor.clip_seconds + 0.5 / extractor.sampling_rate]
         if not len(longer):
             continue
@@ -531,17 +541,22 @@ def featurize(
                     f"ms of audio, shorter than the {extractor.min_samples / extractor.sampling_rate * 1000:.0f} ms the "
                     "model's smallest wavelet spans; leave the row out or widen its segment."
                 )
-        out = {"labels": batch[label_column], "seconds": [len(array) / rate for array, rate in clips]}
+        out = {"labels": batch[label_column], "seconds": [len(array) / rate for array, rate in clips],
+               "silent": [bool(np.ptp(array) == 0) for array, _ in clips]}
         rates = {rate for _, rate in clips}
-        # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
-        if len(rates) == 1:
-            features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), truncation=True, device=device)
-            out["input_features"] = list(features["input_features"])
-            out["attention_mask"] = list(features["attention_mask"])
-        else:  # mixed-rate datasets (e.g. ICBHI): resample clip by clip
-            parts = [extractor(array, sampling_rate=rate, truncation=True, device=device) for array, rate in clips]
-            out["input_features"] = [p["input_features"][0] for p in parts]
-            out["attention_mask"] = [p["attention_mask"][0] for p in parts]
+        with warnings.catch_warnings():
+            # The extractor's warnings about short or silent inputs would name a row by its place in the batch:
+            # report_row_lengths reports such rows once per split instead.
+            warnings.filterwarnings("ignore", message=r"audio input \d+ is (constant|\d+ ms long)", category=UserWarning)
+            # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
+            if len(rates) == 1:
+                features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), truncation=True, device=device)
+                out["input_features"] = list(features["input_features"])
+                out["attention_mask"] = list(features["attention_mask"])
+            else:  # mixed-rate datasets (e.g. ICBHI): resample clip by clip
+                parts = [extractor(array, sampling_rate=rate, truncation=True, device=device) for array, rate in clips]
+                out["input_features"] = [p["input_features"][0] for p in parts]
+                out["attention_mask"] = [p["attention_mask"][0] for p in parts]
         if with_frames:
             out["frame_labels"] = [frame_targets(e, d, extractor) for e, d in zip(batch["events"], batch["duration_s"])]
         return out
@@ -816,6 +831,17 @@ def check_selection_metric(metric: str, label_names: list[str]) -> None:
         raise ValueError(f"--metric_for_best_model {metric!r} is not a validation metric; expected one of {', '.join(keys)}.")
 
 
+def check_selection_class(metric: str, label_names: list[str], validation_labels: list[int]) -> None:
+    """Selecting on one class's recall needs that class in validation: without it the recall is NaN at every
+    evaluation, no checkpoint is ever better, and the last weights would ship as if chosen."""
+    keys = recall_keys(label_names)
+    metric = metric.removeprefix("eval_")
+    if metric in keys and keys.index(metric) not in set(validation_labels):
+        raise ValueError(f"--metric_for_best_model {metric}: the validation split has no {label_names[keys.index(metric)]!r} "
+                         "rows, so that recall is undefined at every evaluation; choose another metric, or another "
+                         "--split_seed or --validation_fraction.")
+
+
 def make_compute_metrics(label_names: list[str], normal_label: str):
     metric = evaluate.load(hub_dataset.SPRSOUND_SCORE_PATH, keep_in_memory=True)
     normal = label_names.index(normal_label)
@@ -1009,6 +1035,7 @@ def main(argv: list[str] | None = None) -> dict:
                 + (" (too few patients to carve a patient-disjoint validation split)" if name in ("train", "validation") else "")
                 + "."
             )
+    check_selection_class(training_args.metric_for_best_model, label_names, data["validation"][label_column])
 
     model, extractor = build_model_and_extractor(
         model_args, feature_args, task, label_names, data["train"][label_column], level, with_frames, normal_label
@@ -1027,8 +1054,8 @@ def main(argv: list[str] | None = None) -> dict:
     prepared = datasets.DatasetDict(
         {name: featurize(data[name], extractor, label_column, with_frames, str(training_args.device)) for name in featurized}
     )
-    log_cropped_rows(prepared, extractor, new_dataset=task is None)
-    prepared = prepared.remove_columns("seconds").with_format("torch")
+    report_row_lengths(prepared, extractor, new_dataset=task is None)
+    prepared = prepared.remove_columns(["seconds", "silent"]).with_format("torch")
 
     train_dataset = prepared["train"] if training_args.do_train else None
     if cropped:

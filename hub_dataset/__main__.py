@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--context-s", type=float, default=0.0,
                          help="event level: seconds of audio kept before and after each event")
     convert.add_argument("--on-missing", choices=["error", "skip"], default="error",
-                         help="a JSON without audio or audio without JSON: stop (default) or skip and count it")
+                         help="a JSON without audio, audio without JSON or audio that cannot be decoded: stop "
+                              "(default) or skip and count it")
     convert.add_argument("--num-proc", type=int, default=None, help="processes reading and cutting audio")
     convert.add_argument("--format", choices=["parquet", "arrow"], default="parquet",
                          help="parquet (Hub layout, default) or arrow (save_to_disk, read with load_from_disk)")

@@ -131,8 +131,9 @@ def wav_shortfall(path: Path) -> tuple[int, int] | None:
             name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
             if name == b"data":
                 present = os.path.getsize(path) - handle.tell()
-                # 0 and 0xFFFFFFFF: a streaming writer that never went back to fill the size in.
-                return (size, present) if present < size and size not in (0, 0xFFFFFFFF) else None
+                # 0, or 0x7F000000 and up (arecord: 0x7FFFFF00, others 0xFFFFFFFF): a writer to a pipe that could
+                # not go back to fill the size in, so the length is unknown, not short.
+                return (size, present) if present < size and 0 < size < 0x7F000000 else None
             handle.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
     return None
 

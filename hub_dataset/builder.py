@@ -73,6 +73,7 @@ class LoadingSummary:
     clipped_event_sources: list = field(default_factory=list)  # where those events were annotated, by how much
     unparsed_file_names: list = field(default_factory=list)  # metadata columns left empty for these
     inconsistent_record_labels: list = field(default_factory=list)  # (annotation file, its label, its events' label)
+    implausible_events: list = field(default_factory=list)  # events too short to be a sound: times in the wrong unit?
 
     def __str__(self) -> str:
         lines = [f"{self.dataset} loaded from {self.root}"]
@@ -91,6 +92,8 @@ class LoadingSummary:
         if self.inconsistent_record_labels:
             lines.append(f"  record labels that contradict their events (kept as annotated): "
                          f"{len(self.inconsistent_record_labels)}")
+        if self.implausible_events:
+            lines.append(f"  events too short to be a sound (kept as annotated): {len(self.implausible_events)}")
         return "\n".join(lines)
 
 
@@ -230,6 +233,11 @@ def _report(summary: LoadingSummary) -> None:
         listed = ", ".join(summary.unparsed_file_names[:5])
         warnings.warn(f"{summary.dataset}: {len(summary.unparsed_file_names)} file names did not follow the naming "
                       f"scheme (e.g. {listed}); their metadata columns are left empty.", DataQualityWarning,
+                      stacklevel=3)
+    if summary.implausible_events:
+        warnings.warn(f"{summary.dataset}: {len(summary.implausible_events)} annotated events are too short to be a "
+                      f"breath sound (e.g. {'; '.join(summary.implausible_events[:5])}): were their times written in "
+                      "seconds where milliseconds are expected? They are kept as annotated.", DataQualityWarning,
                       stacklevel=3)
     if summary.inconsistent_record_labels:
         listed = "; ".join(f"{file}: {label!r}, its events make it {implied!r}"

@@ -13,7 +13,8 @@ ignored. A file listed twice must name the same ``patient_id`` and ``split`` bot
 that looks like one of these names the table lacks (``strat``, ``patientid``, ``start_time``) is an error,
 other columns are named in a warning and not read; a CSV row with more or fewer values than its header, a missing-value marker as a label
 (``NaN``, ``NA``), or two labels that differ only in case are errors. In the folder convention, audio
-files outside a label folder are an error, and split folders may be capitalised (``Train/``).
+files outside a label folder are an error. Split names (folders or the ``split`` column) are taken in lower
+case, and ``valid``, ``val`` and ``dev`` name the ``validation`` split (which train.py then selects on).
 
 Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recording_id``,
 ``patient_id``, ``label`` (a `ClassLabel` of this dataset's classes), ``event_index``, ``start_s``,
@@ -23,7 +24,6 @@ Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recordin
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 import re
@@ -39,9 +39,21 @@ from .labels import NORMAL_LABEL
 
 METADATA_FILES = ("metadata.csv", "labels.csv", "metadata.jsonl", "metadata.json", "labels.jsonl", "labels.json")
 TABLE_COLUMNS = ("file", "file_name", "label", "start", "end", "patient_id", "split")
-SPLIT_FOLDERS = ("train", "validation", "valid", "dev", "test")
+# Other names tables give these columns (compared in lower case, other characters as "_"): read as absent, they
+# would silently change what the rows mean, so they are refused with the name to use.
+COLUMN_VARIANTS = {
+    "file": ("filename", "file_path", "filepath", "path", "audio", "audio_file", "audio_path", "wav", "recording"),
+    "label": ("labels", "class", "class_name", "category"),
+    "start": ("start_time", "start_s", "start_sec", "start_ms", "starttime", "onset", "begin", "t_start"),
+    "end": ("end_time", "end_s", "end_sec", "end_ms", "endtime", "offset", "stop", "t_end"),
+    "patient_id": ("patient", "subject", "subject_id", "participant", "participant_id", "pid"),
+    "split": ("subset", "partition"),
+}
+SPLIT_FOLDERS = ("train", "validation", "valid", "val", "dev", "test")
+# Other names of the validation split: it is the one train.py selects on (instead of carving one from train).
+VALIDATION_ALIASES = ("valid", "val", "dev")
 # How pandas, R and spreadsheets write a missing value: never a class name.
-MISSING_VALUE_MARKERS = ("nan", "na", "n/a", "null", "<na>")
+MISSING_VALUE_MARKERS = ("nan", "-nan", "na", "n/a", "#n/a", "#na", "null", "<na>")
 _SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")  # what `datasets` accepts as a split name
 
 
@@ -52,10 +64,13 @@ def _read_table(path: Path) -> list[dict]:
     try:
         if path.suffix == ".csv":
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                rows = []
-                for number, row in enumerate(csv.DictReader(handle), 1):
-                    # DictReader files surplus values under the key None and gives missing ones the value None.
-                    surplus, short = row.pop(None, []), sum(value is None for value in row.values())
+                reader, rows = csv.DictReader(handle), []
+                _check_header(path, reader.fieldnames or [])
+                for number, row in enumerate(reader, 1):
+                    # DictReader files surplus values under the key None and gives missing ones the value None;
+                    # empty surplus values are a trailing comma.
+                    surplus = [value for value in row.pop(None, []) if value.strip()]
+                    short = sum(value is None for value in row.values())
                     if surplus or short:
                         hint = "; quote a value that holds a comma (\"Crackle, fine\")" if surplus else ""
                         raise ValueError(f"{path}, entry {number}: {len(row) - short + len(surplus)} values where the "
@@ -74,6 +89,24 @@ def _read_table(path: Path) -> list[dict]:
     if not rows:
         raise ValueError(f"{path} has no entries: expected one row per labelled file or segment.")
     return rows
+
+
+def _split_name(name: str) -> str:
+    """A split as `datasets` and train.py name it: lower case, ``validation`` for valid/val/dev."""
+    name = name.lower()
+    return "validation" if name in VALIDATION_ALIASES else name
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """A CSV header must be comma-separated with each column once."""
+    if len(header) == 1 and any(separator in header[0] for separator in ";\t"):
+        separator = "';'" if ";" in header[0] else "a tab"
+        raise ValueError(f"{path}: the header {header[0]!r} is one column: this table separates its columns with "
+                         f"{separator}; save it with commas (CSV).")
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{path}: column(s) {repeated} appear more than once in the header; keep one of each.")
 
 
 def _text(value) -> str | None:
@@ -95,12 +128,21 @@ def _seconds(value, where: str, key: str) -> float | None:
     return seconds
 
 
+def _one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` becomes ``b`` by one insertion, deletion, substitution or swap of neighbours (a typo)."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return a == b
+    prefix = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    a, b = a[prefix:], b[prefix:]
+    return a[1:] == b[1:] or a[1:] == b or a == b[1:] or (a[:2] == b[1::-1] and a[2:] == b[2:])
+
+
 def _meant_column(column: str, absent: list[str]) -> str | None:
-    """The absent column of TABLE_COLUMNS that ``column`` looks like a misspelling or variant of, if any:
-    ``strat``, ``Label``, ``filename`` (close spellings) or ``start_time``, ``patient`` (sharing a word)."""
-    near = difflib.get_close_matches(column.lower(), absent, n=1, cutoff=0.75)
-    words = re.split(r"[^a-z]+", column.lower())
-    return near[0] if near else next((name for name in absent if name.split("_")[0] in words), None)
+    """The absent column of TABLE_COLUMNS that ``column`` is a typo (``strat``, ``Label``, ``patientid``) or a
+    usual other name (``start_time``, ``onset``, ``subject_id``, ``filename``) of, if any."""
+    name = re.sub(r"[^0-9a-z]+", "_", column.lower()).strip("_")
+    return next((meant for meant in absent
+                 if _one_edit_apart(name, meant) or name in COLUMN_VARIANTS.get(meant, ())), None)
 
 
 def _check_columns(path: Path, rows: list[dict]) -> None:
@@ -141,7 +183,7 @@ def _entries_from_table(path: Path) -> list[dict]:
         start, end = _seconds(row.get("start"), where, "start"), _seconds(row.get("end"), where, "end")
         if start is not None and end is not None and start >= end:
             raise ValueError(f"{where}: start {start} s is not before end {end} s.")
-        split = _text(row.get("split")) or "train"
+        split = _split_name(_text(row.get("split")) or "train")
         if not _SPLIT_NAME.match(split):
             raise ValueError(f"{where}: split {split!r} is not a valid split name (letters, digits and '_', "
                              "e.g. 'train', 'test', 'validation').")
@@ -183,7 +225,7 @@ def _entries_from_folders(root: Path) -> list[dict]:
         others = [path.name for path in split_dirs if path.name.lower() not in SPLIT_FOLDERS]
         raise ValueError(f"{root}: split folders {named_splits} next to other folders {others}; put every label "
                          f"folder inside a split folder ({', '.join(SPLIT_FOLDERS)}), or use no split folders.")
-    by_split = [(path.name.lower(), path) for path in split_dirs] if named_splits else [("train", root)]
+    by_split = [(_split_name(path.name), path) for path in split_dirs] if named_splits else [("train", root)]
     if named_splits:
         _check_no_loose_audio(root, "split folders")
     entries = []

@@ -139,8 +139,8 @@ def load_icbhi(
         level: ``"cycle"`` (one row per respiratory cycle, audio cut to it, ``cycle_label`` Normal /
             Crackle / Wheeze / Both) or ``"patient"`` (one row per recording, labelled with its patient's
             ``diagnosis``; the cycles are in ``events``).
-        on_missing: ``"error"`` or ``"skip"`` for a WAV without TXT (or the reverse) or a recording
-            missing from the split file.
+        on_missing: ``"error"`` or ``"skip"`` for a WAV without TXT (or the reverse), a recording
+            missing from the split file, or audio that cannot be decoded.
         Other arguments as in `load_sprsound`.
     """
     if level not in LEVELS:
@@ -208,4 +208,4 @@ def load_icbhi(
     info = DatasetInfo(description="ICBHI 2017 Respiratory Sound Database", citation=CITATION,
                        homepage="https://bhichallenge.med.auth.gr/")
     return build_levels(recordings, {level: (kind, features)}, summary, info, context_s=context_s,
-                        decode=decode, num_proc=num_proc, progress=progress)[level]
+                        decode=decode, num_proc=num_proc, progress=progress, skip_unreadable=on_missing == "skip")[level]

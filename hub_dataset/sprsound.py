@@ -36,6 +36,8 @@ from .labels import (
 
 SPLITS = ("train", "inter_test", "intra_test", "test2023")
 LEVELS = ("record", "event")
+# SPRSound's shortest annotated event is 126 ms: one under 10 ms is no sound, but times written in seconds.
+MIN_PLAUSIBLE_EVENT_S = 0.01
 
 # (split, JSON folder, audio folder), searched under the root and under its BioCAS2022/BioCAS2023 folders.
 _SPLIT_FOLDERS = [
@@ -197,7 +199,10 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
                 splits.setdefault(split, []).append((root / base / json_folder, root / base / audio_folder))
     if splits:
         return splits
-    if _annotation_files(root):
+    # A flat folder: at least one JSON with its audio beside it (a lone classes.json or a saved dataset's
+    # dataset_info.json does not make a release).
+    audio_stems = {path.stem for path in root.iterdir() if path.suffix.lower() in AUDIO_EXTENSIONS}
+    if any(path.stem in audio_stems for path in _annotation_files(root)):
         return {"train": [(root, root)]}
     raise FileNotFoundError(
         f"{root} holds no SPRSound annotations. Expected train_json/ + train_wav/ (2022 release), "
@@ -232,6 +237,7 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
         for json_dir, audio_dir in pairs:
             json_dirs_of.setdefault(audio_dir, []).append((split, json_dir))
     pairs, missing = [], []
+    first_of: dict[str, tuple[str, Path]] = {}  # recording -> (split, JSON) where it was first found
     for audio_dir, json_dirs in json_dirs_of.items():
         if not any(split in splits for split, _ in json_dirs):
             continue
@@ -242,6 +248,12 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
                 annotated.add(json_path.stem)
                 if split not in splits:
                     continue
+                if json_path.stem in first_of:
+                    # Twice in one split weighs it double; in two splits it is tested on after training on it.
+                    first_split, first_path = first_of[json_path.stem]
+                    raise ValueError(f"Recording {json_path.stem} is annotated twice: {first_path} ({first_split}) and "
+                                     f"{json_path} ({split}); keep one (two release layouts under one root?).")
+                first_of[json_path.stem] = (split, json_path)
                 if json_path.stem in audio:
                     pairs.append((split, json_path, audio[json_path.stem]))
                 else:
@@ -261,6 +273,9 @@ def _recording(split: str, json_path: Path, audio_path: Path, summary: LoadingSu
     if metadata is None:
         summary.unparsed_file_names.append(json_path.name)
         metadata = dict.fromkeys(("patient_id", "age", "gender", "location", "location_name"))
+    summary.implausible_events += [f"{json_path}, event {index} ({(event['end_s'] - event['start_s']) * 1000:.1f} ms)"
+                                   for index, event in enumerate(events)
+                                   if event["end_s"] - event["start_s"] < MIN_PLAUSIBLE_EVENT_S]
     implied = record_label_from_events([event["type"] for event in events])  # exact on every 2022 split
     if implied != record_label:
         summary.inconsistent_record_labels.append((str(json_path), record_label, implied))
@@ -301,7 +316,8 @@ def load_sprsound_levels(
     features = {"record": (RECORD, record_features()), "event": (SPAN, event_features())}
     info = DatasetInfo(description=DESCRIPTION, citation=CITATION, homepage=HOMEPAGE, license=LICENSE)
     return build_levels(recordings, {level: features[level] for level in levels}, summary, info,
-                        context_s=context_s, decode=decode, num_proc=num_proc, progress=progress)
+                        context_s=context_s, decode=decode, num_proc=num_proc, progress=progress,
+                        skip_unreadable=on_missing == "skip")
 
 
 def load_sprsound(
@@ -325,7 +341,8 @@ def load_sprsound(
             column (``task11`` …) next to the metadata. None keeps every label column of the level.
         splits: one or several of ``train``, ``inter_test``, ``intra_test``, ``test2023`` (default: all
             present).
-        on_missing: ``"error"`` (default) or ``"skip"`` for a JSON without audio or audio without JSON.
+        on_missing: ``"error"`` (default) or ``"skip"`` for a JSON without audio, audio without JSON, or
+            audio that cannot be decoded (corrupt, truncated, not audio).
         context_s: event level: seconds of audio kept before and after each event.
         decode: False gives undecoded ``{"bytes", "path"}`` audio (decode with `read_audio`), which
             needs no FFmpeg.

@@ -327,9 +327,11 @@ def test_all_zeros_give_finite_features_and_a_warning(extractor):
     silence = np.zeros(80_000, dtype=np.float32)
     for normalization in ("per_recording", "none"):
         with pytest.warns(UserWarning, match=r"audio input 0 is constant \(silence or a DC offset\): its scalogram holds "
-                                             "no sound, so the prediction means nothing"):
+                                             "no sound, so a prediction for it means nothing"):
             out = RespSTFFeatureExtractor(normalization=normalization)(silence, sampling_rate=8000)
         assert np.isfinite(out["input_features"]).all()
+    with pytest.warns(UserWarning, match="audio input 0 is constant"):  # checked before resampling's edge ripple
+        extractor(np.full(44_100, 0.5, dtype=np.float32), sampling_rate=44_100)
     # a constant log-scalogram standardises to ~0 (float32 rounding of the mean leaves ~1e-3), not NaN
     with pytest.warns(UserWarning, match="is constant"):
         assert np.abs(extractor(silence, sampling_rate=8000)["input_features"]).max() < 0.01

@@ -510,6 +510,41 @@ def test_corrupt_or_non_audio_file(tmp_path, damage):
         read_audio(audio_path)
 
 
+def test_undecodable_audio_is_skipped_on_request(tmp_path):
+    _, broken = copy_pair(UNSORTED, tmp_path)
+    copy_pair(POOR_QUALITY, tmp_path)
+    broken.write_bytes(b"this is not audio\n" * 100)
+    with pytest.raises(ValueError, match=f"{broken.name}: not a readable audio file .*Pass on_missing='skip'"):
+        load_flat(tmp_path)
+    with pytest.warns(DataQualityWarning, match=f"skipped 1 files: .*{broken.name} \\(unreadable audio\\)"):
+        records = load_flat(tmp_path, on_missing="skip")
+    assert records["train"]["recording_id"] == [POOR_QUALITY]
+
+
+def test_a_recording_annotated_twice_is_refused(tmp_path):
+    inter_stem = next((SPRSOUND / "test_json" / "inter_test_json").glob("*.json")).stem
+    copy_pair(UNSORTED, tmp_path / "train_json", audio_folder=tmp_path / "train_wav")
+    copy_pair(inter_stem, tmp_path / "test_json/inter_test_json", audio_folder=tmp_path / "test_wav")
+    copy_pair(UNSORTED, tmp_path / "test_json/inter_test_json", audio_folder=tmp_path / "test_wav")  # also in test
+    with pytest.raises(ValueError, match=f"Recording {UNSORTED} is annotated twice: .*train_json/{UNSORTED}.json "
+                                         rf"\(train\) and .*inter_test_json/{UNSORTED}.json \(inter_test\); keep one"):
+        load_flat(tmp_path)
+    assert load_flat(tmp_path, splits=["train"])["train"]["recording_id"] == [UNSORTED]  # one split alone is fine
+
+
+def test_event_times_written_in_seconds_are_reported(tmp_path):
+    def in_seconds(annotation):
+        for event in annotation["event_annotation"]:
+            event["start"], event["end"] = str(int(event["start"]) / 1000), str(int(event["end"]) / 1000)
+
+    copy_pair(UNSORTED, tmp_path, edit=in_seconds)
+    with pytest.warns(DataQualityWarning, match=r"annotated events are too short to be a breath sound \(e.g. "
+                                                rf".*{UNSORTED}.json, event 0 \(\d\.\d ms\).*were their times written in "
+                                                "seconds where milliseconds are expected"):
+        records = load_flat(tmp_path)
+    assert "events too short to be a sound (kept as annotated): " in str(records.loading_summary)
+
+
 def test_two_audio_files_for_one_recording(tmp_path):
     _, audio_path = copy_pair(UNSORTED, tmp_path)
     shutil.copyfile(SPRSOUND / "example_original_wav" / f"{UNSORTED}.wav", tmp_path / f"{UNSORTED}.wav")

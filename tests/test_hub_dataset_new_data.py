@@ -105,6 +105,16 @@ def test_icbhi_bad_input(tmp_path):
         load_icbhi(root)
 
 
+def test_icbhi_skips_undecodable_audio_on_request(tmp_path):
+    root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ, ICBHI_32_BIT})
+    (root / "audio_and_txt_files" / f"{ICBHI_4_KHZ}.wav").write_text("not audio")
+    with pytest.raises(ValueError, match=f"{ICBHI_4_KHZ}.wav: not a readable audio file .*Pass on_missing='skip'"):
+        load_icbhi(root, decode=False, progress=False)
+    with pytest.warns(UserWarning, match=f"skipped 1 files: .*{ICBHI_4_KHZ}.wav \\(unreadable audio\\)"):
+        cycles = load_icbhi(root, on_missing="skip", decode=False, progress=False)
+    assert set(cycles["test"]["recording_id"]) == {ICBHI_32_BIT}
+
+
 def test_icbhi_one_split_by_name_and_files_saved_with_a_byte_order_mark(tmp_path):
     root = copy_icbhi(tmp_path, stems={ICBHI_4_KHZ, "103_2b2_Ar_mc_LittC2SE"})
     for name in ("patient_diagnosis.csv", "ICBHI_challenge_train_test.txt", f"audio_and_txt_files/{ICBHI_4_KHZ}.txt"):
@@ -323,17 +333,18 @@ def test_folder_table_is_never_misread(tmp_path):
     case are refused, naming the table (and entry); columns the loader does not read are named in a warning."""
     files = copy_sprsound_audio(tmp_path, 2)
     table = tmp_path / "metadata.csv"
-    for misspelt, meant in (("strat", "start"), ("start_time", "start"), ("spilt", "split"), ("patientid", "patient_id"),
-                            ("Label", "label")):
+    for misspelt, meant in (("strat", "start"), ("start_time", "start"), ("onset", "start"), ("spilt", "split"),
+                            ("patientid", "patient_id"), ("Subject ID", "patient_id"), ("Label", "label")):
         header = "file,label,start,end,patient_id,split".replace(meant, misspelt, 1)
         table.write_text(f"{header}\n{files[0].name},Normal,1,2,p1,train\n")
         with pytest.raises(ValueError, match=f"metadata.csv: column '{misspelt}' is not one this loader reads; did you "
                                              f"mean '{meant}'\\? Columns read: file, file_name, label"):
             load_audio_folder(tmp_path, decode=False, progress=False)
-    # A column like one the table has is extra information, not a misspelling.
-    table.write_text(f"file,label,start,end,device,start_time\n{files[0].name},Normal,1,2,Littmann,10:31\n"
-                     f"{files[1].name},Wheeze,,,Yunting,10:32\n")
-    with pytest.warns(UserWarning, match=r"metadata.csv: columns \['device', 'start_time'\] are not read"):
+    # A column like one the table has is extra information, not a misspelling; so are names that only share a word.
+    table.write_text(f"file,label,start,end,device,start_time,patient_age,state\n"
+                     f"{files[0].name},Normal,1,2,Littmann,10:31,4,ok\n{files[1].name},Wheeze,,,Yunting,10:32,6,ok\n")
+    with pytest.warns(UserWarning, match=r"metadata.csv: columns \['device', 'patient_age', 'start_time', 'state'\] are "
+                                         "not read"):
         assert load_audio_folder(tmp_path, decode=False, progress=False)["train"].num_rows == 2
 
     table.write_text(f"file,label\n{files[0].name},Normal\n{files[1].name},Crackle, fine\n")
@@ -343,8 +354,17 @@ def test_folder_table_is_never_misread(tmp_path):
     table.write_text(f"file,label,patient_id\n{files[0].name},Normal,p1\n{files[1].name},Wheeze\n")
     with pytest.raises(ValueError, match=r"metadata.csv, entry 2: 2 values where the header has 3 columns\.$"):
         load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label\n{files[0].name},Normal,\n{files[1].name},Wheeze,\n")  # trailing commas: nothing lost
+    assert load_audio_folder(tmp_path, decode=False, progress=False)["train"].num_rows == 2
+    table.write_text(f"file;label\n{files[0].name};Normal\n")  # Excel in locales that write decimal commas
+    with pytest.raises(ValueError, match="metadata.csv: the header 'file;label' is one column: this table separates its "
+                                         "columns with ';'; save it with commas"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    table.write_text(f"file,label,label\n{files[0].name},Normal,Wheeze\n")
+    with pytest.raises(ValueError, match=r"metadata.csv: column\(s\) \['label'\] appear more than once in the header"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
 
-    for marker in ("NaN", "NA", "n/a"):  # pandas, R, spreadsheets
+    for marker in ("NaN", "NA", "n/a", "#N/A"):  # pandas, R, spreadsheets
         table.write_text(f"file,label\n{files[0].name},Normal\n{files[1].name},{marker}\n")
         with pytest.raises(ValueError, match=f"metadata.csv, entry 2: label '{marker}' marks a missing value"):
             load_audio_folder(tmp_path, decode=False, progress=False)
@@ -363,10 +383,11 @@ def test_folder_table_is_never_misread(tmp_path):
 
 
 def test_folder_convention_refuses_loose_audio_and_takes_capitalised_splits(tmp_path):
-    for split, label in (("Train", "Normal"), ("Train", "Wheeze"), ("Test", "Normal")):
+    for split, label in (("Train", "Normal"), ("Train", "Wheeze"), ("Test", "Normal"), ("Dev", "Wheeze")):
         copy_sprsound_audio(tmp_path / split / label, 1)
     segments = load_audio_folder(tmp_path, decode=False, progress=False)
-    assert sorted(segments) == ["test", "train"] and segments["train"].features["label"].names == ["Normal", "Wheeze"]
+    assert sorted(segments) == ["test", "train", "validation"]
+    assert segments["train"].features["label"].names == ["Normal", "Wheeze"]
     loose = copy_sprsound_audio(tmp_path / "Train", 1)[0]  # beside the label folders: no label
     with pytest.raises(ValueError, match=f"Train: audio files \\['{loose.name}'\\] lie outside any label folder; this "
                                          "folder should hold label folders only"):
@@ -384,6 +405,12 @@ def test_truncated_wav_is_refused_not_read_short(tmp_path):
     with pytest.raises(ValueError, match=r"cut.wav: the WAV file is truncated: its header declares \d+ bytes of audio, "
                                          r"the file holds \d+ \(50%\)\. Pass on_missing='skip'"):
         load_audio_folder(tmp_path, decode=False, progress=False)
+    streamed = bytearray(data)  # as arecord writes to a pipe: the data size left at 0x7FFFFF00, the file complete
+    data_at = streamed.index(b"data") + 4
+    streamed[data_at : data_at + 4] = (0x7FFFFF00).to_bytes(4, "little")
+    (tmp_path / "Normal" / "cut.wav").write_bytes(streamed)
+    rows = load_audio_folder(tmp_path, decode=False, progress=False)["train"]
+    assert rows[0]["end_s"] == pytest.approx(sf.info(whole).duration)
 
 
 # --- read_audio --------------------------------------------------------------------------------------------------

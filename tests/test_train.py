@@ -864,6 +864,15 @@ def test_a_saved_dataset_with_sprsound_split_names_trains(task12_run, healthy_fo
     summary = run_train(["--dataset", str(saved), "--from", str(task12_run), "--ignore-mismatched", "--normal_label",
                          "Healthy", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--validation_fraction", "0.5"])
     assert summary["labels"] == ["Adventitious", "Healthy"] and set(summary["results"]) == {"validation", "inter_test"}
+    rows["train"].save_to_disk(str(tmp_path / "one_split"))  # a Dataset saved alone is the train split
+    data_args, *_ = train.parse_args(["--dataset", str(tmp_path / "one_split")])
+    assert train.dataset_kind(data_args.dataset) == "saved" and list(train.load_data(data_args, None)) == ["train"]
+    labelled = tmp_path / "by_label"  # one folder per label, and a JSON beside them that is no SPRSound annotation
+    for file, label, _ in example_recordings(1):
+        (labelled / label).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, labelled / label / file.name)
+    (labelled / "classes.json").write_text('["Normal", "CAS"]')
+    assert train.dataset_kind(str(labelled)) == "folder"
 
 
 def test_scoring_a_model_on_a_folder_with_some_of_its_classes(task12_run, tmp_path):
@@ -880,6 +889,9 @@ def test_recall_keys_are_unique_in_any_script():
     assert train.recall_keys(["Normal", "Wheeze+Crackle", "正常", "湿啰音", "Crackle", "crackle!"]) == [
         "recall_normal", "recall_wheeze_crackle", "recall_正常", "recall_湿啰音", "recall_crackle_4", "recall_crackle_5"]
     train.check_selection_metric("recall_湿啰音", ["正常", "湿啰音"])
+    train.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 1, 0])
+    with pytest.raises(ValueError, match="--metric_for_best_model recall_湿啰音: the validation split has no '湿啰音' rows"):
+        train.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 0])
 
 
 def test_rows_without_patient_ids_are_reported(caplog):
@@ -904,6 +916,21 @@ def test_segment_shorter_than_the_smallest_wavelet_is_named(tmp_path):
     with pytest.raises(ValueError, match=rf"train row \(recording_id {file.stem}, start_s 1.0, end_s 1.001\): 1.0 ms of "
                                          "audio, shorter than the 2 ms the model's smallest wavelet spans"):
         train.featurize(rows, extractor, "label", with_frames=False)
+
+
+def test_short_and_silent_rows_are_reported_once_per_split(tmp_path, caplog, recwarn):
+    import datasets
+
+    file = example_recordings(1)[0][0]
+    rows = "".join(f"{file},Normal,{start:.2f},{start + 0.05:.2f}\n" for start in np.arange(0.5, 3, 0.1))  # 50 ms each
+    (tmp_path / "metadata.csv").write_text("file,label,start,end\n" + rows + f"{file},Normal,4,6\n")
+    split = hub_dataset.load_audio_folder(tmp_path, decode=False, progress=False)["train"]
+    extractor = train.RespSTFFeatureExtractor(**train.LEVEL_FEATURES["event"])
+    prepared = datasets.DatasetDict(train=train.featurize(split, extractor, "label", with_frames=False))
+    assert not [w for w in recwarn if "audio input" in str(w.message)]  # not one per batch position
+    with caplog.at_level("WARNING", logger="respstf"):
+        train.report_row_lengths(prepared, extractor, new_dataset=True)
+    assert "train: 25 of 26 rows are shorter than 0.1 s (shortest 50 ms) and 0 are silent (constant)" in caplog.text
 
 
 def test_unusable_files_can_be_skipped_from_the_command_line(tmp_path):

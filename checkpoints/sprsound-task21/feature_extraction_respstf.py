@@ -24,8 +24,6 @@ _PADDING_MODES = ("repeat", "zero")
 _NORMALIZATIONS = ("per_recording", "none")
 # A multichannel clip has at most this many channels (stethoscopes record 1 or 2).
 _MAX_CHANNELS = 8
-# SPRSound's shortest annotated event is 0.126 s: a shorter input is mostly padding (or repeats of itself).
-_SHORTEST_SOUND_S = 0.1
 # Label of padded frames in `frame_labels` (ignored by the model's frame loss).
 _IGNORED_FRAME_LABEL = -100
 
@@ -54,6 +52,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
     """
 
     model_input_names = ["input_features", "attention_mask"]
+    # Inputs shorter than this are mostly padding (or repeats of themselves) and get a warning: SPRSound's
+    # shortest annotated event is 0.126 s.
+    SHORTEST_SOUND_SECONDS = 0.1
 
     def __init__(
         self,
@@ -145,17 +146,17 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     # -- input checking -------------------------------------------------------------------------
-    def _warn_if_meaningless(self, array: np.ndarray, index: int) -> None:
-        """Warn about an input (at ``sampling_rate``) the model gives an answer for that means little."""
-        seconds = len(array) / self.sampling_rate
-        if seconds < _SHORTEST_SOUND_S:
+    def _warn_if_meaningless(self, array: np.ndarray, sampling_rate: int, index: int) -> None:
+        """Warn about an input that holds too little for a model to hear (a model still answers for it)."""
+        seconds = len(array) / sampling_rate
+        if seconds < self.SHORTEST_SOUND_SECONDS:
             filler = "repeats of it" if self.padding_mode == "repeat" else "padding"
             warnings.warn(f"audio input {index} is {seconds * 1000:.0f} ms long, shorter than any sound the models learned "
-                          f"from ({_SHORTEST_SOUND_S} s or more): its clip is mostly {filler}, so the prediction means "
-                          "little.", UserWarning, stacklevel=3)
+                          f"from ({self.SHORTEST_SOUND_SECONDS} s or more): its clip is mostly {filler}, so a prediction "
+                          "for it means little.", UserWarning, stacklevel=3)
         if np.ptp(array) == 0:
-            warnings.warn(f"audio input {index} is constant (silence or a DC offset): its scalogram holds no sound, so the "
-                          "prediction means nothing.", UserWarning, stacklevel=3)
+            warnings.warn(f"audio input {index} is constant (silence or a DC offset): its scalogram holds no sound, so a "
+                          "prediction for it means nothing.", UserWarning, stacklevel=3)
 
     def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
         if isinstance(waveform, torch.Tensor):
@@ -285,7 +286,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
 
         arrays = []
         for index, clip in enumerate(clips):
-            array = self._resample(self._to_mono_float(clip, index), int(sampling_rate))
+            mono = self._to_mono_float(clip, index)
+            self._warn_if_meaningless(mono, int(sampling_rate), index)  # before resampling, whose ripple hides a constant
+            array = self._resample(mono, int(sampling_rate))
             if len(array) < self.min_samples:
                 raise ValueError(
                     f"audio input {index} has {len(array)} samples at {self.sampling_rate} Hz: expected at least "
@@ -293,7 +296,6 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                     + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
                        if from_batch_array else "")
                 )
-            self._warn_if_meaningless(array, index)
             arrays.append(array)
 
         fit_to_clip = truncation is None or truncation
