@@ -287,7 +287,6 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         arrays = []
         for index, clip in enumerate(clips):
             mono = self._to_mono_float(clip, index)
-            self._warn_if_meaningless(mono, int(sampling_rate), index)  # before resampling, whose ripple hides a constant
             array = self._resample(mono, int(sampling_rate))
             if len(array) < self.min_samples:
                 raise ValueError(
@@ -296,6 +295,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                     + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
                        if from_batch_array else "")
                 )
+            self._warn_if_meaningless(mono, int(sampling_rate), index)  # before resampling, whose ripple hides a constant
             arrays.append(array)
 
         fit_to_clip = truncation is None or truncation
