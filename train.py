@@ -355,9 +355,8 @@ def dataset_kind(dataset: str) -> str:
     return "sprsound"
 
 
-def load_data(data_args: DataArguments, task: str | None, label_names: list[str] | None = None) -> datasets.DatasetDict:
-    """The dataset as a `DatasetDict` with undecoded audio, whatever form ``--dataset`` takes. ``label_names``: the
-    classes of a folder of audio + labels without ``--task`` (default: those it lists)."""
+def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDict:
+    """The dataset as a `DatasetDict` with undecoded audio, whatever form ``--dataset`` takes."""
     source, kind = Path(data_args.dataset), dataset_kind(data_args.dataset)
     if kind == "saved":
         data = datasets.load_from_disk(str(source))
@@ -371,7 +370,7 @@ def load_data(data_args: DataArguments, task: str | None, label_names: list[str]
         data = hub_dataset.load_icbhi(source, level=icbhi_level(data_args), decode=False,
                                       on_missing=data_args.on_missing)
     elif kind == "folder":
-        names = hub_dataset.task_labels(task) if task else label_names
+        names = hub_dataset.task_labels(task) if task else None
         data = hub_dataset.load_audio_folder(source, label_names=names, decode=False, on_missing=data_args.on_missing)
     elif kind == "file":
         raise ValueError(f"--dataset {source} is a file; expected a folder or a Hub dataset id.")
@@ -737,6 +736,19 @@ def class_weights(labels: list[int], label_names: list[str], scheme: str, normal
     return (weights / weights.mean()).round(4).tolist()
 
 
+def align_with_model(data: datasets.DatasetDict, label_column: str, label_names: list[str], source: str):
+    """Scoring a model: the dataset's classes renumbered as the model's, so a test set lacking some of them (a
+    folder of Normal and Wheeze recordings for a 7-class model) fits its head. Returns ``(data, label_names)``."""
+    model_labels = class_names(RespSTFConfig.from_pretrained(source))
+    if label_names == model_labels:
+        return data, label_names
+    unknown = [name for name in label_names if name not in model_labels]
+    if unknown:
+        raise ValueError(f"--do_train false: the dataset's classes {unknown} are not among {source}'s {model_labels}; "
+                         "that model was not trained for them.")
+    return data.align_labels_with_mapping({name: i for i, name in enumerate(model_labels)}, label_column), model_labels
+
+
 def class_names(config: RespSTFConfig) -> list[str]:
     """A model's classes in id order."""
     return [config.id2label[i] for i in range(config.num_labels)]
@@ -1007,11 +1019,11 @@ def main(argv: list[str] | None = None) -> dict:
     repo_name = hub_repo_name(training_args) if training_args.push_to_hub else None
     set_seed(training_args.seed)
 
-    # Scoring a model: a folder's classes are the model's, so a test folder lacking some of them still fits its head.
-    scored_labels = None if training_args.do_train else class_names(RespSTFConfig.from_pretrained(model_args.from_checkpoint))
     with training_args.main_process_first(desc="loading the dataset"):
-        data = load_data(data_args, task, scored_labels)
+        data = load_data(data_args, task)
     label_column, label_names = resolve_label_column(data, data_args, task)
+    if not training_args.do_train:
+        data, label_names = align_with_model(data, label_column, label_names, model_args.from_checkpoint)
     normal_label = resolve_normal_label(label_names, data_args.normal_label)
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
     check_selection_metric(training_args.metric_for_best_model, label_names)

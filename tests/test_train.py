@@ -883,6 +883,16 @@ def test_scoring_a_model_on_a_folder_with_some_of_its_classes(task12_run, tmp_pa
     summary = run_train(["--dataset", str(tmp_path), "--from", str(task12_run), "--do_train", "false",
                          "--output_dir", str(tmp_path / "scored"), "--validation_fraction", "0.5"])
     assert summary["labels"] == task_labels(12) and 0 <= summary["results"]["validation"]["score"] <= 1
+    saved = tmp_path / "saved"  # the same rows as a saved dataset (not a folder): renumbered as the model's classes
+    hub_dataset.load_audio_folder(tmp_path, decode=False, progress=False).save_to_disk(str(saved))
+    summary = run_train(["--dataset", str(saved), "--from", str(task12_run), "--do_train", "false",
+                         "--output_dir", str(tmp_path / "scored_saved"), "--validation_fraction", "0.5"])
+    assert summary["labels"] == task_labels(12)
+    (tmp_path / "metadata.csv").write_text("file,label,patient_id\n" + rows.replace(",Wheeze,", ",Squeak,"))
+    with pytest.raises(ValueError, match=r"--do_train false: the dataset's classes \['Squeak'\] are not among .*that "
+                                         "model was not trained for them"):
+        run_train(["--dataset", str(tmp_path), "--from", str(task12_run), "--do_train", "false",
+                   "--output_dir", str(tmp_path / "scored_squeak")])
 
 
 def test_recall_keys_are_unique_in_any_script():
