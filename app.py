@@ -81,7 +81,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
 from respstf.hub_dataset import (  # noqa: E402
-    AUDIO_EXTENSIONS, TASKS, normalize_task, parse_annotation, read_audio, task_of_labels,
+    AUDIO_EXTENSIONS, TASKS, normalize_task, parse_annotation, read_audio, task_of_labels, wav_shortfall,
 )
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
 
@@ -486,6 +486,11 @@ class RespSTFDemo:
         waveform, sampling_rate = read_recording(Path(path), name)
         task_model = self.models[key]
         warnings = check_recording(waveform, sampling_rate, name, task_model.extractor)
+        shortfall = wav_shortfall(Path(path))
+        if shortfall:  # soundfile decodes what is there without a word
+            declared, present = shortfall
+            warnings.insert(0, f"{name} is cut short: its header announces {declared:,} bytes of audio, the file holds "
+                               f"{present:,} ({present / declared:.0%}); only the part present is classified.")
         duration = len(waveform) / sampling_rate
         windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
         extractor = task_model.extractor

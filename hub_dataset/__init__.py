@@ -5,13 +5,14 @@ Training, evaluation and the demo read data only through this package:
 * `load_sprsound` — an SPRSound release folder -> `DatasetDict` at the record or event level;
 * `patient_disjoint_split` — a validation split with no patient on both sides;
 * `load_audio_folder`, `load_icbhi` (`is_icbhi_release`) — new datasets for fine-tuning, in the same row schema;
-* `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows;
+* `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows; `wav_shortfall`
+  — whether a WAV file holds less audio than its header announces (soundfile reads such a file silently);
 * `build_dataset_card`, `push_to_hub`, `save_hub_folder` — the card and publishing;
 * `SPRSOUND_SCORE_PATH` — the official Score metric's folder, for `evaluate.load`;
 * the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …), defined in `labels`.
 """
 
-from .audio import AUDIO_EXTENSIONS, read_audio
+from .audio import AUDIO_EXTENSIONS, read_audio, wav_shortfall
 from .builder import DataQualityWarning, LoadingSummary, count_labels
 from .card import build_dataset_card
 from .folder import load_audio_folder
@@ -49,5 +50,5 @@ __all__ = [
     "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "push_to_hub",
     "read_audio", "record_label_from_events", "record_task_label", "save_hub_folder", "task_labels",
-    "task_of_labels",
+    "task_of_labels", "wav_shortfall",
 ]

@@ -279,6 +279,15 @@ def test_clipped_recording_is_classified_with_a_warning(demo, tmp_path):
     assert demo.analyse(tmp_path / "knock.wav").warnings == []
 
 
+def test_truncated_wav_is_classified_with_a_warning(demo, tmp_path):
+    data = real(app.DEFAULT_PREDICT_FILE).read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])  # a copy or an upload cut short
+    analysis = demo.analyse(tmp_path / "cut.wav")
+    assert analysis.duration == pytest.approx(7.68, abs=0.01)
+    assert re.fullmatch(r"cut.wav is cut short: its header announces 245,760 bytes of audio, the file holds 122,\d+ \(50%\); "
+                        "only the part present is classified.", analysis.warnings[0])
+
+
 def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, monkeypatch):
     waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="int16")
     sf.write(tmp_path / "long.wav", np.tile(waveform, 14), rate)  # 129 s of real audio
