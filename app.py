@@ -363,9 +363,10 @@ def read_named(path: Path, name: str) -> tuple[np.ndarray, int]:
         raise ValueError(str(err).replace(str(path), name)) from None
 
 
-def read_recording(path: Path, name: str) -> tuple[np.ndarray, int]:
+def read_recording(path: Path, name: str) -> tuple[np.ndarray, int, list[str]]:
     """Decode an upload with soundfile where it reads the file (one longer than MAX_SECONDS is refused from its
-    header, before it is decoded), else with FFmpeg, whatever the file's extension."""
+    header, before it is decoded), else with FFmpeg, whatever the file's extension. Returns the waveform, its
+    sampling rate and warnings about what was read (a WAV cut short, a file FFmpeg found damaged)."""
     try:
         header = sf.info(str(path))
     except (RuntimeError, TypeError) as err:
@@ -375,11 +376,18 @@ def read_recording(path: Path, name: str) -> tuple[np.ndarray, int]:
         return read_with_ffmpeg(path, name, soundfile_error=str(err).replace(str(path), name))
     if header.duration > MAX_SECONDS:
         raise too_long(name, header.duration)
-    return read_named(path, name)  # says why a file whose header soundfile reads does not decode
+    waveform, sampling_rate = read_named(path, name)  # says why a file whose header soundfile reads does not decode
+    shortfall = wav_shortfall(path)  # soundfile decodes what is there without a word
+    if not shortfall:
+        return waveform, sampling_rate, []
+    declared, present = shortfall
+    return waveform, sampling_rate, [f"{name} is cut short: its header announces {declared:,} bytes of audio, the file "
+                                     f"holds {present:,} ({present / declared:.0%}); only the part present is classified."]
 
 
-def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.ndarray, int]:
-    """Convert a file soundfile does not read to WAV with FFmpeg; ``soundfile_error`` says why soundfile did not."""
+def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.ndarray, int, list[str]]:
+    """Convert a file soundfile does not read to WAV with FFmpeg (``soundfile_error`` says why soundfile did not);
+    returns as `read_recording` does."""
     unreadable = (f"{name}: not a readable audio file (corrupt, truncated or not audio): expected a {READABLE_FORMATS} "
                   "recording")
     ffmpeg = shutil.which("ffmpeg")
@@ -396,18 +404,19 @@ def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.nd
             completed = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise ValueError(f"{unreadable}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
+        lines = completed.stderr.replace(str(path), name).strip().splitlines()
+        # FFmpeg's first few messages (the first is the cause), once each, without "[demuxer @ 0x...]" prefixes.
+        reason = "; ".join(list(dict.fromkeys(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines))[:FFMPEG_MESSAGES])
         if completed.returncode != 0:
-            lines = completed.stderr.replace(str(path), name).strip().splitlines()
             if any("matches no streams" in line for line in lines):  # the -map of a file without audio
                 raise ValueError(f"{name} holds no audio track: expected an audio recording.")
-            # FFmpeg's first few messages (the first is the cause), once each, without "[demuxer @ 0x...]" prefixes.
-            messages = dict.fromkeys(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines)
-            reason = "; ".join(list(messages)[:FFMPEG_MESSAGES]) or "no message"
-            raise ValueError(f"{unreadable}. FFmpeg: {reason}")
+            raise ValueError(f"{unreadable}. FFmpeg: {reason or 'no message'}")
         waveform, sampling_rate = read_named(wav, name)
     if len(waveform) > MAX_SECONDS * sampling_rate:
         raise too_long(name)
-    return waveform, sampling_rate
+    # With -v error, anything FFmpeg says on success is about damage it decoded past.
+    damaged = f"{name} looks damaged: FFmpeg decoded it with errors ({reason}); only what decoded is classified."
+    return waveform, sampling_rate, [damaged] if reason else []
 
 
 def check_recording(
@@ -483,14 +492,9 @@ class RespSTFDemo:
         if path is None:
             raise ValueError(f"No recording: upload a {READABLE_FORMATS} file or record one with the microphone.")
         name = Path(path).name
-        waveform, sampling_rate = read_recording(Path(path), name)
+        waveform, sampling_rate, warnings = read_recording(Path(path), name)
         task_model = self.models[key]
-        warnings = check_recording(waveform, sampling_rate, name, task_model.extractor)
-        shortfall = wav_shortfall(Path(path))
-        if shortfall:  # soundfile decodes what is there without a word
-            declared, present = shortfall
-            warnings.insert(0, f"{name} is cut short: its header announces {declared:,} bytes of audio, the file holds "
-                               f"{present:,} ({present / declared:.0%}); only the part present is classified.")
+        warnings += check_recording(waveform, sampling_rate, name, task_model.extractor)
         duration = len(waveform) / sampling_rate
         windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
         extractor = task_model.extractor

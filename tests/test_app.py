@@ -246,6 +246,15 @@ def test_files_soundfile_cannot_read_are_decoded_with_ffmpeg_whatever_their_name
         analysis = demo.analyse(path)
         assert analysis.duration == pytest.approx(whole.duration, abs=0.05), path.name
         assert analysis.probabilities.argmax() == whole.probabilities.argmax(), path.name
+        assert analysis.warnings == [], path.name
+    webm = tmp_path / "browser.webm"  # as a browser records, then damaged in its middle
+    ffmpeg("-i", source, "-c:a", "libopus", webm)
+    data = bytearray(webm.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 200] = bytes(200)
+    webm.write_bytes(data)
+    (warning,) = demo.analyse(webm).warnings
+    assert re.fullmatch(r"browser.webm looks damaged: FFmpeg decoded it with errors \(.+\); only what decoded is "
+                        r"classified\.", warning)
 
     (tmp_path / "notes.m4a").write_text("these are my notes, not audio")
     with pytest.raises(ValueError, match=r"notes.m4a: not a readable audio file \(corrupt, truncated or not audio\): "
