@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
         args.runs = os.path.relpath(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
     summaries, needed = {}, runs_needed(args)
+    # Said first: a mistyped --runs (or a checkout without runs/) means hours of training, not a copy.
+    to_make = [run for run, *_ in RECIPE if run in needed and any(must_train(d, args.retrain) for d in run_dirs(run, args))]
+    print(f"{args.runs}: to train (no finished results.json, or --retrain): {', '.join(to_make) or 'none'}; read back: "
+          f"{', '.join(run for run, *_ in RECIPE if run in needed and run not in to_make) or 'none'}", flush=True)
     for run, task, parent, extra in RECIPE:
         if run in needed:
             summary = run_task(run, task, parent, extra, args)

@@ -413,6 +413,22 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
     assert sprsound_score.seeds_of("task22-base", args) == [7, 8]
 
 
+def test_recipe_says_which_runs_it_will_train_before_it_starts(tmp_path, monkeypatch, capsys):
+    """--copy_to with --runs pointing where no run is (a typo, a fresh checkout) trains the whole recipe: said first."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import sprsound_score
+
+    def no_training(*args):
+        raise SystemExit("stopped before training")
+
+    monkeypatch.setattr(sprsound_score, "run_task", no_training)
+    with pytest.raises(SystemExit, match="stopped before training"):
+        sprsound_score.main(["--runs", str(tmp_path / "typo"), "--copy_to", str(tmp_path / "copies")])
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{tmp_path / 'typo'}: to train (no finished results.json, or --retrain): task12, task11, task22-base, task21, "
+        "task22; read back: none")
+
+
 def test_seeds_side_by_side_at_most_n_at_once_and_all_finish_before_a_failure_stops_the_recipe(tmp_path, monkeypatch, capsys):
     """--side_by_side N: at most N seeds' train.py run at a time; one that fails does not cut the others short,
     and the recipe then stops naming every failed seed's log."""
