@@ -848,8 +848,11 @@ def check_selection_class(metric: str, label_names: list[str], validation_labels
     evaluation, no checkpoint is ever better, and the last weights would ship as if chosen."""
     keys = recall_keys(label_names)
     metric = metric.removeprefix("eval_")
-    if metric in keys and keys.index(metric) not in set(validation_labels):
-        raise ValueError(f"--metric_for_best_model {metric}: the validation split has no {label_names[keys.index(metric)]!r} "
+    if metric not in keys:
+        return
+    selected = keys.index(metric)
+    if selected not in set(validation_labels):
+        raise ValueError(f"--metric_for_best_model {metric}: the validation split has no {label_names[selected]!r} "
                          "rows, so that recall is undefined at every evaluation; choose another metric, or another "
                          "--split_seed or --validation_fraction.")
 

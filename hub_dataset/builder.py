@@ -69,11 +69,15 @@ class LoadingSummary:
     root: str
     rows: dict = field(default_factory=dict)  # level -> split -> label column -> {label: count}
     skipped: list = field(default_factory=list)  # (file, reason)
-    clipped_event_ends: int = 0  # event ends moved back to the end of their recording
-    clipped_event_sources: list = field(default_factory=list)  # where those events were annotated, by how much
+    clipped_events: list = field(default_factory=list)  # events whose end was moved back to the recording's end
     unparsed_file_names: list = field(default_factory=list)  # metadata columns left empty for these
     inconsistent_record_labels: list = field(default_factory=list)  # (annotation file, its label, its events' label)
     implausible_events: list = field(default_factory=list)  # events too short to be a sound: times in the wrong unit?
+
+    @property
+    def clipped_event_ends(self) -> int:
+        """How many event ends were moved back to the end of their recording."""
+        return len(self.clipped_events)
 
     def __str__(self) -> str:
         lines = [f"{self.dataset} loaded from {self.root}"]
@@ -186,8 +190,7 @@ def build_levels(
                     raise UnreadableAudioError(f"{audio} {SKIP_HINT}") from audio
                 summary.skipped.append((str(recording.audio_path), "unreadable audio"))
                 continue
-            summary.clipped_event_ends += len(audio.clipped_ends)
-            summary.clipped_event_sources += audio.clipped_ends
+            summary.clipped_events += audio.clipped_ends
             for level, (kind, _) in levels.items():
                 split_rows = rows[level].setdefault(recording.split, [])
                 if kind == RECORD:
@@ -198,7 +201,7 @@ def build_levels(
         if pool:
             pool.terminate()
     if not any(rows.values()):
-        skipped = f" ({len(summary.skipped)} files skipped: {_listed(summary.skipped)})" if summary.skipped else ""
+        skipped = f" ({len(summary.skipped)} files skipped: {_listed_skipped(summary)})" if summary.skipped else ""
         raise ValueError(f"{summary.dataset} at {summary.root}: no usable recordings{skipped}.")
 
     results = {}
@@ -215,20 +218,24 @@ def build_levels(
     return results
 
 
-def _listed(skipped: list) -> str:
-    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    return "; ".join(f"{file} ({reason})" for file, reason in skipped[:5]) + more
+def _listed(items: list[str]) -> str:
+    """The first five of ``items``, then how many more."""
+    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+    return "; ".join(items[:5]) + more
+
+
+def _listed_skipped(summary: LoadingSummary) -> str:
+    return _listed([f"{file} ({reason})" for file, reason in summary.skipped])
 
 
 def _report(summary: LoadingSummary) -> None:
     if summary.skipped:
-        warnings.warn(f"{summary.dataset}: skipped {len(summary.skipped)} files: {_listed(summary.skipped)}.",
+        warnings.warn(f"{summary.dataset}: skipped {len(summary.skipped)} files: {_listed_skipped(summary)}.",
                       DataQualityWarning, stacklevel=3)
     if summary.clipped_event_ends:
-        more = f" and {summary.clipped_event_ends - 5} more" if summary.clipped_event_ends > 5 else ""
         warnings.warn(f"{summary.dataset}: {summary.clipped_event_ends} annotated events ended after their "
-                      f"recording; their end was clipped to the recording's end: "
-                      f"{'; '.join(summary.clipped_event_sources[:5])}{more}.", DataQualityWarning, stacklevel=3)
+                      f"recording; their end was clipped to the recording's end: {_listed(summary.clipped_events)}.",
+                      DataQualityWarning, stacklevel=3)
     if summary.unparsed_file_names:
         listed = ", ".join(summary.unparsed_file_names[:5])
         warnings.warn(f"{summary.dataset}: {len(summary.unparsed_file_names)} file names did not follow the naming "

@@ -10,11 +10,12 @@ Two conventions:
 
 Files and folders whose name starts with ``.`` or ``__`` (``.ipynb_checkpoints``, ``__MACOSX``) are
 ignored. A file listed twice must name the same ``patient_id`` and ``split`` both times. A table column
-that looks like one of these names the table lacks (``strat``, ``patientid``, ``start_time``) is an error,
-other columns are named in a warning and not read; a CSV row with more or fewer values than its header, a missing-value marker as a label
-(``NaN``, ``NA``), or two labels that differ only in case are errors. In the folder convention, audio
-files outside a label folder are an error. Split names (folders or the ``split`` column) are taken in lower
-case, and ``valid``, ``val`` and ``dev`` name the ``validation`` split (which train.py then selects on).
+that looks like one of these names the table lacks (``strat``, ``patientid``, ``start_time``) is an
+error, other columns are named in a warning and not read; a CSV row with more or fewer values than its
+header, a missing-value marker as a label (``NaN``, ``NA``), or two labels that differ only in case are
+errors. In the folder convention, audio files outside a label folder are an error. Split names (folders
+or the ``split`` column) are taken in lower case, and ``valid``, ``val`` and ``dev`` name the
+``validation`` split (which train.py then selects on).
 
 Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recording_id``,
 ``patient_id``, ``label`` (a `ClassLabel` of this dataset's classes), ``event_index``, ``start_s``,
@@ -151,8 +152,8 @@ def _check_columns(path: Path, rows: list[dict]) -> None:
     columns, which are not read."""
     present = {key for row in rows for key in row}
     unknown = sorted(present - set(TABLE_COLUMNS))
-    # file and file_name are one column spelt two ways.
-    absent = [name for name in TABLE_COLUMNS if not ({name, "file", "file_name"} if name.startswith("file") else {name}) & present]
+    spellings = {"file": {"file", "file_name"}, "file_name": {"file", "file_name"}}  # one column, two names
+    absent = [name for name in TABLE_COLUMNS if not spellings.get(name, {name}) & present]
     for column in unknown:
         meant = _meant_column(column, absent)
         if meant:
