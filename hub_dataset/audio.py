@@ -120,22 +120,55 @@ class RecordingAudio:
     clipped_ends: list[str] = field(default_factory=list)  # spans whose end was past the recording's: where, by how much
 
 
-def wav_shortfall(path: Path) -> tuple[int, int] | None:
-    """``(declared, present)`` bytes of a RIFF/WAVE file's audio when its header declares more than the file
-    holds (a copy or recording cut short: libsndfile then reads what is there without a word), else None."""
-    with open(path, "rb") as handle:
-        header = handle.read(12)
-        if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-            return None
-        while len(chunk := handle.read(8)) == 8:
-            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if name == b"data":
-                present = os.path.getsize(path) - handle.tell()
-                # 0, or 0x7F000000 and up (arecord: 0x7FFFFF00, others 0xFFFFFFFF): a writer to a pipe that could
-                # not go back to fill the size in, so the length is unknown, not short.
-                return (size, present) if present < size and 0 < size < 0x7F000000 else None
+# Sony Wave64 names its chunks by GUID: these are its "riff" and "wave" ones (the "data" chunk's starts b"data").
+_WAVE64_RIFF = bytes.fromhex("726966662e91cf11a5d628db04c10000")
+_WAVE64_WAVE = bytes.fromhex("77617665f3acd3118cd100c04f8edb8a")
+
+
+def _declared_audio(handle) -> tuple[int, int, bool] | None:
+    """``(declared bytes, offset, from_64_bit_field)`` of the audio chunk of a RIFF, RF64/BW64 or Sony Wave64 file
+    open at its start, else None (another format, or no audio chunk)."""
+    header = handle.read(40)
+    if header[:16] == _WAVE64_RIFF and header[24:40] == _WAVE64_WAVE:
+        handle.seek(40)
+        while len(chunk := handle.read(24)) == 24:
+            size = struct.unpack("<Q", chunk[16:])[0]  # counts the chunk's 24-byte header
+            if chunk[:4] == b"data":
+                return size - 24, handle.tell(), True
+            handle.seek(size - 24 + -size % 8, os.SEEK_CUR)  # chunks are padded to a multiple of 8 bytes
+        return None
+    if header[:4] not in (b"RIFF", b"RF64", b"BW64") or header[8:12] != b"WAVE":
+        return None
+    handle.seek(12)
+    size_64 = None  # RF64 keeps sizes over 32 bits in its "ds64" chunk and writes 0xFFFFFFFF in their place
+    while len(chunk := handle.read(8)) == 8:
+        name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if name == b"ds64":
+            size_64 = struct.unpack("<Q", handle.read(16)[8:])[0]  # after the whole file's size: the audio's
+            handle.seek(size - 16 + size % 2, os.SEEK_CUR)
+        elif name == b"data":
+            if size == 0xFFFFFFFF and size_64 is not None:
+                return size_64, handle.tell(), True
+            return size, handle.tell(), False
+        else:
             handle.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
     return None
+
+
+def wav_shortfall(path: Path) -> tuple[int, int] | None:
+    """``(declared, present)`` bytes of a WAV file's audio (RIFF, RF64/BW64 or Sony Wave64) when its header declares
+    more than the file holds (a copy or recording cut short: libsndfile then reads what is there without a word),
+    else None."""
+    with open(path, "rb") as handle:
+        found = _declared_audio(handle)
+    if found is None:
+        return None
+    declared, offset, from_64_bit_field = found
+    # 0, or 0x7F000000 and up in a 32-bit field (arecord: 0x7FFFFF00, others 0xFFFFFFFF), or 2**62 and up in a
+    # 64-bit one: a writer to a pipe that could not go back to fill the size in, so the length is unknown, not short.
+    unknown = declared == 0 or declared >= (1 << 62 if from_64_bit_field else 0x7F000000)
+    present = os.path.getsize(path) - offset
+    return None if unknown or present >= declared else (declared, present)
 
 
 def read_and_cut(

@@ -21,6 +21,7 @@ from respstf.hub_dataset import (
     patient_disjoint_split,
     read_audio,
     task_labels,
+    wav_shortfall,
 )
 
 from conftest import DATA_DIR, ICBHI, SPRSOUND  # noqa: E402
@@ -411,6 +412,31 @@ def test_truncated_wav_is_refused_not_read_short(tmp_path):
     (tmp_path / "Normal" / "cut.wav").write_bytes(streamed)
     rows = load_audio_folder(tmp_path, decode=False, progress=False)["train"]
     assert rows[0]["end_s"] == pytest.approx(sf.info(whole).duration)
+
+
+
+@pytest.mark.parametrize("container", ["RF64", "W64"])
+def test_truncated_64_bit_wav_is_refused_not_read_short(tmp_path, container):
+    """RF64 (sizes in its ds64 chunk) and Sony Wave64 (GUID chunks, 64-bit sizes): libsndfile reads half of a file
+    cut in half without a word, as it does a plain WAV."""
+    waveform, rate = sf.read(ICBHI / "audio_and_txt_files" / f"{ICBHI_4_KHZ}.wav", dtype="int16")
+    whole = tmp_path / f"whole.{container.lower()}"
+    sf.write(whole, waveform, rate, format=container, subtype="PCM_16")
+    assert wav_shortfall(whole) is None
+    data = whole.read_bytes()
+    cut = tmp_path / "Normal" / "cut.wav"  # RF64 files are named .wav
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])
+    assert wav_shortfall(cut) == (2 * len(waveform), len(data) // 2 - (len(data) - 2 * len(waveform)))
+    with pytest.raises(ValueError, match=r"cut.wav: the WAV file is truncated: its header declares \d+ bytes of audio, "
+                                         r"the file holds \d+ \(50%\)"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    if container == "RF64":  # as a writer to a pipe leaves it: the 64-bit audio size unknown, the file complete
+        streamed = bytearray(data)
+        size_at = streamed.index(b"ds64") + 16
+        streamed[size_at : size_at + 8] = (2**64 - 1).to_bytes(8, "little")
+        cut.write_bytes(streamed)
+        assert wav_shortfall(cut) is None
 
 
 # --- read_audio --------------------------------------------------------------------------------------------------
