@@ -133,6 +133,8 @@ def _declared_audio(handle) -> tuple[int, int, bool] | None:
         handle.seek(40)
         while len(chunk := handle.read(24)) == 24:
             size = struct.unpack("<Q", chunk[16:])[0]  # counts the chunk's 24-byte header
+            if size < 24:  # damaged: going on would read the same chunk again and again
+                return None
             if chunk[:4] == b"data":
                 return size - 24, handle.tell(), True
             handle.seek(size - 24 + -size % 8, os.SEEK_CUR)  # chunks are padded to a multiple of 8 bytes
@@ -144,6 +146,8 @@ def _declared_audio(handle) -> tuple[int, int, bool] | None:
     while len(chunk := handle.read(8)) == 8:
         name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         if name == b"ds64":
+            if size < 16:  # damaged: too short to hold the audio's size
+                return None
             size_64 = struct.unpack("<Q", handle.read(16)[8:])[0]  # after the whole file's size: the audio's
             handle.seek(size - 16 + size % 2, os.SEEK_CUR)
         elif name == b"data":

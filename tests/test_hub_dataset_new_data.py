@@ -437,6 +437,11 @@ def test_truncated_64_bit_wav_is_refused_not_read_short(tmp_path, container):
         streamed[size_at : size_at + 8] = (2**64 - 1).to_bytes(8, "little")
         cut.write_bytes(streamed)
         assert wav_shortfall(cut) is None
+    else:  # a damaged chunk size (0) ends the search instead of reading the same chunk for ever
+        damaged = bytearray(data)
+        damaged[40 + 16 : 40 + 24] = bytes(8)
+        cut.write_bytes(damaged)
+        assert wav_shortfall(cut) is None
 
 
 # --- read_audio --------------------------------------------------------------------------------------------------
