@@ -377,7 +377,14 @@ def load_data(data_args: DataArguments, task: str | None) -> datasets.DatasetDic
     else:
         data = datasets.load_dataset(data_args.dataset, TASKS[task]["level"] if task else None)
     if "train" not in data:
-        raise ValueError(f"--dataset {data_args.dataset} has no 'train' split (it has {list(data)}).")
+        # Even scoring needs train: validation is carved from it (for SPRSound, the same patients for every task).
+        hint = ""
+        if kind == "sprsound":
+            hint = (" (put the release's train folders under the same root, e.g. BioCAS2022/ beside BioCAS2023/); to "
+                    f"score a model on {next(iter(data))} alone: python benchmarks/score_interval.py --models <model> "
+                    f"--dataset {data_args.dataset} --split {next(iter(data))}")
+        raise ValueError(f"--dataset {data_args.dataset} has no 'train' split (it has {list(data)}): train.py carves "
+                         f"its validation split from train, also to score a model{hint}.")
     return data.cast_column("audio", datasets.Audio(decode=False))
 
 

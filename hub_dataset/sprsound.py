@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 
 from .audio import AUDIO_EXTENSIONS, is_hidden
-from .builder import SKIP_HINT, LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
+from .builder import SKIP_HINT, DataQualityWarning, LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import (
     EVENT_TYPE_ALIASES,
     EVENT_TYPES,
@@ -188,16 +189,24 @@ def _read_annotation(json_path: Path) -> tuple[str, list[dict]]:
 
 
 def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
-    """The splits under ``root``: split -> [(JSON folder, audio folder)]. Raises when there are none."""
+    """The splits under ``root``: split -> [(JSON folder, audio folder)]. A split folder without annotation files
+    (a release's held-back intra-patient test, say) is left out with a warning. Raises when there are none."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"SPRSound root {root} does not exist or is not a folder.")
     splits: dict[str, list[tuple[Path, Path]]] = {}
+    empty = []
     for base in _RELEASE_FOLDERS:
         for split, json_folder, audio_folder in _SPLIT_FOLDERS:
             if (root / base / json_folder).is_dir():
-                splits.setdefault(split, []).append((root / base / json_folder, root / base / audio_folder))
+                if _annotation_files(root / base / json_folder):
+                    splits.setdefault(split, []).append((root / base / json_folder, root / base / audio_folder))
+                else:
+                    empty.append(f"{root / base / json_folder} ({split})")
     if splits:
+        if empty:
+            warnings.warn(f"No annotation files in {', '.join(empty)}: that split is left out.", DataQualityWarning,
+                          stacklevel=2)
         return splits
     # A flat folder: at least one JSON with its audio beside it (a lone classes.json or a saved dataset's
     # dataset_info.json does not make a release).
@@ -207,7 +216,7 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
     raise FileNotFoundError(
         f"{root} holds no SPRSound annotations. Expected train_json/ + train_wav/ (2022 release), "
         "BioCAS2022/train2022_json/ … or BioCAS2023/test2023_json/ (newer layout), or a flat folder of "
-        "audio + JSON pairs."
+        "audio + JSON pairs." + (f" Found, but without annotation files: {', '.join(empty)}." if empty else "")
     )
 
 
@@ -261,7 +270,8 @@ def _pair_files(folders: dict[str, list[tuple[Path, Path]]], splits: list[str], 
         missing += [(path, "audio without JSON") for stem, path in audio.items() if stem not in annotated]
     if missing and on_missing == "error":
         listed = "; ".join(f"{path} ({reason})" for path, reason in missing[:5])
-        raise FileNotFoundError(f"{len(missing)} SPRSound files have no partner (audio <-> JSON, matched by stem): "
+        files = "1 SPRSound file has" if len(missing) == 1 else f"{len(missing)} SPRSound files have"
+        raise FileNotFoundError(f"{files} no partner (audio <-> JSON, matched by stem): "
                                 f"{listed}. {SKIP_HINT}")
     summary.skipped += [(str(path), reason) for path, reason in missing]
     return sorted(pairs, key=lambda pair: splits.index(pair[0]))  # stable: file order within a split

@@ -326,11 +326,21 @@ def test_newer_official_layout(tmp_path):
     copy_pair(inter_stem, release / "BioCAS2022/test2022_json/inter_test_json",
               audio_folder=release / "BioCAS2022/test2022_wav")
     copy_pair(POOR_QUALITY, release / "BioCAS2023/test2023_json", audio_folder=release / "BioCAS2023/test2023_wav")
-    records = load_flat(release)
+    (release / "BioCAS2022/test2022_json/intra_test_json").mkdir()  # a held-back split: its folder, empty
+    with pytest.warns(hub.DataQualityWarning, match=r"No annotation files in \S+intra_test_json \(intra_test\): that "
+                                                     r"split is left out\."):
+        records = load_flat(release)
     assert list(records) == ["train", "inter_test", "test2023"]
+    with pytest.warns(hub.DataQualityWarning), pytest.raises(ValueError, match=r"Split\(s\) \['intra_test'\] not found"):
+        load_flat(release, splits=["intra_test"])
     assert [records[split][0]["recording_id"] for split in records] == [UNSORTED, inter_stem, POOR_QUALITY]
     only_2023 = load_flat(release / "BioCAS2023")  # the BioCAS2023 folder on its own
     assert list(only_2023) == ["test2023"]
+    held_back = tmp_path / "held_back"  # nothing but the empty split's folder
+    (held_back / "BioCAS2022/test2022_json/intra_test_json").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"holds no SPRSound annotations\. .* Found, but without annotation "
+                                                r"files: \S+intra_test_json \(intra_test\)\."):
+        load_flat(held_back)
 
 
 def test_2022_layout_with_both_test_halves_sharing_test_wav(tmp_path):

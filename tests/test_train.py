@@ -687,6 +687,20 @@ def test_folder_with_a_tasks_labels_trains_that_task(tmp_path):
     assert train.resolve_label_column(data, data_args, "12") == ("label", task_labels(12))
 
 
+def test_a_release_without_train_says_where_validation_comes_from(sprsound_root, tmp_path):
+    """The BioCAS 2023 test folder on its own: train.py needs the train split even to score (validation is carved
+    from it), and says how to score that split alone."""
+    stem = next((sprsound_root / "test_json" / "inter_test_json").glob("*.json")).stem
+    (tmp_path / "BioCAS2023/test2023_json").mkdir(parents=True)
+    (tmp_path / "BioCAS2023/test2023_wav").mkdir()
+    shutil.copy(sprsound_root / "test_json" / "inter_test_json" / f"{stem}.json", tmp_path / "BioCAS2023/test2023_json")
+    shutil.copy(sprsound_root / "test_wav" / f"{stem}.flac", tmp_path / "BioCAS2023/test2023_wav")
+    with pytest.raises(ValueError, match=r"has no 'train' split \(it has \['test2023'\]\): train.py carves its validation "
+                                         r"split from train, also to score a model \(put the release's train folders .*"
+                                         r"score_interval.py --models <model> --dataset \S+ --split test2023\."):
+        run_train(["--task", "22", "--dataset", str(tmp_path), "--from", str(REPO_ROOT / "checkpoints/sprsound-task22"),
+                   "--do_train", "false", "--eval_split", "test2023", "--output_dir", str(tmp_path / "scored")])
+
 def test_eval_split_by_default_is_the_datasets_test_split_if_any(tmp_path):
     import datasets
 
