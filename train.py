@@ -257,7 +257,7 @@ def check_arguments(data_args: DataArguments, model_args: ModelArguments, traini
         # What transformers does under torchrun on a machine without GPUs: each process would train alone,
         # believe it is the main one, and write (and push) the same output_dir.
         raise ValueError(f"launched as {launched} processes (WORLD_SIZE={launched}), but they would not train together: "
-                         "on a machine without GPUs pass --use_cpu true (or launch with accelerate launch --cpu).")
+                         "on a machine without GPUs pass --use_cpu true.")
     if not training_args.do_train and not model_args.from_checkpoint:
         raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
     if not training_args.do_train and model_args.ignore_mismatched:

@@ -126,6 +126,27 @@ def test_training_step_gives_finite_gradients(features):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+
+def test_trainer_logs_the_batch_mean_loss_under_gradient_accumulation(features, tmp_path):
+    """`forward` takes ``**kwargs`` and returns a per-batch mean: Trainer must not take that for a sum over
+    ``num_items_in_batch`` (it then multiplies the loss by the number of processes and skips the division by the
+    accumulation steps, so every loss and gradient was doubled under 2 processes or 2 accumulation steps)."""
+    from transformers import Trainer, TrainingArguments
+
+    no_randomness = dict(hidden_dropout=0.0, attention_dropout=0.0, classifier_dropout=0.0, time_masks=0, frequency_masks=0)
+    model = tiny_model(**no_randomness).train()
+    clip = {name: value[0] for name, value in features.items()}  # every row the same clip: any order, any batch
+    rows = [{**clip, "labels": torch.tensor(2)} for _ in range(4)]
+    with torch.no_grad():
+        batch_loss = model(**{name: value[:1] for name, value in features.items()}, labels=torch.tensor([2])).loss.item()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             max_steps=1, learning_rate=0.0, logging_steps=1, report_to=[], save_strategy="no",
+                             use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    logged = next(entry["loss"] for entry in trainer.state.log_history if "loss" in entry)
+    assert logged == pytest.approx(batch_loss, rel=1e-4)
+
 # -- losses --------------------------------------------------------------------------------------------
 
 

@@ -327,6 +327,11 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float, weight:
 class RespSTFForAudioClassification(RespSTFPreTrainedModel):
     """RespSTF with a classification head (and an optional frame-level head for event supervision)."""
 
+    # The loss is a per-batch mean. Trainer would otherwise see ``**kwargs`` in `forward`, take the loss for a sum
+    # over ``num_items_in_batch`` and scale it by the number of processes (every loss and gradient doubled under
+    # 2 processes) and leave it undivided across gradient accumulation steps.
+    accepts_loss_kwargs = False
+
     def __init__(self, config: RespSTFConfig):
         # from_pretrained(id2label=...) sets the new labels after the config is built.
         config.discard_stale_class_weights()
