@@ -252,7 +252,9 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             sampling_rate: rate of ``raw_speech`` in Hz; resampled to ``self.sampling_rate``.
             truncation: ``True`` fits every clip to ``n_frames`` frames (centre crop or pad);
                 ``False`` keeps each clip's length and zero-pads the batch to the longest (use it
-                for long recordings: memory stays bounded by ``chunk_frames``). ``None`` (the
+                for long recordings: memory stays bounded by ``chunk_frames``; a clip shorter than
+                ``n_frames`` is then neither repeated nor padded to it as in training, so give short
+                inputs with the default). ``None`` (the
                 default, what ``pipeline`` uses) is ``True`` plus a warning when an input is longer
                 than the clip, so a cropped recording never goes unnoticed.
             device: where the CWT runs (``"cuda"`` for GPU); outputs stay there with ``return_tensors="pt"``.
