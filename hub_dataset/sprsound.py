@@ -190,7 +190,12 @@ def _read_annotation(json_path: Path) -> tuple[str, list[dict]]:
 
 def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
     """The splits under ``root``: split -> [(JSON folder, audio folder)]. A split folder without annotation files
-    (a release's held-back intra-patient test, say) is left out with a warning. Raises when there are none."""
+    (a release's held-back intra-patient test, say) is left out. Raises when there are none."""
+    return _split_folders(root)[0]
+
+
+def _split_folders(root: str | Path) -> tuple[dict[str, list[tuple[Path, Path]]], list[str]]:
+    """`find_splits`, and the split folders it left out for holding no annotation files (for the loader to name)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"SPRSound root {root} does not exist or is not a folder.")
@@ -204,15 +209,12 @@ def find_splits(root: str | Path) -> dict[str, list[tuple[Path, Path]]]:
                 else:
                     empty.append(f"{root / base / json_folder} ({split})")
     if splits:
-        if empty:
-            warnings.warn(f"No annotation files in {', '.join(empty)}: that split is left out.", DataQualityWarning,
-                          stacklevel=2)
-        return splits
+        return splits, empty
     # A flat folder: at least one JSON with its audio beside it (a lone classes.json or a saved dataset's
     # dataset_info.json does not make a release).
     audio_stems = {path.stem for path in root.iterdir() if path.suffix.lower() in AUDIO_EXTENSIONS}
     if any(path.stem in audio_stems for path in _annotation_files(root)):
-        return {"train": [(root, root)]}
+        return {"train": [(root, root)]}, empty
     raise FileNotFoundError(
         f"{root} holds no SPRSound annotations. Expected train_json/ + train_wav/ (2022 release), "
         "BioCAS2022/train2022_json/ … or BioCAS2023/test2023_json/ (newer layout), or a flat folder of "
@@ -313,7 +315,10 @@ def load_sprsound_levels(
     if unknown or not levels:
         raise ValueError(f"Unknown level(s) {unknown}: expected 'record' and/or 'event'.")
     check_on_missing(on_missing)
-    folders = find_splits(root)
+    folders, empty = _split_folders(root)
+    if empty:  # said here, where the split is left out, not by every caller of find_splits that only detects a release
+        warnings.warn(f"No annotation files in {', '.join(empty)}: that split is left out.", DataQualityWarning,
+                      stacklevel=2)
     if isinstance(splits, str):
         splits = [splits]
     absent = [split for split in splits or () if split not in folders]
