@@ -31,12 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import math
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import types
@@ -73,17 +68,17 @@ _import_respstf_from_source()
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
+import respstf.feature_extraction  # noqa: E402,F401  (registers the extractor that load_models loads)
+from respstf.feature_extraction.audio_checks import MIN_SAMPLING_RATE, SHORTEST_RECORDING_SECONDS, check_audio  # noqa: E402
 from respstf.hub_dataset import (  # noqa: E402
-    AUDIO_EXTENSIONS, TASKS, normalize_task, parse_annotation, read_audio, task_of_labels, wav_shortfall,
+    LABEL_DESCRIPTIONS, READABLE_FORMATS, example_key, example_recordings, normalize_task, read_recording, task_of_labels,
 )
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
+from respstf.modeling import TaskModel, Windows, classify_recording, slide_windows  # noqa: E402
+from respstf.modeling import load_models as load_checkpoints  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 DEFAULT_MODEL = os.environ.get("RESPSTF_MODEL", str(REPO_ROOT / "checkpoints"))
@@ -91,46 +86,18 @@ DEFAULT_EXAMPLES = DATA_DIR / "sprsound" / "example_original_wav"
 # A real 15.4 s recording with wheezes (record label CAS) from the release's example folder.
 DEFAULT_PREDICT_FILE = DEFAULT_EXAMPLES / "65101170_0.4_0_p2_3246.wav"
 
-MIN_SECONDS = 0.25  # shorter than a crackle's context; the release's shortest recording is 0.3 s
+MIN_SECONDS = SHORTEST_RECORDING_SECONDS  # the release's shortest recording is 0.3 s
 MAX_SECONDS = 120.0  # SPRSound recordings are <= 15.4 s; this bounds the work per request
 # Room for MAX_SECONDS of the largest common uncompressed audio (192 kHz, stereo, 32-bit) plus 10 % for headers
 # and metadata chunks; gradio refuses a larger upload before storing it.
 MAX_UPLOAD_BYTES = int(MAX_SECONDS * 192_000 * 2 * 4 * 1.1)
-MIN_SAMPLING_RATE = 2000  # below this a recording holds nothing above 1 kHz: most of the band the models read is gone
-READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, where installed, converts other formats
-FFMPEG_TIMEOUT_S = 60
-FFMPEG_MESSAGES = 3  # of FFmpeg's error lines shown: a broken MP3 can give dozens
 MAX_LISTED_ANOMALIES = 6  # the explanation names this many non-Normal timeline stretches, then counts the rest
-SILENCE_PEAK = 1e-4  # peak amplitude below -80 dBFS: nothing was recorded
-FULL_SCALE = 0.999  # |sample| at or above this is at the top of its format's range (16-bit PCM tops out at 0.99997)
-MIN_CLIPPED_RUN = 3  # samples in a row at full scale: a clipped peak, not a sample that happens to touch it
-# A knock on the stethoscope clips a few peaks (4 in 20 s, 0.15 % of the samples, in one ICBHI recording); a
-# recording played too loud clips peak after peak (a real SPRSound one at 20x: 9 in 15.4 s, at 50x: 23), or
-# clips a long stretch (over 0.5 % of the samples).
-MAX_CLIPPED_RUNS_PER_SECOND = 0.5
-MAX_CLIPPED_FRACTION = 0.005
-EVENT_MODEL_MAX_CLIP_S = 5.0  # a model of unknown task with clips this short is an event-level one
-WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
 MAX_EXAMPLES = 8
 
 # Record tasks first: they answer "what is in this recording"; the event timeline shows where.
 DEFAULT_TASK_ORDER = ("22", "21", "12", "11")
 TIMELINE_TASK_ORDER = ("12", "11")
 
-CLASS_DESCRIPTIONS = {
-    "Normal": "normal breath sounds, no adventitious sound.",
-    "Adventitious": "an abnormal sound: a wheeze, rhonchus or stridor (continuous) or crackles (discontinuous).",
-    "Rhonchi": "low-pitched, snoring continuous sound, from secretions in the larger airways.",
-    "Wheeze": "high-pitched, musical continuous sound from narrowed airways (e.g. asthma, bronchiolitis).",
-    "Stridor": "loud, high-pitched continuous sound, mostly on breathing in, from a blocked upper airway (e.g. croup).",
-    "Coarse Crackle": "low-pitched, longer popping or bubbling sounds (e.g. secretions, bronchitis).",
-    "Fine Crackle": "short, high-pitched crackles, like hair rubbed between fingers (e.g. pneumonia).",
-    "Wheeze+Crackle": "a wheeze and crackles in the same breath.",
-    "CAS": "continuous adventitious sounds (wheeze, rhonchi or stridor) somewhere in the recording.",
-    "DAS": "discontinuous adventitious sounds (crackles) somewhere in the recording.",
-    "CAS & DAS": "both continuous and discontinuous adventitious sounds.",
-    "Poor Quality": "too noisy or unclear to judge (e.g. friction, crying, talking).",
-}
 LABEL_COLOURS = {
     "Normal": "#c7d3c2", "Adventitious": "#d7301f", "Rhonchi": "#6a51a3", "Wheeze": "#e31a1c",
     "Stridor": "#fd8d3c", "Coarse Crackle": "#8c510a", "Fine Crackle": "#2171b5", "Wheeze+Crackle": "#ae017e",
@@ -138,161 +105,20 @@ LABEL_COLOURS = {
 }
 
 
-# -- models -----------------------------------------------------------------------------------
-
-@dataclass
-class TaskModel:
-    """One loaded classifier with its feature extractor and what it was trained for."""
-
-    key: str  # SPRSound task id ("12") or, for another dataset, the folder name
-    level: str  # "event" or "record"
-    labels: list[str]
-    model: RespSTFForAudioClassification
-    extractor: RespSTFFeatureExtractor
-    source: Path
-
-    @property
-    def name(self) -> str:
-        return f"Task {self.key[0]}-{self.key[1]}" if self.key in TASKS else self.key
-
-    @property
-    def title(self) -> str:
-        return f"{self.name} ({self.level} level): {', '.join(self.labels)}"
-
-    @torch.no_grad()
-    def probabilities(self, features) -> np.ndarray:
-        """Softmax over the classes, ``(batch, num_labels)``."""
-        logits = self.model(input_features=features["input_features"], attention_mask=features["attention_mask"]).logits
-        return logits.softmax(dim=-1).numpy()
-
-
 def _fail(message: str) -> SystemExit:
     return SystemExit(f"app.py: {message}")
 
 
-def load_task_model(folder: Path) -> TaskModel:
-    """Load a RespSTF checkpoint folder, or stop with a message saying what is missing or wrong."""
-    needed = ("config.json", "preprocessor_config.json", "model.safetensors")
-    missing = [name for name in needed if not (folder / name).is_file()]
-    if missing:
-        raise _fail(f"{folder} is not a complete RespSTF checkpoint: missing {', '.join(missing)} "
-                    "(expected a save_pretrained folder written by train.py).")
-    try:
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise _fail(f"{folder / 'config.json'} is not a valid JSON config: {err}") from err
-    if model_type != RespSTFConfig.model_type:
-        raise _fail(f"{folder} holds a {model_type!r} model, expected a {RespSTFConfig.model_type!r} model.")
-    try:
-        model, info = RespSTFForAudioClassification.from_pretrained(folder, output_loading_info=True)
-        extractor = RespSTFFeatureExtractor.from_pretrained(folder)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
-        raise _fail(f"{folder}: the RespSTF model or feature extractor does not load: {err}") from err
-    problems = {kind: info[kind] for kind in ("missing_keys", "mismatched_keys") if info.get(kind)}
-    if problems:
-        raise _fail(f"{folder}: model.safetensors does not match config.json: {problems}")
-    if extractor.n_scales != model.config.n_scales:
-        raise _fail(f"{folder}: the feature extractor makes {extractor.n_scales} scales but the model expects "
-                    f"{model.config.n_scales}.")
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    key = task_of_labels(labels) or folder.name
-    if key in TASKS:
-        level = TASKS[key]["level"]
-    else:
-        level = "event" if extractor.clip_seconds <= EVENT_MODEL_MAX_CLIP_S else "record"
-    return TaskModel(key, level, labels, model.eval(), extractor, folder)
-
-
-def resolve_model_source(spec: str) -> Path:
-    """A local folder as is; anything else is taken as a Hub repository id and downloaded."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        return path
-    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
-        raise _fail(f"--model {spec!r}: no such folder (and it is not a Hub id of the form 'org/name').")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id=spec))
-    except Exception as err:  # offline, unknown repository, no access: all end the start-up the same way
-        raise _fail(
-            f"--model {spec!r} is not a local folder, and downloading it from the Hugging Face Hub failed "
-            f"({type(err).__name__}: {err}). Without network, pass a local folder such as checkpoints/."
-        ) from err
-
-
 def load_models(spec: str) -> dict[str, TaskModel]:
-    """Every task model under ``spec`` (one checkpoint folder or a folder of them), keyed by task."""
-    folder = resolve_model_source(spec)
-    if (folder / "config.json").is_file():
-        folders = [folder]
-    else:
-        folders = sorted(config.parent for config in folder.glob("*/config.json"))
-    if not folders:
-        raise _fail(f"{folder} holds no model: expected a checkpoint folder (config.json, preprocessor_config.json, "
-                    "model.safetensors) or folders of them such as checkpoints/sprsound-task12/ (train.py writes them).")
-    models: dict[str, TaskModel] = {}
-    for path in folders:
-        task_model = load_task_model(path)
-        if task_model.key in models:
-            raise _fail(f"{path} and {models[task_model.key].source} are both models for {task_model.title}; keep one.")
-        models[task_model.key] = task_model
-    return dict(sorted(models.items()))
+    """Every model under ``--model`` (`respstf.modeling.load_models`, SPRSound tasks told by their labels), or stop
+    with a message saying what is missing or wrong."""
+    try:
+        return load_checkpoints(spec, task_of_labels=task_of_labels)
+    except (OSError, ValueError) as err:
+        raise _fail(str(err)) from err
 
 
 # -- analysis ---------------------------------------------------------------------------------
-
-@dataclass
-class Windows:
-    """An event model's overlapping windows over one recording."""
-
-    starts_s: np.ndarray  # (N,)
-    window_s: float
-    probabilities: np.ndarray  # (N, num_labels)
-    features: np.ndarray  # (N, n_scales, n_frames): what the model saw in each window
-    edges_s: np.ndarray  # (N + 1,): window k is drawn over [edges[k], edges[k+1]], the time nearest its centre
-
-
-def slide_windows(task_model: TaskModel, waveform: np.ndarray, sampling_rate: int) -> Windows:
-    """Classify windows of the event model's clip length, every half window (the last one ends at the end)."""
-    extractor = task_model.extractor
-    duration = len(waveform) / sampling_rate
-    window = round(extractor.clip_seconds * sampling_rate)
-    hop = window // 2
-    if len(waveform) <= window:
-        starts = [0]  # the whole recording is one clip, tiled or padded as in training
-    else:
-        starts = list(range(0, len(waveform) - window + 1, hop))
-        end_start = len(waveform) - window
-        if starts[-1] < end_start:
-            # Less than a quarter hop left: move the last window to the end rather than add a near-copy of it.
-            # The first window stays at 0, so a recording barely longer than one window gets two.
-            if end_start - starts[-1] < hop / 4 and len(starts) > 1:
-                starts[-1] = end_start
-            else:
-                starts.append(end_start)
-    probabilities, features = [], []
-    for first in range(0, len(starts), WINDOW_BATCH):
-        clips = [waveform[start : start + window] for start in starts[first : first + WINDOW_BATCH]]
-        batch = extractor(clips, sampling_rate=sampling_rate, truncation=True, return_tensors="pt")
-        probabilities.append(task_model.probabilities(batch))
-        features.append(batch["input_features"][:, 0].numpy())
-    starts_s = np.asarray(starts) / sampling_rate
-    centres = starts_s + min(extractor.clip_seconds, duration) / 2
-    edges = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [duration]])
-    return Windows(starts_s, extractor.clip_seconds, np.concatenate(probabilities), np.concatenate(features), edges)
-
-
-def stitch_windows(windows: Windows, frame_seconds: float, duration: float) -> np.ndarray:
-    """One scalogram over the recording: each column is the column the window nearest in time saw."""
-    if len(windows.starts_s) == 1:
-        return windows.features[0]
-    times = (np.arange(math.ceil(duration / frame_seconds)) + 0.5) * frame_seconds
-    owner = np.searchsorted(windows.edges_s[1:-1], times, side="right")
-    column = np.floor((times - windows.starts_s[owner]) / frame_seconds).astype(int)
-    column = column.clip(0, windows.features.shape[-1] - 1)
-    return windows.features[owner, :, column].T
-
 
 @dataclass
 class Analysis:
@@ -316,146 +142,11 @@ class Analysis:
         return [(self.task_model.labels[i], float(self.probabilities[i])) for i in order]
 
     def timeline_rows(self) -> list[dict]:
-        if self.windows is None:
-            return []
-        labels = self.timeline_model.labels
-        return [
-            {
-                "start_s": round(float(start), 3),
-                "end_s": round(float(min(start + self.windows.window_s, self.duration)), 3),
-                "label": labels[int(probs.argmax())],
-                "probabilities": {label: round(float(p), 4) for label, p in zip(labels, probs)},
-            }
-            for start, probs in zip(self.windows.starts_s, self.windows.probabilities)
-        ]
+        return self.windows.rows(self.timeline_model.labels) if self.windows is not None else []
 
     def timeline_segments(self) -> list[tuple[float, float, str, float]]:
         """Consecutive windows with the same top class merged: ``(start_s, end_s, label, mean probability)``."""
-        if self.windows is None:
-            return []
-        segments: list[list] = []
-        for k, probs in enumerate(self.windows.probabilities):
-            label = self.timeline_model.labels[int(probs.argmax())]
-            start, end = self.windows.edges_s[k], self.windows.edges_s[k + 1]
-            if segments and segments[-1][2] == label:
-                segments[-1][1] = end
-                segments[-1][3].append(float(probs.max()))
-            else:
-                segments.append([start, end, label, [float(probs.max())]])
-        return [(float(s), float(e), label, float(np.mean(p))) for s, e, label, p in segments]
-
-
-def too_long(name: str, seconds: float | None = None) -> ValueError:
-    """The refusal of a recording longer than MAX_SECONDS (``seconds``: its length where known)."""
-    if seconds is None:
-        length = f"over {MAX_SECONDS:.0f} s"
-    else:  # one just past the limit is not said to be at it
-        length = f"{seconds:.1f} s" if round(seconds, 1) > MAX_SECONDS else f"just over {MAX_SECONDS:.0f} s"
-    return ValueError(f"{name} is {length} long: this demo accepts at most {MAX_SECONDS:.0f} s; "
-                      "cut the recording into shorter parts.")
-
-
-def read_named(path: Path, name: str) -> tuple[np.ndarray, int]:
-    """``read_audio``, naming the file as the user knows it in errors, not by the server's upload path."""
-    try:
-        return read_audio(str(path))
-    except ValueError as err:
-        raise ValueError(str(err).replace(str(path), name)) from None
-
-
-def read_recording(path: Path, name: str) -> tuple[np.ndarray, int, list[str]]:
-    """Decode an upload with soundfile where it reads the file (one longer than MAX_SECONDS is refused from its
-    header, before it is decoded), else with FFmpeg, whatever the file's extension. Returns the waveform, its
-    sampling rate and warnings about what was read (a WAV cut short, a file FFmpeg found damaged)."""
-    try:
-        header = sf.info(str(path))
-    except (RuntimeError, TypeError) as err:
-        if not path.is_file():
-            raise ValueError(f"{name}: audio file not found.") from None
-        # M4A or WebM from a phone or browser, G.722 inside a WAV, an M4A named .mp3, ... or not audio at all.
-        return read_with_ffmpeg(path, name, soundfile_error=str(err).replace(str(path), name))
-    if header.duration > MAX_SECONDS:
-        raise too_long(name, header.duration)
-    waveform, sampling_rate = read_named(path, name)  # says why a file whose header soundfile reads does not decode
-    shortfall = wav_shortfall(path)  # soundfile decodes what is there without a word
-    if not shortfall:
-        return waveform, sampling_rate, []
-    declared, present = shortfall
-    return waveform, sampling_rate, [f"{name} is cut short: its header announces {declared:,} bytes of audio, the file "
-                                     f"holds {present:,} ({present / declared:.0%}); only the part present is classified."]
-
-
-def read_with_ffmpeg(path: Path, name: str, soundfile_error: str) -> tuple[np.ndarray, int, list[str]]:
-    """Convert a file soundfile does not read to WAV with FFmpeg (``soundfile_error`` says why soundfile did not);
-    returns as `read_recording` does."""
-    unreadable = (f"{name}: not a readable audio file (corrupt, truncated or not audio): expected a {READABLE_FORMATS} "
-                  "recording")
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise ValueError(f"{unreadable} (other formats need FFmpeg, which is not installed here). "
-                         f"soundfile: {soundfile_error}")
-    unreadable += " or another format FFmpeg decodes"
-    with tempfile.TemporaryDirectory() as folder:
-        wav = Path(folder) / "decoded.wav"
-        # -t: an over-long recording is decoded only just past the limit before it is refused.
-        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-t", str(MAX_SECONDS + 1),
-                   "-c:a", "pcm_f32le", str(wav)]
-        try:
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise ValueError(f"{unreadable}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
-        lines = completed.stderr.replace(str(path), name).strip().splitlines()
-        # FFmpeg's first few messages (the first is the cause), once each, without "[demuxer @ 0x...]" prefixes.
-        reason = "; ".join(list(dict.fromkeys(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines))[:FFMPEG_MESSAGES])
-        if completed.returncode != 0:
-            if any("matches no streams" in line for line in lines):  # the -map of a file without audio
-                raise ValueError(f"{name} holds no audio track: expected an audio recording.")
-            raise ValueError(f"{unreadable}. FFmpeg: {reason or 'no message'}")
-        waveform, sampling_rate = read_named(wav, name)
-    if len(waveform) > MAX_SECONDS * sampling_rate:
-        raise too_long(name)
-    # With -v error, anything FFmpeg says on success is about damage it decoded past.
-    damaged = f"{name} looks damaged: FFmpeg decoded it with errors ({reason}); only what decoded is classified."
-    return waveform, sampling_rate, [damaged] if reason else []
-
-
-def check_recording(
-    waveform: np.ndarray, sampling_rate: int, name: str, extractor: RespSTFFeatureExtractor
-) -> list[str]:
-    """Refuse recordings the model cannot judge, saying why; return warnings about what it judges with less to go on."""
-    duration = len(waveform) / sampling_rate
-    if duration < MIN_SECONDS:
-        length = f"{duration:.2f} s" if round(duration, 2) < MIN_SECONDS else f"just under {MIN_SECONDS} s"
-        raise ValueError(f"{name} is {length} long: the shortest recording accepted is {MIN_SECONDS} s.")
-    if duration > MAX_SECONDS:
-        raise too_long(name, duration)
-    band = f"{extractor.fmin:.0f}–{extractor.fmax:.0f} Hz"
-    if sampling_rate < MIN_SAMPLING_RATE:
-        raise ValueError(f"{name} is sampled at {sampling_rate} Hz, so it holds nothing above "
-                         f"{sampling_rate / 2:.0f} Hz: too little of the {band} the model reads. Expected a recording "
-                         f"sampled at {MIN_SAMPLING_RATE} Hz or more ({extractor.sampling_rate} Hz or more for the full "
-                         "band).")
-    if not np.isfinite(waveform).all():
-        raise ValueError(f"{name} holds NaN or infinite samples: expected finite audio.")
-    # Around the mean: a recording that is only a DC offset holds no sound either.
-    peak = float(np.abs(waveform - waveform.mean()).max())
-    if peak < SILENCE_PEAK:
-        raise ValueError(f"{name} is silent (peak amplitude {peak:.1e} around its mean, below {SILENCE_PEAK:.0e}): "
-                         "nothing to classify; record again with the stethoscope on the chest.")
-    warnings = []
-    if sampling_rate / 2 < extractor.fmax:
-        warnings.append(f"{name} is sampled at {sampling_rate} Hz, so sounds above {sampling_rate / 2:.0f} Hz are "
-                        f"missing: the model reads {band} (it was trained on {extractor.sampling_rate} Hz recordings) "
-                        "and may miss high-pitched sounds.")
-    at_full_scale = np.abs(waveform) >= FULL_SCALE
-    edges = np.diff(at_full_scale.astype(np.int8), prepend=0, append=0)
-    runs = int(np.sum(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1) >= MIN_CLIPPED_RUN))
-    share = float(at_full_scale.mean())
-    if share > MAX_CLIPPED_FRACTION or runs >= max(3, MAX_CLIPPED_RUNS_PER_SECOND * duration):
-        warnings.append(f"{name} is clipped: {runs} peaks ({share:.1%} of its samples) are cut off at full scale. "
-                        "Clipping adds sounds the chest did not make, so this result is unreliable; record again with "
-                        "less gain or a lighter touch.")
-    return warnings
+        return self.windows.segments(self.timeline_model.labels) if self.windows is not None else []
 
 
 def task_key(task: str, known: dict) -> str:
@@ -480,7 +171,7 @@ class RespSTFDemo:
         event_keys = [key for key in TIMELINE_TASK_ORDER if key in models]
         event_keys += [key for key, m in models.items() if m.level == "event" and key not in event_keys]
         self.timeline_model = models[event_keys[0]] if event_keys else None
-        self.examples, self.example_labels, self.annotations = find_examples(examples_dir)
+        self.examples, self.example_labels, self.annotations = example_recordings(examples_dir, MAX_EXAMPLES)
 
     def analyse(self, path: str | Path, task: str | None = None) -> Analysis:
         """Classify one audio file with the task's model (and the event timeline). Raises ValueError on bad input."""
@@ -492,36 +183,15 @@ class RespSTFDemo:
         if path is None:
             raise ValueError(f"No recording: upload a {READABLE_FORMATS} file or record one with the microphone.")
         name = Path(path).name
-        waveform, sampling_rate, warnings = read_recording(Path(path), name)
+        waveform, sampling_rate, warnings = read_recording(Path(path), name, MIN_SECONDS, MAX_SECONDS)
         task_model = self.models[key]
-        warnings += check_recording(waveform, sampling_rate, name, task_model.extractor)
+        extractor = task_model.extractor
+        warnings += check_audio(waveform, sampling_rate, name, band=(extractor.fmin, extractor.fmax),
+                                trained_sampling_rate=extractor.sampling_rate)
         duration = len(waveform) / sampling_rate
         windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
-        extractor = task_model.extractor
-        if task_model.level == "event":
-            if task_model is not self.timeline_model:
-                windows_of_task = slide_windows(task_model, waveform, sampling_rate)
-            else:
-                windows_of_task = windows
-            # Each window weighs the stretch of the recording nearest to it, so every moment counts once
-            # however closely the last window follows the one before.
-            probabilities = np.average(windows_of_task.probabilities, axis=0, weights=np.diff(windows_of_task.edges_s))
-            scalogram = stitch_windows(windows_of_task, extractor.frame_seconds, duration)
-            count = len(windows_of_task.starts_s)
-            scalogram_note = (
-                f"{count} windows of {extractor.clip_seconds:.2f} s; each column is from the window centred nearest to it"
-                if count > 1 else f"one {extractor.clip_seconds:.2f} s clip (a shorter recording is repeated to fill it)"
-            )
-        else:
-            # Recordings up to the training clip length are zero-padded and masked as in training; longer
-            # ones are taken whole rather than centre-cropped.
-            features = extractor(waveform, sampling_rate=sampling_rate, truncation=duration <= extractor.clip_seconds,
-                                 return_tensors="pt")
-            probabilities = task_model.probabilities(features)[0]
-            scalogram = features["input_features"][0, 0].numpy()
-            scalogram_note = "the whole recording" + (
-                f", zero-padded (and masked) to {extractor.clip_seconds:.1f} s" if duration < extractor.clip_seconds else ""
-            )
+        probabilities, scalogram, scalogram_note = classify_recording(
+            task_model, waveform, sampling_rate, windows if task_model is self.timeline_model else None)
         return Analysis(name, duration, sampling_rate, task_model, probabilities, scalogram, scalogram_note,
                         waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))), warnings)
 
@@ -584,42 +254,6 @@ class RespSTFDemo:
                 api_name="classify", concurrency_limit=2,
             )
         return blocks
-
-
-def example_key(path: Path) -> tuple[str, int]:
-    """How an upload is recognised as an example recording: gradio keeps the file name and the bytes."""
-    return path.stem, path.stat().st_size
-
-
-def find_examples(folder: Path | None) -> tuple[list[Path], list[str], dict[tuple[str, int], list[dict]]]:
-    """Up to MAX_EXAMPLES recordings of ``folder``, one record class after another when annotated.
-
-    Returns the files, their labels for the page, and the annotated events of every annotated recording
-    of the folder (drawn on the timeline when that recording is classified), by :func:`example_key`.
-    """
-    if folder is None or not Path(folder).is_dir():
-        return [], [], {}
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
-    by_label: dict[str, list[Path]] = {}
-    annotations: dict[tuple[str, int], list[dict]] = {}
-    record_labels: dict[Path, str] = {}
-    for path in files:
-        annotation = path.with_suffix(".json")
-        label = "not annotated"
-        if annotation.is_file():
-            try:
-                label, annotations[example_key(path)] = parse_annotation(annotation)
-            except ValueError:
-                pass  # an unreadable annotation only costs the example its label
-        record_labels[path] = label
-        by_label.setdefault(label, []).append(path)
-    chosen: list[Path] = []
-    while len(chosen) < min(MAX_EXAMPLES, len(files)):
-        for group in by_label.values():
-            if group and len(chosen) < MAX_EXAMPLES:
-                chosen.append(group.pop(0))
-    labels = [f"{record_labels[p]} (annotated): {p.name}" if example_key(p) in annotations else p.name for p in chosen]
-    return chosen, labels, annotations
 
 
 # -- figures and text -------------------------------------------------------------------------
@@ -734,7 +368,7 @@ def explain(analysis: Analysis) -> str:
         heading = f"Timeline ({analysis.timeline_model.name} model)"
         lines.append(f"{heading}: {where}." if where else f"{heading}: every window is Normal.")
     lines.append("\n**What the classes mean**")
-    lines += [f"- **{label}**: {CLASS_DESCRIPTIONS[label]}" for label in task_model.labels if label in CLASS_DESCRIPTIONS]
+    lines += [f"- **{label}**: {LABEL_DESCRIPTIONS[label]}" for label in task_model.labels if label in LABEL_DESCRIPTIONS]
     lines.append("\n*Research demo trained on SPRSound (children, 8 kHz stethoscope recordings); not a diagnosis.*")
     return "\n".join(lines)
 

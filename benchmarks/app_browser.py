@@ -2,7 +2,7 @@
 
     python benchmarks/app_browser.py [--model checkpoints/] [--recording FILE] [--out docs/screenshot.png]
 
-Serves app.py in this process on a free loopback port, opens the page in headless chromium, uploads
+Serves ``python app.py`` on a free loopback port, opens the page in headless chromium, uploads
 the recording through the page's file input, presses Classify, waits for the label and both plots, and
 saves a full-page screenshot (this is how the README's ``docs/screenshot.png`` is made). Prints how long
 the page took to load and to show the result. ``playwright install`` cannot download browsers here, so
@@ -73,19 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.recording.is_file():
         print(f"recording {args.recording} not found; pass --recording or set RESPSTF_DATA_DIR.")
         return 1
-    sys.path.insert(0, str(REPO_ROOT))
-    import app
-    from app_load import free_port
+    from app_load import serve_app  # this script's folder, on the path when it runs
 
-    demo = app.RespSTFDemo(app.load_models(args.model or app.DEFAULT_MODEL), app.DEFAULT_EXAMPLES)
-    port = free_port()
-    blocks = demo.build()
-    allowed = [str(app.DEFAULT_EXAMPLES)] if demo.examples else None
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=allowed)
-    try:
-        run = classify_in_browser(f"http://127.0.0.1:{port}/", args.recording, args.out)
-    finally:
-        blocks.close()
+    with serve_app(args.model) as url:
+        run = classify_in_browser(url, args.recording, args.out)
     print(f"top label {run.top_label!r}; page loaded in {run.load_s:.1f} s, result shown {run.result_s:.1f} s after "
           f"Classify; screenshot {args.out}")
     return 0

@@ -2,7 +2,7 @@
 
     python benchmarks/app_load.py [--model checkpoints/] [--clients 20] [--requests 5] [--recording FILE]
 
-Serves app.py in this process on a free loopback port (the page's own queue: two classifications
+Serves ``python app.py`` on a free loopback port (the page's own queue: two classifications
 at a time), then starts ``--clients`` clients at once; each sends ``--requests`` requests one after
 another and waits for the full answer (label, both images downloaded, timeline rows). Prints the
 latency percentiles a user sees (queueing included), the throughput and every failure.
@@ -16,11 +16,16 @@ the rest of a user's wait is the queue).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,38 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(model: str | None = None, start_timeout_s: float = 300.0) -> Iterator[str]:
+    """``python app.py`` (the program, as people start it) on a free loopback port; yields its URL once it answers."""
+    port = free_port()
+    command = [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a server that logs much never blocks on it
+    server = subprocess.Popen(command + (["--model", model] if model else []), cwd=REPO_ROOT,
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if server.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"app.py stopped at start-up (exit {server.returncode}): {log.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"app.py did not answer on {url} within {start_timeout_s:.0f} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
 
 @dataclass
@@ -106,19 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.recording.is_file():
         print(f"recording {args.recording} not found; pass --recording or set RESPSTF_DATA_DIR.")
         return 1
-    sys.path.insert(0, str(REPO_ROOT))
-    import app
-
-    demo = app.RespSTFDemo(app.load_models(args.model or app.DEFAULT_MODEL))
-    port = free_port()
-    blocks = demo.build()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        print(f"{os.cpu_count()} CPU cores; models: {', '.join(m.name for m in demo.models.values())}; "
+    with serve_app(args.model) as url:
+        print(f"{os.cpu_count()} CPU cores; models: {args.model or 'app.py default'}; "
               f"{args.clients} clients x {args.requests} requests of {args.recording.name}")
-        result = run_load(f"http://127.0.0.1:{port}/", args.recording, args.clients, args.requests, args.timeout)
-    finally:
-        blocks.close()
+        result = run_load(url, args.recording, args.clients, args.requests, args.timeout)
     print(result.summary())
     for failure in result.failures:
         print("FAILED", failure)

@@ -14,26 +14,28 @@ Score on another test set, such as the paper's).
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+import respstf.feature_extraction  # noqa: F401  (registers the respstf Auto classes)
+from respstf import hub_dataset, training
+from respstf.hub_dataset.sprsound_score import compute_sprsound_score
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402  (registers the respstf Auto classes; DEFAULT_DATASET)
-from respstf import hub_dataset  # noqa: E402
-from respstf.hub_dataset.sprsound_score import compute_sprsound_score  # noqa: E402
+DEFAULT_DATASET = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
 
 BUNDLED = [ROOT / "checkpoints" / f"sprsound-task{task}" for task in ("11", "12", "21", "22")]
 
 
 def task_of(model) -> str:
-    """The SPRSound task whose official class names the model's ``id2label`` carries."""
+    """The SPRSound task the model's config records (``finetuning_task``), else the one whose official class names
+    its ``id2label`` carries."""
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    task = hub_dataset.task_of_labels(labels)
+    task = getattr(model.config, "finetuning_task", None) or hub_dataset.task_of_labels(labels)
     if task is None:
         raise ValueError(f"{model.name_or_path}: classes {labels} are not those of an SPRSound task {sorted(hub_dataset.TASKS)}")
     return task
@@ -64,7 +66,7 @@ def patient_bootstrap(predictions: np.ndarray, references: np.ndarray, patients:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[str(path) for path in BUNDLED])
-    parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
     parser.add_argument("--split", default="inter_test")
     parser.add_argument("--resamples", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if level not in levels:
             levels[level] = hub_dataset.load_sprsound(args.dataset, level=level, splits=[args.split], decode=False)[args.split]
         split = levels[level]
-        features = train.featurize(split, extractor, f"task{task}", with_frames=False)  # the inputs train.py scores
+        features = training.featurize(split, extractor, f"task{task}", with_frames=False)  # the inputs train.py scores
         predictions, references = predict(model, features), np.asarray(features["labels"])
         patients = np.asarray(split["patient_id"])
         score = compute_sprsound_score(predictions, references, num_labels=model.config.num_labels)["score"]

@@ -46,9 +46,11 @@ from pathlib import Path
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+from respstf import training
+from respstf.hub_dataset import TASKS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
+DEFAULT_DATASET = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
 
 PAPER = {"11": 0.810, "12": 0.667, "21": 0.744, "22": 0.608}
 # (run folder under --runs, task, parent run, extra train.py arguments); each task ships the run
@@ -67,7 +69,7 @@ RECIPE = [
 RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train", "--no_do_train",
                 "--resume_from_checkpoint"]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
-           "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
+           "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py", "audio_checks.py",
            "confusion_validation.png"]
 
 
@@ -82,7 +84,7 @@ def seeds_of(run: str, args) -> list[int]:
     """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks`` or for a step
     between shipped runs (``task22-base``), else the first. A step already trained as a single run (a folder
     ``runs/<name>``, not a link to a seed's run) is read back as it is, unless ``--retrain``."""
-    ships, path = {f"task{task}" for task in train.TASKS}, Path(args.runs) / run
+    ships, path = {f"task{task}" for task in TASKS}, Path(args.runs) / run
     single_step = not args.retrain and path.is_dir() and not path.is_symlink()
     shipped_here = run in {f"task{task}" for task in args.tasks}
     return args.seeds if shipped_here or (run not in ships and not single_step) else args.seeds[:1]
@@ -118,11 +120,19 @@ def train_py_argv(output_dir: Path, task: str, eval_split: str, args) -> list[st
             "--disable_tqdm", "true"]
 
 
+def run_train_py(argv: list[str], output_dir: Path) -> dict:
+    """Run ``python train.py argv`` (its output goes to ours) and return the results.json it wrote in ``output_dir``."""
+    completed = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv])
+    if completed.returncode:
+        raise SystemExit(f"{output_dir.name}: train.py failed (exit {completed.returncode}); its messages are above")
+    return json.loads((output_dir / "results.json").read_text())
+
+
 def score_in_place(output_dir: Path, task: str, eval_split: str, args) -> dict:
     """Score the model in ``output_dir`` on validation (and ``eval_split``) with train.py, keeping its results.json."""
     argv = [*train_py_argv(output_dir, task, eval_split, args), "--from", str(output_dir), "--do_train", "false", *args.train_args]
     print(f"{output_dir.name}: python train.py " + " ".join(argv), flush=True)
-    return train.main(argv)
+    return run_train_py(argv, output_dir)
 
 
 def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
@@ -153,7 +163,7 @@ def make_soup(seed_dirs: list[Path], ingredients: list[dict], output_dir: Path, 
     summary.update(soup_of=[seed_dir.name for seed_dir in seed_dirs], results={})
     for cost in ("global_step", "train_runtime_s", "wall_s"):
         summary[cost] = sum(ingredient.get(cost) or 0 for ingredient in ingredients)
-    train.write_results(output_dir, summary)
+    training.write_results(output_dir, summary)
     return score_in_place(output_dir, task, "none", args)
 
 
@@ -166,7 +176,7 @@ def train_run_argv(output_dir: Path, task: str, parent: str | None, extra: list[
 def add_wall_time(output_dir: Path, summary: dict, started: float) -> dict:
     """A trained run's summary with its wall time (data, features, training, validation), saved as its results.json."""
     summary["wall_s"] = time.time() - started
-    train.write_results(output_dir, summary)
+    training.write_results(output_dir, summary)
     return summary
 
 
@@ -175,7 +185,7 @@ def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str],
     argv = train_run_argv(output_dir, task, parent, extra, seed, eval_split, args)
     print("python train.py " + " ".join(argv), flush=True)
     started = time.time()
-    return add_wall_time(output_dir, train.main(argv), started)
+    return add_wall_time(output_dir, run_train_py(argv, output_dir), started)
 
 
 def train_side_by_side(seed_dirs: dict[int, Path], task: str, parent: str | None, extra: list[str], at_once: int, args) -> dict[int, dict]:
@@ -259,8 +269,8 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
         if key != best and "seed_selection" in stale:
             del stale["seed_selection"]
             stale_dir = Path(args.runs) / candidates[key][1]
-            train.write_results(stale_dir, stale)
-            train.write_model_card(stale_dir, stale)
+            training.write_results(stale_dir, stale)
+            training.write_model_card(stale_dir, stale)
     output_dir.unlink(missing_ok=True)
     output_dir.symlink_to(candidates[best][1])
     summary = read_back(resolve_run(Path(args.runs), run), task, args.eval_split, args)
@@ -268,8 +278,8 @@ def run_task(run: str, task: str, parent: str | None, extra: list[str], args) ->
     if "soup" in validation:
         selection["soup_validation_score"] = validation["soup"]
     summary["seed_selection"] = {**selection, "kept": best}
-    train.write_results(output_dir, summary)
-    train.write_model_card(output_dir, summary)
+    training.write_results(output_dir, summary)
+    training.write_model_card(output_dir, summary)
     return summary
 
 
@@ -310,7 +320,7 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
 def main(argv: list[str] | None = None) -> None:
     # No abbreviations: an option left to train.py (e.g. --seed) must never be read as one of ours (--seeds).
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--dataset", default=train.DEFAULT_DATASET)
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET))
     parser.add_argument("--eval_split", default="inter_test")
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--runs", default=None, help="Run folders (default: runs/, or runs/paper/ for --preset paper).")
@@ -324,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)
-    given = train.options_given(args.train_args)
+    given = training.options_given(args.train_args)
     if "--seed" in given or len(set(args.seeds)) < len(args.seeds):
         parser.error("pass the training seeds as --seeds, each once")
     owned = sorted(given & set(RECIPE_OWNED))
@@ -352,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             if run == f"task{task}" and task in args.tasks:
                 summaries[task] = summary
 
-    device = train.describe_device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training.describe_device("cuda" if torch.cuda.is_available() else "cpu")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · eval split `{args.eval_split}`"
     table = results_table(summaries, args.eval_split, heading)

@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import AutoFeatureExtractor
 
+from respstf import training
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import TASKS, load_sprsound
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
-from respstf.hub_dataset import TASKS, load_sprsound  # noqa: E402
-from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
 
 SPRSOUND = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
 TASK_OF_LEVEL = {"record": "22", "event": "12"}
@@ -46,7 +45,7 @@ def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
     ``attention_mask`` ``(B, T)``, ``labels`` ``(B,)`` and, for records, ``frame_labels`` ``(B, T)`` from the
     event timestamps."""
     column = TASKS[TASK_OF_LEVEL[level]]["column"]
-    featurized = train.featurize(rows, extractor, column, with_frames=level == "record")
+    featurized = training.featurize(rows, extractor, column, with_frames=level == "record")
     return featurized.remove_columns("seconds").with_format("torch")[:]  # seconds: train.py's crop report
 
 
@@ -100,7 +99,7 @@ def main() -> None:
         f"AVX512-BF16 {torch.cpu._is_avx512_bf16_supported()}, AMX {torch.cpu._is_amx_tile_supported()}"
         if device.type == "cpu" else "GPU"
     )
-    print(f"{train.describe_device(device)} (native bf16: {native}); batch {args.batch_size}, median of {args.steps} steps")
+    print(f"{training.describe_device(device)} (native bf16: {native}); batch {args.batch_size}, median of {args.steps} steps")
     print(f"{'':32s} {'input':>14s} {'fp32 ex/s':>10s} {'bf16 ex/s':>10s} {'bf16/fp32':>10s}")
     for level in ("record", "event"):
         rows = real_rows(level, args.batch_size)

@@ -1,8 +1,9 @@
 """Audio reading, cutting and encoding with soundfile, and the `datasets.Audio` decoder check.
 
-Everything here works without FFmpeg: rows are built from encoded bytes, and `read_audio` decodes
-them (or any file) with libsndfile. Only `decode=True` datasets need torchcodec + FFmpeg, which
-`datasets.Audio` uses to decode (and resample) on access.
+Everything here but `read_with_ffmpeg` works without FFmpeg: rows are built from encoded bytes, and
+`read_audio` decodes them (or any file) with libsndfile. Only `decode=True` datasets need torchcodec +
+FFmpeg, which `datasets.Audio` uses to decode (and resample) on access. `read_recording` reads one
+recording a user gives (the demo's uploads): soundfile where it can, FFmpeg for other formats.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
+import shutil
 import struct
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from respstf.feature_extraction.audio_checks import check_audio
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, where installed, converts other formats
+FFMPEG_TIMEOUT_S = 60
+FFMPEG_MESSAGES = 3  # of FFmpeg's error lines shown: a broken MP3 can give dozens
 
 
 def is_hidden(name: str) -> bool:
@@ -27,7 +37,15 @@ def is_hidden(name: str) -> bool:
 
 
 class UnreadableAudioError(ValueError):
-    """An audio file that cannot be decoded (corrupt, truncated, empty or not audio at all)."""
+    """An audio file that cannot be decoded (corrupt, truncated, empty or not audio at all), or whose audio holds
+    nothing to learn from (``reason``: NaN/Inf samples, silence)."""
+
+    def __init__(self, message: str, reason: str = "unreadable audio"):
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self):  # keeps the reason when a worker process hands the error back
+        return type(self), (str(self), self.reason)
 
 
 # Read each subtype as the integer/float type that holds it exactly, so cut events stay lossless.
@@ -175,6 +193,140 @@ def wav_shortfall(path: Path) -> tuple[int, int] | None:
     return None if unknown or present >= declared else (declared, present)
 
 
+def decode_present(path: Path, dtype: str = "float32") -> tuple[np.ndarray, int, int] | None:
+    """``(samples, sampling_rate, declared frames)`` of a file soundfile stops decoding partway, as a FLAC cut short
+    does ("flac decoder lost sync"): the samples ``(frames, channels)`` that decode before the damage, in blocks
+    of 1,024 frames (at most one block short). None when the header does not open or nothing decodes."""
+    blocks = []
+    try:
+        with sf.SoundFile(path) as handle:
+            declared = handle.frames
+            try:
+                for block in handle.blocks(blocksize=1024, dtype=dtype, always_2d=True):
+                    blocks.append(block.copy())
+            except (sf.LibsndfileError, RuntimeError):
+                pass  # the damage: what decoded before it is kept
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    if not blocks:
+        return None
+    return np.concatenate(blocks), handle.samplerate, declared
+
+
+def cut_short_warning(name: str, declared_frames: int, present_frames: int) -> str:
+    """What a caller says of a file that holds fewer frames than its header announces."""
+    return (f"{name} is cut short: its header announces {declared_frames:,} samples of audio, "
+            f"{present_frames:,} decode ({present_frames / declared_frames:.0%}); only the part present is classified.")
+
+
+def too_long(name: str, max_seconds: float, seconds: float | None = None) -> ValueError:
+    """The refusal of a recording longer than ``max_seconds`` (``seconds``: its length where known)."""
+    if seconds is None:
+        length = f"over {max_seconds:.0f} s"
+    else:  # one just past the limit is not said to be at it
+        length = f"{seconds:.1f} s" if round(seconds, 1) > max_seconds else f"just over {max_seconds:.0f} s"
+    return ValueError(f"{name} is {length} long: this demo accepts at most {max_seconds:.0f} s; "
+                      "cut the recording into shorter parts.")
+
+
+def _read_named(path: Path, name: str) -> tuple[np.ndarray, int]:
+    """`read_audio`, naming the file as the user knows it in errors, not by the server's upload path."""
+    try:
+        return read_audio(str(path))
+    except ValueError as err:
+        raise ValueError(str(err).replace(str(path), name)) from None
+
+
+def read_recording(path: Path, name: str | None = None, min_seconds: float = 0.0, max_seconds: float | None = None
+                   ) -> tuple[np.ndarray, int, list[str]]:
+    """Decode one recording with soundfile where it reads the file (one longer than ``max_seconds`` is refused from
+    its header, before it is decoded), else with FFmpeg (`read_with_ffmpeg`), whatever the file's extension.
+
+    Args:
+        name: how errors and warnings name the file (default: its path), e.g. an upload's name as the user knows it.
+        min_seconds, max_seconds: the shortest and longest recording accepted (a demo's limits).
+
+    Returns:
+        The mono float32 waveform, its sampling rate and warnings about what was read: a file cut short (a WAV
+        whose header announces more audio than it holds, a FLAC that stops decoding partway) or one FFmpeg
+        found damaged; only the part that decodes is returned.
+
+    Raises:
+        ValueError: naming the file: missing, not audio, no audio track, shorter than ``min_seconds`` or longer
+            than ``max_seconds``.
+    """
+    name = str(path) if name is None else name
+    waveform, sampling_rate, warnings = _read_recording(Path(path), name, max_seconds)
+    duration = len(waveform) / sampling_rate
+    if duration < min_seconds:  # one just short of the limit is not said to be at it
+        length = f"{duration:.2f} s" if round(duration, 2) < min_seconds else f"just under {min_seconds} s"
+        raise ValueError(f"{name} is {length} long: the shortest recording accepted is {min_seconds} s.")
+    return waveform, sampling_rate, warnings
+
+
+def _read_recording(path: Path, name: str, max_seconds: float | None) -> tuple[np.ndarray, int, list[str]]:
+    """`read_recording` but for the shortest length."""
+    try:
+        header = sf.info(str(path))
+    except (RuntimeError, TypeError) as err:
+        if not path.is_file():
+            raise ValueError(f"{name}: audio file not found.") from None
+        # M4A or WebM from a phone or browser, G.722 inside a WAV, an M4A named .mp3, ... or not audio at all.
+        return read_with_ffmpeg(path, name, soundfile_error=str(err).replace(str(path), name), max_seconds=max_seconds)
+    if max_seconds is not None and header.duration > max_seconds:
+        raise too_long(name, max_seconds, header.duration)
+    try:
+        waveform, sampling_rate = _read_named(path, name)  # says why a file whose header soundfile reads does not decode
+    except ValueError:
+        present = decode_present(path)
+        if present is None:
+            raise
+        samples, sampling_rate, declared = present
+        return samples.mean(axis=1), sampling_rate, [cut_short_warning(name, declared, len(samples))]
+    shortfall = wav_shortfall(path)  # soundfile decodes what is there without a word
+    if not shortfall:
+        return waveform, sampling_rate, []
+    declared, present = shortfall
+    return waveform, sampling_rate, [f"{name} is cut short: its header announces {declared:,} bytes of audio, the file "
+                                     f"holds {present:,} ({present / declared:.0%}); only the part present is classified."]
+
+
+def read_with_ffmpeg(path: Path, name: str, soundfile_error: str, max_seconds: float | None = None
+                     ) -> tuple[np.ndarray, int, list[str]]:
+    """Convert a file soundfile does not read to WAV with FFmpeg (``soundfile_error`` says why soundfile did not);
+    returns and raises as `read_recording` does."""
+    unreadable = (f"{name}: not a readable audio file (corrupt, truncated or not audio): expected a {READABLE_FORMATS} "
+                  "recording")
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise ValueError(f"{unreadable} (other formats need FFmpeg, which is not installed here). "
+                         f"soundfile: {soundfile_error}")
+    unreadable += " or another format FFmpeg decodes"
+    with tempfile.TemporaryDirectory() as folder:
+        wav = Path(folder) / "decoded.wav"
+        # -t: an over-long recording is decoded only just past the limit before it is refused.
+        limit = [] if max_seconds is None else ["-t", str(max_seconds + 1)]
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", *limit, "-c:a", "pcm_f32le",
+                   str(wav)]
+        try:
+            completed = subprocess.run(command, capture_output=True, text=True, timeout=FFMPEG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{unreadable}; FFmpeg did not decode it within {FFMPEG_TIMEOUT_S} s.") from None
+        lines = completed.stderr.replace(str(path), name).strip().splitlines()
+        # FFmpeg's first few messages (the first is the cause), once each, without "[demuxer @ 0x...]" prefixes.
+        reason = "; ".join(list(dict.fromkeys(re.sub(r"^\[[^\]]*\] ", "", line) for line in lines))[:FFMPEG_MESSAGES])
+        if completed.returncode != 0:
+            if any("matches no streams" in line for line in lines):  # the -map of a file without audio
+                raise ValueError(f"{name} holds no audio track: expected an audio recording.")
+            raise ValueError(f"{unreadable}. FFmpeg: {reason or 'no message'}")
+        waveform, sampling_rate = _read_named(wav, name)
+    if max_seconds is not None and len(waveform) > max_seconds * sampling_rate:
+        raise too_long(name, max_seconds)
+    # With -v error, anything FFmpeg says on success is about damage it decoded past.
+    damaged = f"{name} looks damaged: FFmpeg decoded it with errors ({reason}); only what decoded is classified."
+    return waveform, sampling_rate, [damaged] if reason else []
+
+
 def read_and_cut(
     audio_path: str | Path,
     spans: list[tuple[float, float | None, str]],
@@ -199,8 +351,12 @@ def read_and_cut(
             subtype, sampling_rate, frames = handle.subtype, handle.samplerate, handle.frames
             samples = handle.read(dtype=_READ_DTYPE.get(subtype, "float32"))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise UnreadableAudioError(
-            f"{audio_path}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
+        present = decode_present(audio_path)
+        if present is not None:  # a FLAC cut short: soundfile stops where the data ends, refused below as truncated
+            samples, _, frames = present
+        else:
+            raise UnreadableAudioError(
+                f"{audio_path}: not a readable audio file (corrupt, truncated or not audio): {err}") from err
     if len(samples) == 0 or len(samples) < frames:
         raise UnreadableAudioError(
             f"{audio_path}: the audio file is empty or truncated ({len(samples)} of {frames} frames).")
@@ -209,6 +365,10 @@ def read_and_cut(
         declared, present = shortfall
         raise UnreadableAudioError(f"{audio_path}: the WAV file is truncated: its header declares {declared} bytes of "
                                    f"audio, the file holds {present} ({present / declared:.0%}).")
+    try:  # NaN/Inf or silent audio would reach training unnoticed (and fail there naming no file)
+        check_audio(_as_float(samples, subtype), sampling_rate, str(audio_path), clipping=False)
+    except ValueError as err:
+        raise UnreadableAudioError(str(err), reason="unusable audio (NaN/Inf, silent or sampled too low)") from None
     duration_s = len(samples) / sampling_rate
     result = RecordingAudio(duration_s, sampling_rate, audio_path.read_bytes() if keep_file_bytes else None)
     half_sample = 0.5 / sampling_rate
@@ -235,6 +395,14 @@ def read_and_cut(
         audio_bytes, extension = encode_audio(samples[first:last], sampling_rate, subtype)
         result.clips.append(Clip(start_s, end_s, first / sampling_rate, audio_bytes, extension))
     return result
+
+
+def _as_float(samples: np.ndarray, subtype: str) -> np.ndarray:
+    """Mono float samples in [-1, 1] of what `read_and_cut` read in the type that holds its subtype exactly."""
+    if samples.dtype.kind == "i":
+        scale = 2.0 ** (31 if samples.dtype == np.int32 else 15)
+        samples = samples / scale
+    return samples.mean(axis=1) if samples.ndim == 2 else samples
 
 
 def read_and_cut_from_args(arguments: tuple) -> RecordingAudio | UnreadableAudioError:

@@ -164,8 +164,8 @@ def build_levels(
         decode: the ``audio`` column's `datasets.Audio(decode=...)`; True checks a decoder is available.
         num_proc: worker processes reading and cutting audio (None or 1: this process).
         progress: show a progress bar (default: the `datasets` progress-bar setting).
-        skip_unreadable: skip (and count in the summary) a recording whose audio cannot be decoded,
-            instead of raising.
+        skip_unreadable: skip (and count in the summary) a recording whose audio cannot be decoded or holds
+            nothing to learn from (NaN/Inf samples, silence), instead of raising.
 
     Raises:
         ValueError: no recording could be used (none given, or every one skipped).
@@ -188,7 +188,7 @@ def build_levels(
             if isinstance(audio, UnreadableAudioError):
                 if not skip_unreadable:
                     raise UnreadableAudioError(f"{audio} {SKIP_HINT}") from audio
-                summary.skipped.append((str(recording.audio_path), "unreadable audio"))
+                summary.skipped.append((str(recording.audio_path), audio.reason))
                 continue
             summary.clipped_events += audio.clipped_ends
             for level, (kind, _) in levels.items():

@@ -10,6 +10,22 @@ from __future__ import annotations
 EVENT_TYPES = ["Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"]
 RECORD_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]
 
+# What each class means, in plain words (the demo's explanation; a model card).
+LABEL_DESCRIPTIONS = {
+    "Normal": "normal breath sounds, no adventitious sound.",
+    "Adventitious": "an abnormal sound: a wheeze, rhonchus or stridor (continuous) or crackles (discontinuous).",
+    "Rhonchi": "low-pitched, snoring continuous sound, from secretions in the larger airways.",
+    "Wheeze": "high-pitched, musical continuous sound from narrowed airways (e.g. asthma, bronchiolitis).",
+    "Stridor": "loud, high-pitched continuous sound, mostly on breathing in, from a blocked upper airway (e.g. croup).",
+    "Coarse Crackle": "low-pitched, longer popping or bubbling sounds (e.g. secretions, bronchitis).",
+    "Fine Crackle": "short, high-pitched crackles, like hair rubbed between fingers (e.g. pneumonia).",
+    "Wheeze+Crackle": "a wheeze and crackles in the same breath.",
+    "CAS": "continuous adventitious sounds (wheeze, rhonchi or stridor) somewhere in the recording.",
+    "DAS": "discontinuous adventitious sounds (crackles) somewhere in the recording.",
+    "CAS & DAS": "both continuous and discontinuous adventitious sounds.",
+    "Poor Quality": "too noisy or unclear to judge (e.g. friction, crying, talking).",
+}
+
 # Spellings seen in copies of the release, mapped to the canonical event type.
 EVENT_TYPE_ALIASES = {"Wheeze & Crackle": "Wheeze+Crackle", "Wheeze+crackle": "Wheeze+Crackle"}
 

@@ -1,4 +1,4 @@
-"""A validation split carved from train with no patient on both sides."""
+"""A validation split carved from train with no patient on both sides, and patient folds for cross-validation."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def _chosen_patients(patient_ids: np.ndarray, validation_patients: Iterable[str]
         raise ValueError(f"validation_patients holds all {len(patient_ids)} patients of the dataset's "
                          f"{patient_column!r} column: train would have no rows.")
     return chosen
+
+
+def _rarest_first(per_patient: np.ndarray, weights: np.ndarray, seed: int) -> np.ndarray:
+    """Patient indices, those with the rarest labels first (they constrain a split most), in a seeded shuffle within
+    equal rarity. ``per_patient``: ``(patients, labels)`` row counts; ``weights``: ``(labels,)``, larger for rarer."""
+    order = np.random.default_rng(seed).permutation(len(per_patient))
+    return order[np.argsort(-((per_patient[order] > 0) @ weights), kind="stable")]
 
 
 def patient_disjoint_split(
@@ -107,11 +114,7 @@ def patient_disjoint_split(
     targets = fraction * per_patient.sum(axis=0)
     weights = 1.0 / np.maximum(targets, 1.0)  # a miss on a rare label costs as much as on a common one
 
-    # Patients with the rarest labels first (they constrain most), seeded shuffle within equal rarity.
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(patient_ids))
-    rarity = (per_patient[order] > 0) @ weights
-    order = order[np.argsort(-rarity, kind="stable")]
+    order = _rarest_first(per_patient, weights, seed)
 
     # Greedy pass, then single-patient moves (in or out) while they bring validation closer to the targets.
     chosen = np.zeros(len(patient_ids), dtype=bool)
@@ -138,3 +141,67 @@ def _select_patients(dataset: Dataset, patient_of_row: np.ndarray, chosen: np.nd
     validation_rows = np.flatnonzero(chosen[patient_of_row])
     train_rows = np.flatnonzero(~chosen[patient_of_row])
     return DatasetDict({"train": dataset.select(train_rows), "validation": dataset.select(validation_rows)})
+
+
+def patient_folds(
+    dataset: Dataset,
+    k: int = 5,
+    seed: int = 0,
+    label_column: str | None = None,
+    patient_column: str = "patient_id",
+) -> dict[str, int]:
+    """Assign every patient of ``dataset`` to one of ``k`` cross-validation folds (0 … k-1), whole patients only,
+    each fold holding about 1/k of the rows of every label (as far as patients allow).
+
+    Patients with the rarest labels are placed first (a seeded shuffle orders patients of equal rarity), each into
+    the fold it brings closest to its targets; then single patients move between folds while that brings the folds
+    closer. Deterministic for a given ``seed``. Returns ``{patient_id: fold}``.
+
+    Raises:
+        ValueError: ``k`` below 2, a missing column, or fewer patients than folds.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an integer of 2 or more (folds), got {k!r}.")
+    label_column = label_column or _default_label_column(dataset)
+    for column in (label_column, patient_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"Column {column!r} not in the dataset (columns: {dataset.column_names}).")
+    columns = dataset.select_columns([label_column, patient_column]).with_format("arrow")[:]
+    patients = columns[patient_column].to_pylist()
+    if any(patient is None for patient in patients):
+        raise ValueError(f"{sum(patient is None for patient in patients)} rows have no {patient_column!r}: folds are "
+                         "made of whole patients, so every row needs one.")
+    patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+    if len(patient_ids) < k:
+        raise ValueError(f"{len(patient_ids)} patients cannot fill {k} folds.")
+    labels = np.asarray(columns[label_column].to_pylist())
+    per_patient = np.zeros((len(patient_ids), int(labels.max()) + 1))
+    np.add.at(per_patient, (patient_of_row, labels), 1)
+    targets = per_patient.sum(axis=0) / k
+    weights = 1.0 / np.maximum(targets, 1.0)  # a miss on a rare label costs as much as on a common one
+
+    order = _rarest_first(per_patient, weights, seed)
+
+    def cost(counts: np.ndarray) -> float:
+        return float(np.abs(counts - targets) @ weights)
+
+    fold_of = np.full(len(patient_ids), -1)
+    counts = np.zeros((k, per_patient.shape[1]))
+    for patient in order:
+        gains = [cost(counts[fold] + per_patient[patient]) - cost(counts[fold]) for fold in range(k)]
+        fold = int(np.argmin(np.asarray(gains) + 1e-9 * counts.sum(axis=1)))  # ties: the fold with fewer rows
+        fold_of[patient], counts[fold] = fold, counts[fold] + per_patient[patient]
+    for _ in range(20):
+        moved = False
+        for patient in order:
+            here = fold_of[patient]
+            for there in range(k):
+                before = cost(counts[here]) + cost(counts[there])
+                after = cost(counts[here] - per_patient[patient]) + cost(counts[there] + per_patient[patient])
+                if there != here and after < before - 1e-9 and (fold_of == here).sum() > 1:
+                    counts[here] -= per_patient[patient]
+                    counts[there] += per_patient[patient]
+                    fold_of[patient], here, moved = there, there, True
+        if not moved:
+            break
+    return {str(patient): int(fold) for patient, fold in zip(patient_ids, fold_of)}

@@ -58,6 +58,8 @@ FILE_NAME_SCHEME = "patient_age_gender_location_recording"
 _FILE_NAME = re.compile(
     r"^(?P<patient>\d+)_(?P<age>\d+(?:\.\d+)?)_(?P<gender>[01])_(?P<location>p[1-4])_(?P<number>\d+)$")
 _RECORD_KEYS = ("record_annotation", "recording_annotation")  # the shared copy / the release README
+# Each 2022 train patient's cross-validation fold, fixed once (see the file's description) and shipped with the code.
+FOLDS_FILE = Path(__file__).with_name("sprsound_folds.json")
 
 CITATION = """@article{zhang2022sprsound,
   title={{SPRSound}: Open-Source {SJTU} Paediatric Respiratory Sound Database},
@@ -114,6 +116,12 @@ def event_features() -> Features:
     })
 
 
+def sprsound_folds() -> dict[str, int]:
+    """``{patient_id: fold}`` of the 5 cross-validation folds of the SPRSound 2022 train patients: whole patients, about a
+    fifth of each record class per fold, the same folds for all four tasks (``hub_dataset/sprsound_folds.json``)."""
+    return json.loads(FOLDS_FILE.read_text())["folds"]
+
+
 def parse_file_name(stem: str) -> dict | None:
     """Metadata from ``patient_age_gender_location_recording``; None when the name does not follow it."""
     match = _FILE_NAME.match(stem)
@@ -147,6 +155,43 @@ def parse_annotation(json_path: Path) -> tuple[str, list[dict]]:
     """The record label and the events (sorted by start, times in seconds) of one annotation file."""
     record_label, events = _read_annotation(json_path)
     return record_label, sorted(events, key=_by_time)
+
+
+def example_key(path: Path) -> tuple[str, int]:
+    """How a copy of an example recording is recognised (a demo's upload: gradio keeps the file name and the bytes)."""
+    return path.stem, path.stat().st_size
+
+
+def example_recordings(folder: Path | None, limit: int) -> tuple[list[Path], list[str], dict[tuple[str, int], list[dict]]]:
+    """Up to ``limit`` recordings of a folder such as the release's ``example_original_wav``, one record class after
+    another when annotated (a JSON annotation beside the audio).
+
+    Returns the files, their labels to show (``"CAS (annotated): name.wav"``), and the annotated events of every
+    annotated recording of the folder, by `example_key`.
+    """
+    if folder is None or not Path(folder).is_dir():
+        return [], [], {}
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    by_label: dict[str, list[Path]] = {}
+    annotations: dict[tuple[str, int], list[dict]] = {}
+    record_labels: dict[Path, str] = {}
+    for path in files:
+        annotation = path.with_suffix(".json")
+        label = "not annotated"
+        if annotation.is_file():
+            try:
+                label, annotations[example_key(path)] = parse_annotation(annotation)
+            except ValueError:
+                pass  # an unreadable annotation only costs the example its label
+        record_labels[path] = label
+        by_label.setdefault(label, []).append(path)
+    chosen: list[Path] = []
+    while len(chosen) < min(limit, len(files)):
+        for group in by_label.values():
+            if group and len(chosen) < limit:
+                chosen.append(group.pop(0))
+    labels = [f"{record_labels[p]} (annotated): {p.name}" if example_key(p) in annotations else p.name for p in chosen]
+    return chosen, labels, annotations
 
 
 def _by_time(event: dict) -> tuple[float, float]:

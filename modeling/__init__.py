@@ -1,8 +1,12 @@
-"""RespSTF configuration and models, registered with the transformers Auto classes."""
+"""RespSTF configuration, models and inference (checkpoints with their task, sliding windows), registered with the
+transformers Auto classes."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from .configuration_respstf import RespSTFConfig
+from .inference_respstf import (
+    TaskModel, Windows, classify_recording, load_models, load_task_model, resolve_model_source, slide_windows, stitch_windows,
+)
 from .modeling_respstf import RespSTFForAudioClassification, RespSTFModel, RespSTFPreTrainedModel
 
 AutoConfig.register(RespSTFConfig.model_type, RespSTFConfig, exist_ok=True)
@@ -14,4 +18,7 @@ RespSTFConfig.register_for_auto_class()
 RespSTFModel.register_for_auto_class("AutoModel")
 RespSTFForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
-__all__ = ["RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFPreTrainedModel"]
+__all__ = [
+    "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFPreTrainedModel",
+    "TaskModel", "Windows", "classify_recording", "load_models", "load_task_model", "resolve_model_source", "slide_windows", "stitch_windows",
+]

@@ -27,14 +27,13 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
-import app  # noqa: E402
-import app_browser  # noqa: E402
-import app_load  # noqa: E402
-import train  # noqa: E402
-from respstf.feature_extraction import RespSTFFeatureExtractor  # noqa: E402
-from respstf.hub_dataset import TASKS, parse_annotation, task_labels  # noqa: E402
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification  # noqa: E402
+import app  # the repository root is on the path (pyproject's pytest pythonpath)
+from benchmarks import app_browser, app_load
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import TASKS, parse_annotation, task_labels
+from respstf.hub_dataset import audio as hub_audio
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, load_task_model, slide_windows
+from respstf.training import LEVEL_FEATURES
 
 # A real 4 kHz ICBHI recording (Littmann 3200, 15.9 s).
 ICBHI_4K_RECORDING = ICBHI_44K_RECORDING.parent / "104_1b1_Al_sc_Litt3200.wav"
@@ -58,7 +57,7 @@ def save_random_checkpoint(folder: Path, task: str) -> Path:
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
     )
     RespSTFForAudioClassification(config).save_pretrained(folder)
-    RespSTFFeatureExtractor(**train.LEVEL_FEATURES[TASKS[task]["level"]]).save_pretrained(folder)
+    RespSTFFeatureExtractor(**LEVEL_FEATURES[TASKS[task]["level"]]).save_pretrained(folder)
     return folder
 
 
@@ -68,7 +67,7 @@ def confidences(label_output: dict) -> dict[str, float]:
 
 
 def event_window_s() -> float:
-    features = train.LEVEL_FEATURES["event"]
+    features = LEVEL_FEATURES["event"]
     return features["n_frames"] * features["hop_length"] / 8000
 
 
@@ -106,6 +105,23 @@ def test_models_load_once_with_task_and_level(demo, checkpoints):
     assert demo.default_task == "22"  # the record-level answer, with the event model's timeline
     assert demo.timeline_model is demo.models["12"]
     assert demo.models["12"].source == checkpoints / "sprsound-task12"
+
+
+def test_task_and_level_come_from_the_config_else_from_labels_and_clip(checkpoints, tmp_path):
+    """`load_task_model` reads what the model was trained for from its config (``finetuning_task``,
+    ``annotation_level``); a config without them falls back on the label set and the clip length."""
+    folder = tmp_path / "mine"
+    shutil.copytree(checkpoints / "sprsound-task12", folder)
+    config = json.loads((folder / "config.json").read_text())
+    renamed = {str(i): f"class {i}" for i in range(len(config["id2label"]))}  # not an SPRSound label set
+    (folder / "config.json").write_text(json.dumps({**config, "id2label": renamed, "finetuning_task": None,
+                                                    "annotation_level": None}))
+    task_model = load_task_model(folder, task_of_labels=app.task_of_labels)
+    assert (task_model.key, task_model.name, task_model.level) == ("mine", "mine", "event")  # 2.05 s clips
+    (folder / "config.json").write_text(json.dumps({**config, "id2label": renamed, "finetuning_task": "12",
+                                                    "annotation_level": "record"}))
+    task_model = load_task_model(folder)
+    assert (task_model.key, task_model.name, task_model.level) == ("12", "Task 1-2", "record")
 
 
 def test_real_recording_through_the_api(client, demo):
@@ -175,7 +191,7 @@ def test_timeline_windows_are_distinct_and_the_last_ends_at_the_end(demo, extra_
     waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")  # 8 kHz: windows of 16384 samples
     window = round(event_window_s() * rate)
     assert window == 16384
-    windows = app.slide_windows(demo.models["12"], waveform[: window + extra_samples], rate)
+    windows = slide_windows(demo.models["12"], waveform[: window + extra_samples], rate)
     assert (windows.starts_s * rate).round().astype(int).tolist() == expected_starts
     assert windows.starts_s[-1] + windows.window_s == pytest.approx((window + extra_samples) / rate)
     assert len(windows.probabilities) == len(expected_starts) == len(windows.edges_s) - 1
@@ -267,7 +283,7 @@ def test_files_soundfile_cannot_read_are_decoded_with_ffmpeg_whatever_their_name
         demo.analyse(video)
     with pytest.raises(ValueError, match=r"missing.wav: audio file not found"):
         demo.analyse(tmp_path / "missing.wav")
-    monkeypatch.setattr(app.shutil, "which", lambda name: None)
+    monkeypatch.setattr(hub_audio.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match=r"phone.m4a: not a readable audio file .*: expected a WAV, FLAC, OGG or MP3 "
                                          r"recording \(other formats need FFmpeg, which is not installed here\)\. "
                                          r"soundfile: Error opening 'phone.m4a'"):
@@ -297,6 +313,17 @@ def test_truncated_wav_is_classified_with_a_warning(demo, tmp_path):
                         "only the part present is classified.", analysis.warnings[0])
 
 
+def test_truncated_flac_is_classified_with_a_warning(demo, tmp_path):
+    """Issue 32, defect 2: a FLAC cut short was refused as unreadable by the demo (and classified without a word by
+    pipeline); like a WAV cut short, the part that decodes is classified, with a warning."""
+    data = real(CRACKLE_RECORDING).read_bytes()  # 9.2 s, 73,728 frames
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    analysis = demo.analyse(tmp_path / "cut.flac")
+    assert 3 < analysis.duration < 5
+    assert re.fullmatch(r"cut.flac is cut short: its header announces 73,728 samples of audio, \d\d,\d+ decode "
+                        r"\(\d\d%\); only the part present is classified\.", analysis.warnings[0])
+
+
 def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, monkeypatch):
     waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="int16")
     sf.write(tmp_path / "long.wav", np.tile(waveform, 14), rate)  # 129 s of real audio
@@ -304,7 +331,7 @@ def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, mon
     def no_decoding(path):
         raise AssertionError(f"{path} was decoded")
 
-    monkeypatch.setattr(app, "read_audio", no_decoding)
+    monkeypatch.setattr(hub_audio, "read_audio", no_decoding)
     with pytest.raises(ValueError, match=r"long.wav is 129.0 s long: this demo accepts at most 120 s"):
         demo.analyse(tmp_path / "long.wav")
     # Just past the limit (120.04 s) is not said to be at it; nor is just short of the shortest (0.2499 s).
@@ -360,7 +387,7 @@ def test_shortest_real_recording_is_one_window(client):
 def test_bad_recordings_get_a_clear_error_and_the_app_keeps_serving(client, tmp_path):
     waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")
     (tmp_path / "notes.wav").write_text("these are my notes, not audio")
-    (tmp_path / "truncated.flac").write_bytes(CRACKLE_RECORDING.read_bytes()[:20000])
+    (tmp_path / "truncated.flac").write_bytes(CRACKLE_RECORDING.read_bytes()[:200])  # the header, no audio frame
     sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), rate)
     sf.write(tmp_path / "silent.wav", np.zeros(5 * rate, dtype=np.float32), rate)
     sf.write(tmp_path / "short.wav", waveform[: rate // 10], rate)

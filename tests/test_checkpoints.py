@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ CODE_FILES = {
     "modeling_respstf.py": REPO_ROOT / "modeling",
     "feature_extraction_respstf.py": REPO_ROOT / "feature_extraction",
     "cwt.py": REPO_ROOT / "feature_extraction",
+    "audio_checks.py": REPO_ROOT / "feature_extraction",
 }
 
 
@@ -48,28 +48,23 @@ def test_bundled_checkpoint(task):
 
 def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
     """The transformers way to give a checkpoint other classes (num_labels= or id2label= with
-    ignore_mismatched_sizes=True) works: the saved class_weights weighted the old classes, so they are
-    dropped with a warning, and the new model computes a loss, saves and loads again."""
-    from transformers.testing_utils import CaptureLogger
-    from transformers.utils import logging
-
+    ignore_mismatched_sizes=True) works: the config holds no training-time state tied to the old classes (the
+    class weights of its run are the trainer's), and the new model computes a loss, saves and loads again."""
     from respstf.feature_extraction import RespSTFFeatureExtractor
     from respstf.modeling import RespSTFForAudioClassification
 
     folder = CHECKPOINTS / "sprsound-task12"
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{folder} not present")
-    assert len(json.loads((folder / "config.json").read_text())["class_weights"]) == 7
-    with CaptureLogger(logging.get_logger("respstf.modeling.configuration_respstf")) as captured:
-        three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
-    assert three.config.num_labels == 3 and three.classifier.out_features == 3 and three.config.class_weights is None
-    assert "class_weights has 7 entries" in captured.out and "now 3: discarded" in captured.out
+    saved = json.loads((folder / "config.json").read_text())
+    assert "class_weights" not in saved and (saved["finetuning_task"], saved["annotation_level"]) == ("12", "event")
+    three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
+    assert three.config.num_labels == 3 and three.classifier.out_features == 3
 
     labels = {0: "Normal", 1: "Crackle"}
     two = RespSTFForAudioClassification.from_pretrained(
         folder, id2label=labels, label2id={name: i for i, name in labels.items()}, ignore_mismatched_sizes=True
     ).eval()
-    assert two.config.class_weights is None
     waveform, rate = read_recording(CRACKLE_RECORDING)
     event = waveform[int(5.813 * rate) : int(6.984 * rate)]  # its annotated fine crackle
     inputs = RespSTFFeatureExtractor.from_pretrained(folder)(event, sampling_rate=rate, return_tensors="pt")
@@ -78,21 +73,20 @@ def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
     assert out.logits.shape == (1, 2) and torch.isfinite(out.loss)
     two.save_pretrained(tmp_path)
     reloaded = RespSTFForAudioClassification.from_pretrained(tmp_path).eval()
-    assert reloaded.config.id2label == labels and reloaded.config.class_weights is None
+    assert reloaded.config.id2label == labels
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, out.logits)
 
-    # A config given other labels after loading drops the old weights when saved, so it loads again.
+    # A config given other labels after loading saves and loads again.
     config = RespSTFForAudioClassification.config_class.from_pretrained(folder)
     config.num_labels = 3
     config.save_pretrained(tmp_path / "config-only")
-    assert RespSTFForAudioClassification.config_class.from_pretrained(tmp_path / "config-only").class_weights is None
+    assert RespSTFForAudioClassification.config_class.from_pretrained(tmp_path / "config-only").num_labels == 3
 
 
 def test_results_table_reads_the_bundled_runs():
     """benchmarks/sprsound_score.py's RESULTS.md section: the measured Scores where a split was scored, "–" where not."""
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    from sprsound_score import PAPER, results_table
+    from benchmarks.sprsound_score import PAPER, results_table
 
     summaries = {task: json.loads((CHECKPOINTS / f"sprsound-task{task}" / "results.json").read_text()) for task in sorted(TASKS)}
     rows = {line.split(" | ")[0]: line.split(" | ") for line in results_table(summaries, "inter_test", "heading").splitlines()
@@ -117,8 +111,7 @@ def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root
     folder = CHECKPOINTS / "sprsound-task22"
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{folder} not present")
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import score_interval
+    from benchmarks import score_interval
 
     [row] = score_interval.main(["--models", str(folder), "--dataset", str(sprsound_root), "--resamples", "200"])
     recorded = json.loads((folder / "results.json").read_text())["results"]["inter_test"]
@@ -128,8 +121,7 @@ def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root
 
 
 def test_score_interval_rejects_a_model_of_other_classes():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import score_interval
+    from benchmarks import score_interval
     from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
 
     model = RespSTFForAudioClassification(RespSTFConfig(id2label={0: "Normal", 1: "Crackle"}, label2id={"Normal": 0, "Crackle": 1}))

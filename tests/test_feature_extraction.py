@@ -18,6 +18,7 @@ import pytest
 import pywt
 import torch
 from conftest import (
+    CHECKPOINTS,
     CRACKLE_RECORDING,
     EXAMPLE_WAV,
     ICBHI_44K_RECORDING,
@@ -344,6 +345,61 @@ def test_input_shorter_than_any_training_sound_warns(extractor, crackle):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         extractor(crackle[:1000], sampling_rate=8000)  # 0.125 s, SPRSound's shortest events
+
+
+def test_4khz_input_warns_that_the_top_of_the_band_is_missing(extractor):
+    """Issue 32, defect 3: the demo warned about a 4 kHz recording, the extractor took it without a word."""
+    waveform, rate = read_recording(ICBHI_44K_RECORDING.parent / "104_1b1_Al_sc_Litt3200.wav")  # Littmann 3200: 4 kHz
+    assert rate == 4000
+    with pytest.warns(UserWarning, match=r"audio input is sampled at 4000 Hz, so sounds above 2000 Hz are missing: the "
+                                         r"model reads 50–3900 Hz \(it was trained on 8000 Hz recordings\)") as caught:
+        extractor([waveform[: 2 * rate], waveform[2 * rate : 4 * rate]], sampling_rate=rate)
+    assert len([w for w in caught if "sampled at" in str(w.message)]) == 1  # once per call, not once per input
+    with pytest.raises(ValueError, match=r"audio input 0 is sampled at 1000 Hz, so it holds nothing above 500 Hz: too "
+                                         r"little of the band the model reads\. Expected a recording sampled at 2000 Hz"):
+        extractor(waveform[::4], sampling_rate=1000)
+
+
+def test_recording_too_short_to_judge_warns_through_pipeline():
+    """Issue 32, defect 3: a 0.2 s clip got a record model's answer through pipeline without the demo's warning
+    (the demo refuses recordings under 0.25 s; a zero-padded front end reads only the clip's own frames)."""
+    from transformers import pipeline
+
+    waveform, rate = read_recording(CRACKLE_RECORDING)
+    folder = CHECKPOINTS / "sprsound-task22"  # a record model: zero padding
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"no bundled checkpoint at {folder}")
+    classify = pipeline("audio-classification", model=str(folder), trust_remote_code=True)
+    with pytest.warns(UserWarning, match=r"audio input 0 is 200 ms long, shorter than the 0.25 s a recording needs to "
+                                         r"be judged \(a crackle's context\): its clip is mostly padding"):
+        classify({"raw": waveform[: rate // 5], "sampling_rate": rate})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an event front end (repeat padding) takes SPRSound's shortest events
+        RespSTFFeatureExtractor(padding_mode="repeat")(waveform[: rate // 5], sampling_rate=rate)
+
+
+def test_model_refuses_too_long_input_before_running_the_cnn():
+    """Issue 32, defect 5: a 1-hour input with truncation=False ran the whole CNN (2.6 GB, 17 s) before the refusal."""
+    from respstf.modeling import RespSTFConfig, RespSTFModel
+
+    model = RespSTFModel(RespSTFConfig()).eval()
+    ran = []
+    model.stem.register_forward_pre_hook(lambda module, args: ran.append(args[0].shape))
+    one_hour = torch.zeros(1, 1, 64, 3600 * 8000 // 128)  # the extractor's frames of 1 hour at 8 kHz
+    with pytest.raises(ValueError, match=r"input has 14063 frames after pooling but max_frames=512"):
+        model(one_hour)
+    assert ran == []  # refused from the input's length
+
+    # The count it refuses from is the count the backbone makes, for every length and both presets' strides.
+    for config in (RespSTFConfig(stem_channels=4, stage_channels=(4, 4, 4)),
+                   RespSTFConfig.paper(n_scales=16, stem_channels=4, stage_channels=(4, 4, 4, 4))):
+        backbone = RespSTFModel(config).eval()
+        for length in [*range(1, 70), 127, 128, 129, 4095, 4096, 4097]:
+            with torch.no_grad():
+                hidden = backbone.stem(torch.zeros(1, 1, config.n_scales, length))
+                for stage in backbone.stages:
+                    hidden = stage(hidden)
+            assert hidden.shape[-1] == -(-length // backbone.time_stride), (config.stem_stride, length)
 
 
 def test_shorter_than_smallest_wavelet_is_rejected(extractor, crackle):

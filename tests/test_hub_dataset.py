@@ -207,6 +207,32 @@ def test_patient_disjoint_split(sprsound, level, column):
     assert set(other_seed["validation"]["patient_id"]) != validation_patients
 
 
+def test_sprsound_folds_are_the_ones_patient_folds_makes_and_fifths_of_every_class(sprsound):
+    """The shipped cross-validation folds: every train patient in exactly one, regenerated exactly from the release by
+    `patient_folds` (seed 0), each fold holding 17-24 % of every record class, and one set of folds for both levels."""
+    records, events = sprsound["record"]["train"], sprsound["event"]["train"]
+    folds = hub.sprsound_folds()
+    assert hub.patient_folds(records, k=5, seed=0, label_column="task22") == folds
+    assert set(folds) == set(records["patient_id"]) >= set(events["patient_id"]) and set(folds.values()) == set(range(5))
+    fold_of_row = np.array([folds[patient] for patient in records["patient_id"]])
+    labels = np.array(records["task22"])
+    for label in range(5):
+        shares = np.bincount(fold_of_row[labels == label], minlength=5) / (labels == label).sum()
+        assert shares.min() >= 0.17 and shares.max() <= 0.24, (label, shares)  # 95 CAS & DAS: 17-22 a fold
+    other_seed = hub.patient_folds(records, k=5, seed=1, label_column="task22")
+    assert other_seed != folds and sorted(other_seed) == sorted(folds)
+
+
+def test_patient_folds_rejects_bad_arguments(sprsound):
+    records = sprsound["record"]["train"]
+    with pytest.raises(ValueError, match="k must be an integer of 2 or more"):
+        hub.patient_folds(records, k=1)
+    with pytest.raises(ValueError, match="3 patients cannot fill 5 folds"):
+        hub.patient_folds(records.filter(lambda row: row["patient_id"] in {"40638274", "65097128", "65101170"}), k=5)
+    with pytest.raises(ValueError, match="Column 'nope' not in the dataset"):
+        hub.patient_folds(records, label_column="nope")
+
+
 def test_patient_disjoint_split_takes_the_patients_of_another_level(sprsound):
     records = patient_disjoint_split(sprsound["record"]["train"], fraction=0.15, seed=0)
     chosen = set(records["validation"]["patient_id"])

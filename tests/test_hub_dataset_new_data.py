@@ -314,6 +314,42 @@ def test_folder_skips_unreadable_audio_and_keeps_every_class(tmp_path):
         assert "skipped files: 2" in str(summary)
 
 
+def test_folder_refuses_or_skips_nan_and_silent_audio(tmp_path):
+    """Issue 32, defects 1 and 3: a float WAV with NaN samples and an all-zero file were loaded without a word (training
+    then died inside datasets.map naming no file, and --on-missing skip did not help)."""
+    files = copy_sprsound_audio(tmp_path, 2)
+    waveform, rate = sf.read(files[0], dtype="float32")
+    corrupted = waveform.copy()
+    corrupted[1000:1010] = np.nan
+    sf.write(tmp_path / "nan.wav", corrupted, rate, subtype="FLOAT")
+    sf.write(tmp_path / "silent.wav", np.zeros_like(waveform), rate, subtype="PCM_16")
+    table = f"file,label\n{files[0].name},Normal\n{files[1].name},Wheeze\n"
+    (tmp_path / "metadata.csv").write_text(table + "nan.wav,Wheeze\n")
+    with pytest.raises(ValueError, match=r"nan.wav has 10 NaN/Inf samples: expected finite audio\. Pass on_missing='skip'"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    (tmp_path / "metadata.csv").write_text(table + "silent.wav,Wheeze\n")
+    with pytest.raises(ValueError, match=r"silent.wav is silent \(peak amplitude 0\.0e\+00 around its mean, below 1e-04\)"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+    (tmp_path / "metadata.csv").write_text(table + "nan.wav,Wheeze\nsilent.wav,Crackle\n")
+    for num_proc in (None, 2):  # in this process and from worker processes
+        with pytest.warns(UserWarning, match="skipped 2 files"):
+            segments = load_audio_folder(tmp_path, on_missing="skip", decode=False, progress=False, num_proc=num_proc)
+        assert segments["train"]["recording_id"] == [files[0].stem, files[1].stem]
+        reasons = [reason for _, reason in segments.loading_summary.skipped]
+        assert reasons == ["unusable audio (NaN/Inf, silent or sampled too low)"] * 2
+
+
+def test_truncated_flac_is_refused_as_truncated(tmp_path):
+    """A FLAC cut short stops decoding partway ("flac decoder lost sync"): refused as truncated, with the frames that
+    decode, as a truncated WAV is."""
+    (tmp_path / "Normal").mkdir()
+    data = (SPRSOUND / "train_wav" / "40638274_9.7_1_p1_1789.flac").read_bytes()  # 9.2 s, 73,728 frames
+    (tmp_path / "Normal" / "cut.flac").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut.flac: the audio file is empty or truncated \(\d+ of 73728 frames\)\. "
+                                         r"Pass on_missing='skip'"):
+        load_audio_folder(tmp_path, decode=False, progress=False)
+
+
 def test_folder_span_errors_name_the_entry(tmp_path):
     files = copy_sprsound_audio(tmp_path, 1)
     duration = sf.info(files[0]).duration

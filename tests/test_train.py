@@ -21,11 +21,12 @@ from safetensors.torch import load_file
 
 from conftest import ICBHI, REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT))
-import train  # noqa: E402
-import respstf.hub_dataset as hub_dataset  # noqa: E402
-from respstf.hub_dataset import task_labels  # noqa: E402
-from respstf.hub_dataset.labels import record_label_from_frame_labels  # noqa: E402
+import train
+import respstf.hub_dataset as hub_dataset
+from respstf import training
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import DatasetSource, task_labels
+from respstf.hub_dataset.labels import record_label_from_frame_labels
 
 QUICK = ["--max_eval_samples", "16", "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--logging_steps", "1"]
 
@@ -104,10 +105,10 @@ def test_record_task_learns_frames_from_event_timestamps(sprsound_root, tmp_path
 
 
 def test_frame_targets_follow_the_events():
-    extractor = train.RespSTFFeatureExtractor(hop_length=256, n_frames=512, padding_mode="zero")
+    extractor = RespSTFFeatureExtractor(hop_length=256, n_frames=512, padding_mode="zero")
     events = [{"start_s": 0.5, "end_s": 1.5, "type": "Normal"}, {"start_s": 2.0, "end_s": 3.0, "type": "Fine Crackle"},
               {"start_s": 4.0, "end_s": 5.0, "type": "Wheeze+Crackle"}]
-    targets = train.frame_targets(events, duration_s=9.2, extractor=extractor)
+    targets = training.frame_targets(events, duration_s=9.2, extractor=extractor)
     per_second = extractor.sampling_rate / extractor.hop_length
     assert targets[int(1.0 * per_second)] == 0  # Normal
     assert targets[int(2.5 * per_second)] == 2  # DAS
@@ -125,8 +126,8 @@ def record_scalograms(sprsound_root):
     picked = []
     for label in range(len(task_labels(22))):
         picked += [i for i, (row_label, seconds) in enumerate(zip(labels, durations)) if row_label == label and seconds < 15][:2]
-    extractor = train.RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
-    return {column: train.featurize(records.select(picked), extractor, column, with_frames=True).with_format("torch")
+    extractor = RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
+    return {column: training.featurize(records.select(picked), extractor, column, with_frames=True).with_format("torch")
             for column in ("task21", "task22")}
 
 
@@ -146,7 +147,7 @@ def stretch_at_start(source: dict, features: torch.Tensor) -> int:
 def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
     records = record_scalograms["task22"]
     names = task_labels(22)
-    crops = train.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16)
+    crops = training.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16)
     torch.manual_seed(0)
     shortened = 0
     for _ in range(5):
@@ -173,7 +174,7 @@ def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
             if whole_label == "Normal":
                 assert names[int(crop["labels"])] == "Normal"
     assert shortened > 10
-    never = train.RecordCrops(records, "22", names, probability=0.0, min_frames=188, min_event_frames=16)
+    never = training.RecordCrops(records, "22", names, probability=0.0, min_frames=188, min_event_frames=16)
     assert all(torch.equal(never[i]["input_features"], records[i]["input_features"]) for i in range(len(records)))
     batch = never.__getitems__([3, 0])  # the data loader's batched read
     assert [int(item["labels"]) for item in batch] == [int(records[3]["labels"]), int(records[0]["labels"])]
@@ -183,7 +184,7 @@ def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
 def test_record_crop_pairs_join_two_recordings_and_label_from_both(record_scalograms):
     records = record_scalograms["task22"]
     names = task_labels(22)
-    pairs = train.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16, pair_probability=1.0)
+    pairs = training.RecordCrops(records, "22", names, probability=1.0, min_frames=188, min_event_frames=16, pair_probability=1.0)
     torch.manual_seed(2)
     joined, made_up = 0, set()
     for _ in range(3):
@@ -212,7 +213,7 @@ def test_record_crop_pairs_join_two_recordings_and_label_from_both(record_scalog
 def test_record_crops_for_task21_name_the_coarse_class(record_scalograms):
     records = record_scalograms["task21"]
     names = task_labels(21)
-    crops = train.RecordCrops(records, "21", names, probability=1.0, min_frames=188, min_event_frames=16)
+    crops = training.RecordCrops(records, "21", names, probability=1.0, min_frames=188, min_event_frames=16)
     torch.manual_seed(1)
     for _ in range(3):
         for index in range(len(records)):
@@ -228,15 +229,15 @@ def test_record_crops_for_task21_name_the_coarse_class(record_scalograms):
 def test_class_weight_schemes():
     names = ["Normal", "Wheeze", "Fine Crackle"]
     labels = [0] * 6 + [1] + [2] * 2
-    score = train.class_weights(labels, names, "score")
+    score = training.class_weights(labels, names, "score")
     # Normal and the rest weigh the same in total, each non-Normal sample alike (as in SE)
     assert 6 * score[0] == pytest.approx(3 * score[1], abs=1e-3) and score[1] == score[2]
     assert np.mean(score) == pytest.approx(1, abs=1e-3)
-    inverse_sqrt = np.array(train.class_weights(labels, names, "weights"))
+    inverse_sqrt = np.array(training.class_weights(labels, names, "weights"))
     expected = 1 / np.sqrt([6, 1, 2])
     assert inverse_sqrt == pytest.approx(expected / expected.mean(), abs=1e-3)
     # a dataset without a "Normal" class: class 0 plays its part, as in the metric
-    assert train.class_weights(labels, ["Healthy", "COPD", "URTI"], "score") == score
+    assert training.class_weights(labels, ["Healthy", "COPD", "URTI"], "score") == score
 
 
 def test_record_label_from_frame_labels():
@@ -274,7 +275,7 @@ def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
     process.send_signal(signal.SIGKILL)  # killed mid-epoch, like a lost machine
     process.wait()
     assert not (output / "results.json").exists()
-    last = train.get_last_checkpoint(str(output))
+    last = training.arguments.get_last_checkpoint(str(output))
     trained_before = json.loads((Path(last) / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]["args"]["seconds_before"]
     assert trained_before > 0
     completed = subprocess.run(args + ["--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True, timeout=400)
@@ -306,10 +307,10 @@ def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_
         files = [str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()]
         calls["upload_folder"] = (repo_id, set(filter_repo_objects(files, ignore_patterns=ignore_patterns)), kwargs)
 
-    monkeypatch.setattr(train, "create_repo", create_repo)
-    monkeypatch.setattr(train, "upload_folder", upload_folder)
-    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)  # the tests run offline; the Hub is faked
-    monkeypatch.setattr(train, "get_token", lambda: "hf_fake")
+    monkeypatch.setattr(training.card, "create_repo", create_repo)
+    monkeypatch.setattr(training.card, "upload_folder", upload_folder)
+    monkeypatch.setattr(training.card.hub_constants, "HF_HUB_OFFLINE", False)  # the tests run offline; the Hub is faked
+    monkeypatch.setattr(training.card, "get_token", lambda: "hf_fake")
     output = tmp_path / "pushed"
     run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(task12_run), "--output_dir", str(output),
                "--eval_split", "none", "--max_train_samples", "8", "--max_steps", "1", "--eval_strategy", "steps",
@@ -389,8 +390,7 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
     trains the whole chain; with --seeds, the shipped runs and the step between them train per seed, a shipped
     run that is only a parent with the first seed; runs already trained are not retrained, nor their parents."""
     import argparse
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import sprsound_score
+    from benchmarks import sprsound_score
 
     parents = {run: parent for run, _, parent, _ in sprsound_score.RECIPE}
     assert parents == {"task12": None, "task11": "task12", "task22-base": "task12", "task21": "task22-base", "task22": "task21"}
@@ -415,8 +415,7 @@ def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
 
 def test_recipe_says_which_runs_it_will_train_before_it_starts(tmp_path, monkeypatch, capsys):
     """--copy_to with --runs pointing where no run is (a typo, a fresh checkout) trains the whole recipe: said first."""
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import sprsound_score
+    from benchmarks import sprsound_score
 
     def no_training(*args):
         raise SystemExit("stopped before training")
@@ -433,8 +432,7 @@ def test_seeds_side_by_side_at_most_n_at_once_and_all_finish_before_a_failure_st
     """--side_by_side N: at most N seeds' train.py run at a time; one that fails does not cut the others short,
     and the recipe then stops naming every failed seed's log."""
     import argparse
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import sprsound_score
+    from benchmarks import sprsound_score
 
     def failing_argv(output_dir, task, parent, extra, seed, eval_split, args):  # rejected before any data is read
         return ["--task", f"9{seed}", "--output_dir", str(output_dir)]
@@ -459,8 +457,7 @@ def test_recipe_keeps_the_best_of_the_seeds_and_their_soup(task12_run, sprsound_
     """benchmarks/sprsound_score.py --seeds: one real run per seed, fine-tuned from one parent, and their
     weight average (the soup); runs/task11 links the candidate with the best validation Score, and only that
     one is scored on the eval split."""
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import sprsound_score
+    from benchmarks import sprsound_score
 
     runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
     shutil.copytree(task12_run, runs / "task12")
@@ -524,9 +521,11 @@ def test_every_sprsound_task_validates_on_the_same_patients(sprsound_root, tmp_p
     patients = {}
     for task in ("12", "11", "22", "21"):
         data_args, *_ = train.parse_args(["--task", task, "--dataset", str(sprsound_root), "--output_dir", str(tmp_path)])
-        data = train.load_data(data_args, task)
-        label_column, _ = train.resolve_label_column(data, data_args, task)
-        carved = train.carve_validation(data["train"], data_args, label_column)
+        source = DatasetSource.detect(data_args.dataset)
+        data = training.load_training_data(source, task, None, "error")
+        label_column, _ = training.resolve_label_column(data, source, None, task)
+        carved = training.carve_validation(data["train"], source, label_column, data_args.validation_fraction,
+                                           data_args.split_seed)
         patients[task] = set(carved["train"]["patient_id"]), set(carved["validation"]["patient_id"])
     record_validation = patients["22"][1]
     assert 0.10 < len(record_validation) / (len(record_validation) + len(patients["22"][0])) < 0.20
@@ -655,24 +654,24 @@ def test_metric_uses_the_normal_class_by_name():
     """Healthy at index 1: a model that always says Healthy has SP 1 and SE 0, not the other way round."""
     from transformers import EvalPrediction
 
-    compute_metrics = train.make_compute_metrics(["Adventitious", "Healthy"], "Healthy")
+    compute_metrics = training.make_compute_metrics(["Adventitious", "Healthy"], "Healthy")
     logits = np.tile([0.0, 1.0], (4, 1))
     result = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array([0, 0, 1, 1])))
     assert result["sp"] == 1.0 and result["se"] == 0.0
 
 
 def test_normal_label_is_found_or_must_be_named(healthy_folder, tmp_path):
-    assert train.resolve_normal_label(["Adventitious", "Healthy"]) == "Healthy"
-    assert train.resolve_normal_label(["Crackle", "Normal", "normal-ish"]) == "Normal"
-    assert train.resolve_normal_label(["crackle", "NORMAL"]) == "NORMAL"
-    assert train.resolve_normal_label(["COPD", "URTI"], "URTI") == "URTI"
+    assert training.resolve_normal_label(["Adventitious", "Healthy"]) == "Healthy"
+    assert training.resolve_normal_label(["Crackle", "Normal", "normal-ish"]) == "Normal"
+    assert training.resolve_normal_label(["crackle", "NORMAL"]) == "NORMAL"
+    assert training.resolve_normal_label(["COPD", "URTI"], "URTI") == "URTI"
     for labels, message in ((["COPD", "URTI"], "None is named Normal or Healthy; pass --normal_label"),
                             (["healthy", "NORMAL"], "Both")):
         with pytest.raises(ValueError, match=message):
-            train.resolve_normal_label(labels)
+            training.resolve_normal_label(labels)
     with pytest.raises(ValueError, match="has a class named 'Normal', which the Score always takes"):
-        train.resolve_normal_label(["Normal", "No finding"], "No finding")
-    assert train.class_weights([0, 1, 1, 1], ["Adventitious", "Healthy"], "score") == [1.5, 0.5]  # Healthy is the normal half
+        training.resolve_normal_label(["Normal", "No finding"], "No finding")
+    assert training.class_weights([0, 1, 1, 1], ["Adventitious", "Healthy"], "score") == [1.5, 0.5]  # Healthy is the normal half
     # Checked against the folder's labels before any scalogram is computed.
     with pytest.raises(ValueError, match=r"--normal_label 'Normal' is not one of the dataset's labels \['Adventitious', 'Healthy'\]"):
         run_train(["--dataset", str(healthy_folder), "--normal_label", "Normal", "--output_dir", str(tmp_path)])
@@ -682,9 +681,9 @@ def test_folder_with_a_tasks_labels_trains_that_task(tmp_path):
     """--task 12 on a folder labelled with Task 1-2's classes: its `label` column is the task's."""
     rows = "".join(f"{file},{'Normal' if label == 'Normal' else 'Wheeze'},{patient}\n" for file, label, patient in example_recordings(1))
     (tmp_path / "metadata.csv").write_text("file,label,patient_id\n" + rows)
-    data_args, *_ = train.parse_args(["--task", "12", "--dataset", str(tmp_path)])
-    data = train.load_data(data_args, "12")
-    assert train.resolve_label_column(data, data_args, "12") == ("label", task_labels(12))
+    source = DatasetSource.detect(tmp_path)
+    data = source.load("12")
+    assert training.resolve_label_column(data, source, None, "12") == ("label", task_labels(12))
 
 
 def test_a_release_without_train_says_where_validation_comes_from(sprsound_root, tmp_path):
@@ -705,13 +704,12 @@ def test_eval_split_by_default_is_the_datasets_test_split_if_any(tmp_path):
     import datasets
 
     rows = datasets.Dataset.from_dict({"x": [1]})
-    data_args, *_ = train.parse_args(["--dataset", str(tmp_path)])
-    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows, inter_test=rows, test=rows), data_args) == ["inter_test"]
-    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows, test=rows), data_args) == ["test"]
-    assert train.resolve_eval_splits(datasets.DatasetDict(train=rows), data_args) == []
-    data_args.eval_split = "inter_test"
+    location = str(tmp_path)
+    assert training.resolve_eval_splits(datasets.DatasetDict(train=rows, inter_test=rows, test=rows), None, location) == ["inter_test"]
+    assert training.resolve_eval_splits(datasets.DatasetDict(train=rows, test=rows), None, location) == ["test"]
+    assert training.resolve_eval_splits(datasets.DatasetDict(train=rows), None, location) == []
     with pytest.raises(ValueError, match=r"--eval_split 'inter_test' not in .*splits: \['train'\]"):
-        train.resolve_eval_splits(datasets.DatasetDict(train=rows), data_args)
+        training.resolve_eval_splits(datasets.DatasetDict(train=rows), "inter_test", location)
 
 
 def test_selection_settings(tmp_path):
@@ -731,22 +729,22 @@ def test_selection_settings(tmp_path):
     assert args.save_steps == 8
     args = training_args("--eval_steps", "5", "--save_steps", "10")  # the save interval given, not its strategy
     assert (args.save_strategy, args.save_steps) == ("steps", 10)
-    train.check_selection_metric("eval_loss", ["Normal", "Wheeze+Crackle"])
-    train.check_selection_metric("recall_wheeze_crackle", ["Normal", "Wheeze+Crackle"])
+    training.check_selection_metric("eval_loss", ["Normal", "Wheeze+Crackle"])
+    training.check_selection_metric("recall_wheeze_crackle", ["Normal", "Wheeze+Crackle"])
     with pytest.raises(ValueError, match="'accuracy' is not a validation metric; expected one of score, se, sp"):
-        train.check_selection_metric("accuracy", ["Normal", "Wheeze"])
+        training.check_selection_metric("accuracy", ["Normal", "Wheeze"])
 
 
 def test_record_options_are_filled_in_or_reported_as_unused(caplog):
     data_args, model_args, *_ = train.parse_args(["--record_pair_probability", "0.3", "--frame_supervision", "false"])
     with caplog.at_level("WARNING", logger="respstf"):
-        train.resolve_record_options(data_args, model_args, record_data=False)
+        training.resolve_record_options(data_args, model_args, record_data=False)
     assert "--record_pair_probability, --frame_supervision ignored" in caplog.text
     assert (data_args.record_crop_probability, data_args.record_crop_min_seconds, data_args.record_pair_probability) == (0.5, 3.0, 0.3)
     assert model_args.frame_supervision is False
     caplog.clear()
     data_args, model_args, *_ = train.parse_args([])
-    train.resolve_record_options(data_args, model_args, record_data=True)
+    training.resolve_record_options(data_args, model_args, record_data=True)
     assert not caplog.text and model_args.frame_supervision is True
 
 
@@ -790,7 +788,7 @@ def test_front_end_options_with_from_must_be_the_checkpoints():
 
     def build(*options):
         _, model_args, feature_args, _ = train.parse_args(["--from", checkpoint, *options])
-        return train.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), [0, 1], "event", False, "Normal")
+        return training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False)
 
     assert build("--fmax", "3900", "--n_scales", "64")[1].fmax == 3900
     with pytest.raises(ValueError, match="--fmin 100 differs from the checkpoint's 50: its convolutions learned"):
@@ -798,10 +796,9 @@ def test_front_end_options_with_from_must_be_the_checkpoints():
 
 
 def test_a_new_dataset_takes_the_level_of_the_checkpoint_it_starts_from():
-    data_args, *_ = train.parse_args([])
-    assert train.resolve_level(data_args, None, str(REPO_ROOT / "checkpoints" / "sprsound-task22")) == "record"
-    assert train.resolve_level(data_args, None, str(REPO_ROOT / "checkpoints" / "sprsound-task12")) == "event"
-    assert train.resolve_level(data_args, None) == "event"
+    assert training.resolve_level(None, None, str(REPO_ROOT / "checkpoints" / "sprsound-task22")) == "record"
+    assert training.resolve_level(None, None, str(REPO_ROOT / "checkpoints" / "sprsound-task12")) == "event"
+    assert training.resolve_level(None, None) == "event"
 
 
 def test_training_clock_resumes_a_checkpoint_saved_without_it(tmp_path):
@@ -810,7 +807,7 @@ def test_training_clock_resumes_a_checkpoint_saved_without_it(tmp_path):
     from transformers import TrainerState
 
     TrainerState().save_to_json(str(tmp_path / "trainer_state.json"))
-    clock = train.TrainingClock.resumed_from(str(tmp_path))
+    clock = training.TrainingClock.resumed_from(str(tmp_path))
     state = TrainerState.load_from_json(str(tmp_path / "trainer_state.json"))
     assert clock.seconds_before == 0 and "TrainingClock" not in state.stateful_callbacks
     clock.on_train_begin(None, state, None)
@@ -828,13 +825,13 @@ def test_a_scored_split_sharing_patients_with_train_is_reported(caplog):
         test=datasets.Dataset.from_dict({"patient_id": ["b", "d", None]}),
     )
     with caplog.at_level("WARNING", logger="respstf"):
-        train.warn_shared_patients(data, ["validation", "test"])
+        training.warn_shared_patients(data, ["validation", "test"])
     assert "test: 1 of its patients are also in train (e.g. b)" in caplog.text and "validation" not in caplog.text
 
 
 def test_push_without_a_token_is_refused_before_training(monkeypatch, tmp_path):
-    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(train, "get_token", lambda: None)
+    monkeypatch.setattr(training.card.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(training.card, "get_token", lambda: None)
     with pytest.raises(ValueError, match="--push_to_hub needs a Hub token"):
         run_train(["--dataset", str(tmp_path / "no-data"), "--output_dir", str(tmp_path / "out"), "--push_to_hub"])
 
@@ -858,9 +855,9 @@ def test_a_failed_push_leaves_a_complete_folder(task12_run, sprsound_root, tmp_p
     def create_repo(repo_id, **kwargs):
         raise ConnectionError("the Hub is unreachable")
 
-    monkeypatch.setattr(train, "create_repo", create_repo)
-    monkeypatch.setattr(train.hub_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(train, "get_token", lambda: "hf_fake")
+    monkeypatch.setattr(training.card, "create_repo", create_repo)
+    monkeypatch.setattr(training.card.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(training.card, "get_token", lambda: "hf_fake")
     run = tmp_path / "run"
     shutil.copytree(task12_run, run)
     (run / "README.md").unlink()
@@ -871,8 +868,7 @@ def test_a_failed_push_leaves_a_complete_folder(task12_run, sprsound_root, tmp_p
 
 
 def test_recipe_refuses_the_options_it_sets_for_each_run(tmp_path, capsys):
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import sprsound_score
+    from benchmarks import sprsound_score
 
     for argv, message in ((["--output-dir", "x"], "--output_dir: set by the recipe for each run"),
                           (["--from=x", "--task", "12"], "--from, --task: set by the recipe"),
@@ -890,19 +886,19 @@ def test_a_saved_dataset_with_sprsound_split_names_trains(task12_run, healthy_fo
     rows = hub_dataset.load_audio_folder(healthy_folder, decode=False, progress=False)
     saved = tmp_path / "saved"
     type(rows)(train=rows["train"], inter_test=rows["test"]).save_to_disk(str(saved))
-    assert train.dataset_kind(str(saved)) == "saved" and train.dataset_kind(str(healthy_folder)) == "folder"
+    assert DatasetSource.detect(saved).kind == "saved" and DatasetSource.detect(healthy_folder).kind == "folder"
     summary = run_train(["--dataset", str(saved), "--from", str(task12_run), "--ignore-mismatched", "--normal_label",
                          "Healthy", "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--validation_fraction", "0.5"])
     assert summary["labels"] == ["Adventitious", "Healthy"] and set(summary["results"]) == {"validation", "inter_test"}
     rows["train"].save_to_disk(str(tmp_path / "one_split"))  # a Dataset saved alone is the train split
-    data_args, *_ = train.parse_args(["--dataset", str(tmp_path / "one_split")])
-    assert train.dataset_kind(data_args.dataset) == "saved" and list(train.load_data(data_args, None)) == ["train"]
+    source = DatasetSource.detect(tmp_path / "one_split")
+    assert source.kind == "saved" and list(source.load()) == ["train"]
     labelled = tmp_path / "by_label"  # one folder per label, and a JSON beside them that is no SPRSound annotation
     for file, label, _ in example_recordings(1):
         (labelled / label).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file, labelled / label / file.name)
     (labelled / "classes.json").write_text('["Normal", "CAS"]')
-    assert train.dataset_kind(str(labelled)) == "folder"
+    assert DatasetSource.detect(labelled).kind == "folder"
 
 
 def test_scoring_a_model_on_a_folder_with_some_of_its_classes(task12_run, tmp_path):
@@ -926,12 +922,12 @@ def test_scoring_a_model_on_a_folder_with_some_of_its_classes(task12_run, tmp_pa
 
 
 def test_recall_keys_are_unique_in_any_script():
-    assert train.recall_keys(["Normal", "Wheeze+Crackle", "正常", "湿啰音", "Crackle", "crackle!"]) == [
+    assert training.recall_keys(["Normal", "Wheeze+Crackle", "正常", "湿啰音", "Crackle", "crackle!"]) == [
         "recall_normal", "recall_wheeze_crackle", "recall_正常", "recall_湿啰音", "recall_crackle_4", "recall_crackle_5"]
-    train.check_selection_metric("recall_湿啰音", ["正常", "湿啰音"])
-    train.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 1, 0])
+    training.check_selection_metric("recall_湿啰音", ["正常", "湿啰音"])
+    training.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 1, 0])
     with pytest.raises(ValueError, match="--metric_for_best_model recall_湿啰音: the validation split has no '湿啰音' rows"):
-        train.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 0])
+        training.check_selection_class("eval_recall_湿啰音", ["正常", "湿啰音"], [0, 0])
 
 
 def test_rows_without_patient_ids_are_reported(caplog):
@@ -941,9 +937,8 @@ def test_rows_without_patient_ids_are_reported(caplog):
         {"patient_id": ["a", "a", "b", "b", None, None], "recording_id": list("uvwxyz"), "label": [0, 1, 0, 1, 0, 1]},
         features=datasets.Features({"patient_id": datasets.Value("string"), "recording_id": datasets.Value("string"),
                                     "label": datasets.ClassLabel(names=["Normal", "Wheeze"])}))
-    data_args, *_ = train.parse_args(["--dataset", "my_recordings"])
     with caplog.at_level("WARNING", logger="respstf"):
-        train.carve_validation(rows, data_args, "label")
+        training.carve_validation(rows, DatasetSource("my_recordings", "folder"), "label", 0.15, 0)
     assert ("2 of the 6 training rows of my_recordings have no patient_id: each such file counts as its own patient"
             in caplog.text)
 
@@ -952,10 +947,10 @@ def test_segment_shorter_than_the_smallest_wavelet_is_named(tmp_path):
     file = example_recordings(1)[0][0]
     (tmp_path / "metadata.csv").write_text(f"file,label,start,end\n{file},Normal,0,1\n{file},Normal,1.000,1.001\n")
     rows = hub_dataset.load_audio_folder(tmp_path, decode=False, progress=False)["train"]
-    extractor = train.RespSTFFeatureExtractor(**train.LEVEL_FEATURES["event"])
+    extractor = RespSTFFeatureExtractor(**training.LEVEL_FEATURES["event"])
     with pytest.raises(ValueError, match=rf"train row \(recording_id {file.stem}, start_s 1.0, end_s 1.001\): 1.0 ms of "
                                          "audio, shorter than the 2 ms the model's smallest wavelet spans"):
-        train.featurize(rows, extractor, "label", with_frames=False)
+        training.featurize(rows, extractor, "label", with_frames=False)
 
 
 def test_short_and_silent_rows_are_reported_once_per_split(tmp_path, caplog, recwarn):
@@ -965,22 +960,111 @@ def test_short_and_silent_rows_are_reported_once_per_split(tmp_path, caplog, rec
     rows = "".join(f"{file},Normal,{start:.2f},{start + 0.05:.2f}\n" for start in np.arange(0.5, 3, 0.1))  # 50 ms each
     (tmp_path / "metadata.csv").write_text("file,label,start,end\n" + rows + f"{file},Normal,4,6\n")
     split = hub_dataset.load_audio_folder(tmp_path, decode=False, progress=False)["train"]
-    extractor = train.RespSTFFeatureExtractor(**train.LEVEL_FEATURES["event"])
-    prepared = datasets.DatasetDict(train=train.featurize(split, extractor, "label", with_frames=False))
+    extractor = RespSTFFeatureExtractor(**training.LEVEL_FEATURES["event"])
+    prepared = datasets.DatasetDict(train=training.featurize(split, extractor, "label", with_frames=False))
     assert not [w for w in recwarn if "audio input" in str(w.message)]  # not one per batch position
     with caplog.at_level("WARNING", logger="respstf"):
-        train.report_row_lengths(prepared, extractor, new_dataset=True)
-    assert "train: 25 of 26 rows are shorter than 0.1 s (shortest 50 ms) and 0 are silent (constant)" in caplog.text
+        training.report_row_lengths(prepared, extractor, new_dataset=True)
+    assert "train: 25 of 26 rows are shorter than 0.1 s (shortest 50 ms): little for the model" in caplog.text
+    assert "rows are silent" not in caplog.text
 
 
 def test_unusable_files_can_be_skipped_from_the_command_line(tmp_path):
     file = example_recordings(1)[0][0]
     (tmp_path / "metadata.csv").write_text(f"file,label\n{file},Normal\nmissing.wav,Wheeze\n")
-    data_args, *_ = train.parse_args(["--dataset", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match=r"missing.wav: file not found\. Pass on_missing='skip' \(--on-missing skip "
                                                 "on the command line\)"):
-        train.load_data(data_args, None)
-    data_args, *_ = train.parse_args(["--dataset", str(tmp_path), "--on-missing", "skip"])
+        DatasetSource.detect(tmp_path).load()
     with pytest.warns(UserWarning, match="skipped 1 files"):
-        data = train.load_data(data_args, None)
+        data = DatasetSource.detect(tmp_path).load(on_missing="skip")
     assert data["train"].num_rows == 1 and data["train"].features["label"].names == ["Normal", "Wheeze"]
+
+
+# -- train.py as a program, and its messages ------------------------------------------------------
+
+
+def test_a_user_error_is_one_line_with_exit_status_2(tmp_path):
+    """A mistake on the command line is the message alone (exit 2, as argparse); it used to be a traceback's last line."""
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--task", "12", "--preset", "huge",
+                                "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == "train.py: error: --preset must be 'small' or 'paper', got 'huge'."
+    assert "Traceback" not in completed.stderr
+
+
+def test_run_cli_keeps_the_traceback_of_a_bug(capsys):
+    def bug(argv):
+        raise KeyError("a bug, not a user error")
+
+    with pytest.raises(KeyError):
+        training.run_cli(bug, [])
+
+    def mistake(argv):
+        raise FileNotFoundError(f"--from {argv[0]}: no such checkpoint folder.")
+
+    with pytest.raises(SystemExit) as exited:
+        training.run_cli(mistake, ["nowhere"])
+    assert exited.value.code == 2 and capsys.readouterr().err.endswith("error: --from nowhere: no such checkpoint folder.\n")
+
+
+def test_silent_rows_alone_are_not_reported_as_short(caplog):
+    """Rows that are silent but long enough: no "0 of N rows are shorter than 0.1 s (shortest 0 ms)"."""
+    import datasets
+
+    prepared = datasets.DatasetDict(train=datasets.Dataset.from_dict({"seconds": [1.0, 1.5, 2.0], "silent": [True, False, False]}))
+    extractor = RespSTFFeatureExtractor(**training.LEVEL_FEATURES["event"])
+    with caplog.at_level("WARNING", logger="respstf"):
+        training.report_row_lengths(prepared, extractor, new_dataset=False)
+    assert "train: 1 of 3 rows are silent (constant)" in caplog.text and "shorter than" not in caplog.text
+
+
+def test_a_checkpoint_with_unnamed_classes_is_not_told_to_drop_its_head(tmp_path):
+    """A checkpoint whose config names no classes (LABEL_0 …): the advice is to name them, not --ignore-mismatched."""
+    from respstf.modeling import RespSTFConfig
+
+    unnamed = RespSTFConfig(num_labels=3)
+    with pytest.raises(ValueError, match=r"has 3 classes without names \(LABEL_0 … LABEL_2 in its config.json\); if they "
+                                         r"are the dataset's classes \['Normal', 'Adventitious', 'Poor Quality'\] in that "
+                                         "order, write those names into its config.json .*would throw its trained head away"):
+        training.check_checkpoint_labels(unnamed, "my-model", task_labels(21), ignore_mismatched=False)
+    with pytest.raises(ValueError, match=r"the dataset has 2 \(\['Normal', 'Adventitious'\]\): pass --ignore-mismatched"):
+        training.check_checkpoint_labels(unnamed, "my-model", task_labels(11), ignore_mismatched=False)
+    training.check_checkpoint_labels(unnamed, "my-model", task_labels(11), ignore_mismatched=True)
+
+
+def test_a_checkpoint_config_edited_to_other_labels_loads(tmp_path):
+    """A config.json from before class weights left the config, its id2label edited by hand to 3 classes: it loads
+    (its 7 class weights used to make it fail, blamed on class_weights)."""
+    from respstf.modeling import RespSTFConfig
+
+    saved = json.loads((REPO_ROOT / "checkpoints" / "sprsound-task12" / "config.json").read_text())
+    saved["class_weights"] = [1.0] * 7
+    saved["id2label"] = {"0": "Normal", "1": "Wheeze", "2": "Crackle"}
+    saved["label2id"] = {"Normal": 0, "Wheeze": 1, "Crackle": 2}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = RespSTFConfig.from_pretrained(tmp_path)
+    assert config.num_labels == 3 and "class_weights" not in config.to_dict()
+
+
+def test_cv_fold_validates_on_that_fold_of_patients(sprsound_root, tmp_path):
+    """--cv_fold K: on SPRSound every task validates on the shipped fold K (no patient of it trains), elsewhere on fold
+    K of the dataset's own patients; a fold that does not exist is refused before any data is read."""
+    fold_patients = {patient for patient, fold in hub_dataset.sprsound_folds().items() if fold == 2}
+    source = DatasetSource.detect(sprsound_root)
+    for task in ("12", "22"):
+        data = source.load(task)
+        carved = training.carve_validation(data["train"], source, f"task{task}", 0.15, 0, cv_fold=2)
+        assert set(carved["validation"]["patient_id"]) <= fold_patients
+        assert not set(carved["train"]["patient_id"]) & fold_patients
+    assert set(carved["validation"]["patient_id"]) == fold_patients  # the record level has every patient
+
+    # The example folder's 4 children cannot fill 5 folds (refused); each recording as its own patient can.
+    rows = "".join(f"{file},{label},{file.stem}\n" for file, label, _ in example_recordings(3))
+    (tmp_path / "metadata.csv").write_text("file,label,patient_id\n" + rows)
+    folder = DatasetSource.detect(tmp_path)
+    train_split = folder.load()["train"]
+    folds = hub_dataset.patient_folds(train_split, 5, 0, label_column="label")
+    carved = training.carve_validation(train_split, folder, "label", 0.15, 0, cv_fold=1)
+    assert set(carved["validation"]["patient_id"]) == {patient for patient, fold in folds.items() if fold == 1}
+    with pytest.raises(ValueError, match=r"--cv_fold must be one of 0 … 4 \(the patient folds\), got 5"):
+        run_train(["--task", "12", "--dataset", str(sprsound_root), "--cv_fold", "5", "--output_dir", str(tmp_path / "x")])

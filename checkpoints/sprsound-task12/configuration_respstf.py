@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from transformers import PretrainedConfig
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
 
 _LOSSES = ("cross_entropy", "focal")
+_ANNOTATION_LEVELS = ("event", "record", None)
 
 
 class RespSTFConfig(PretrainedConfig):
@@ -35,14 +33,13 @@ class RespSTFConfig(PretrainedConfig):
         hidden_dropout, attention_dropout, classifier_dropout: dropout rates.
         loss: ``"cross_entropy"`` or ``"focal"``.
         focal_gamma: focusing exponent of the focal loss.
-        class_weights: optional per-class loss weights (list of ``num_labels`` floats). They belong to
-            the label set they were computed for: giving a checkpoint a new one (``from_pretrained`` with
-            ``num_labels=`` or ``id2label=``, or changing a config's labels and saving it) discards them,
-            with a warning.
         label_smoothing: cross-entropy label smoothing.
         time_masks, time_mask_width: SpecAugment during training: how many frame bands are zeroed
             and their maximum width (frames).
         frequency_masks, frequency_mask_width: the same along the scale axis.
+        annotation_level: what one input is: ``"event"`` (an annotated event, fitted to a short clip) or
+            ``"record"`` (a whole recording); None when unknown. With ``finetuning_task`` (the SPRSound task,
+            ``"11"``, ``"12"``, ``"21"`` or ``"22"``, or None for another dataset) it says what the model was trained for.
         num_frame_labels: classes of the optional frame-level head (0 disables it). With frame labels
             (e.g. from event timestamps) the model learns *where* an anomaly is, which also sharpens
             the clip-level decision.
@@ -72,12 +69,13 @@ class RespSTFConfig(PretrainedConfig):
         classifier_dropout: float = 0.2,
         loss: str = "cross_entropy",
         focal_gamma: float = 2.0,
-        class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
         time_masks: int = 2,
         time_mask_width: int = 12,
         frequency_masks: int = 2,
         frequency_mask_width: int = 6,
+        finetuning_task: str | None = None,
+        annotation_level: str | None = None,
         num_frame_labels: int = 0,
         frame_loss_weight: float = 0.5,
         initializer_range: float = 0.02,
@@ -102,7 +100,6 @@ class RespSTFConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.loss = loss
         self.focal_gamma = focal_gamma
-        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.label_smoothing = label_smoothing
         self.time_masks = time_masks
         self.time_mask_width = time_mask_width
@@ -111,28 +108,14 @@ class RespSTFConfig(PretrainedConfig):
         self.num_frame_labels = num_frame_labels
         self.frame_loss_weight = frame_loss_weight
         self.initializer_range = initializer_range
+        # Configs written before class weights moved to training (respstf.training) hold them: they weighted one
+        # training run's loss, not a property of the model.
+        kwargs.pop("class_weights", None)
         super().__init__(**kwargs)
-        # from_pretrained(num_labels=...) replaces the saved id2label: weights sized for that label set are stale.
-        saved_labels = kwargs.get("id2label")
-        if saved_labels is not None and self.class_weights is not None and len(self.class_weights) == len(saved_labels):
-            self.discard_stale_class_weights()
+        # After the base class, which in transformers 4.x sets its own finetuning_task attribute.
+        self.finetuning_task = finetuning_task
+        self.annotation_level = annotation_level
         self._validate()
-
-    def discard_stale_class_weights(self) -> None:
-        """Drop ``class_weights`` whose length is not ``num_labels``: they weighted another label set."""
-        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
-            logger.warning(
-                f"RespSTFConfig.class_weights has {len(self.class_weights)} entries, one per class of the label set "
-                f"it was computed for, but the labels are now {self.num_labels}: discarded (the loss is unweighted "
-                "unless class_weights for the new labels are given)."
-            )
-            self.class_weights = None
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # A config whose labels were changed after loading (config.num_labels = n, id2label=...) still holds the
-        # old label set's weights; saving them would write a config that cannot be loaded.
-        self.discard_stale_class_weights()
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _validate(self) -> None:
         positive = {
@@ -171,11 +154,8 @@ class RespSTFConfig(PretrainedConfig):
                 raise ValueError(f"RespSTFConfig.{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.loss not in _LOSSES:
             raise ValueError(f"RespSTFConfig.loss must be one of {_LOSSES}, got {self.loss!r}.")
-        if self.class_weights is not None and len(self.class_weights) != self.num_labels:
-            raise ValueError(
-                f"RespSTFConfig.class_weights has {len(self.class_weights)} entries but the model has "
-                f"num_labels={self.num_labels}."
-            )
+        if self.annotation_level not in _ANNOTATION_LEVELS:
+            raise ValueError(f"RespSTFConfig.annotation_level must be one of {_ANNOTATION_LEVELS}, got {self.annotation_level!r}.")
         for name in ("time_masks", "time_mask_width", "frequency_masks", "frequency_mask_width"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"RespSTFConfig.{name} must be a non-negative integer, got {getattr(self, name)!r}.")

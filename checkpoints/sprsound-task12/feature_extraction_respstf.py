@@ -18,6 +18,7 @@ from scipy.signal import resample_poly
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.utils import PaddingStrategy
 
+from .audio_checks import SHORTEST_RECORDING_SECONDS, SHORTEST_SOUND_SECONDS, band_warnings, check_audio, check_samples
 from .cwt import PooledMorletCWT, morlet_scales
 
 _PADDING_MODES = ("repeat", "zero")
@@ -52,9 +53,8 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
     """
 
     model_input_names = ["input_features", "attention_mask"]
-    # Inputs shorter than this are mostly padding (or repeats of themselves) and get a warning: SPRSound's
-    # shortest annotated event is 0.126 s.
-    SHORTEST_SOUND_SECONDS = 0.1
+    # Inputs shorter than this are mostly repeats of themselves (or padding) and get a warning (audio_checks).
+    SHORTEST_SOUND_SECONDS = SHORTEST_SOUND_SECONDS
 
     def __init__(
         self,
@@ -146,17 +146,16 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     # -- input checking -------------------------------------------------------------------------
-    def _warn_if_meaningless(self, array: np.ndarray, sampling_rate: int, index: int) -> None:
-        """Warn about an input that holds too little for a model to hear (a model still answers for it)."""
-        seconds = len(array) / sampling_rate
-        if seconds < self.SHORTEST_SOUND_SECONDS:
-            filler = "repeats of it" if self.padding_mode == "repeat" else "padding"
-            warnings.warn(f"audio input {index} is {seconds * 1000:.0f} ms long, shorter than any sound the models learned "
-                          f"from ({self.SHORTEST_SOUND_SECONDS} s or more): its clip is mostly {filler}, so a prediction "
-                          "for it means little.", UserWarning, stacklevel=3)
-        if np.ptp(array) == 0:
-            warnings.warn(f"audio input {index} is constant (silence or a DC offset): its scalogram holds no sound, so a "
-                          "prediction for it means nothing.", UserWarning, stacklevel=3)
+    def _check_input(self, array: np.ndarray, sampling_rate: int, index: int) -> None:
+        """Refuse an input with nothing to read (`check_audio`); warn about one that holds too little for a model to
+        hear, or is clipped (a model still answers for it)."""
+        # Zero padding is masked, so the model reads only the input's own frames: too few below a crackle's context.
+        # Repeats are real signal, so a repeated input is only too short below the shortest sound of the data.
+        shortest = self.SHORTEST_SOUND_SECONDS if self.padding_mode == "repeat" else SHORTEST_RECORDING_SECONDS
+        filler = "repeats of it" if self.padding_mode == "repeat" else "padding"
+        for message in check_audio(array, sampling_rate, f"audio input {index}", refuse_silence=False,
+                                   shortest_seconds=shortest, padding=filler):
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
         if isinstance(waveform, torch.Tensor):
@@ -169,8 +168,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError(f"{where}: expected a numeric waveform (float or int8/int16/int32 PCM), got dtype {array.dtype}.")
         if array.ndim not in (1, 2):
             raise ValueError(f"{where}: expected a 1-D waveform (or a 2-D stereo clip), got shape {array.shape}.")
-        if array.size == 0:
-            raise ValueError(f"{where} is empty: expected at least {self.min_samples} samples.")
+        check_samples(array, where, self.min_samples)  # before the downmix, which would turn (0, 2) into two NaNs
         if array.dtype.kind == "u":
             raise ValueError(f"{where}: unsigned integer audio ({array.dtype}) is not supported; convert to float or int16.")
         if array.dtype == np.int64:
@@ -188,11 +186,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                     f"got shape {array.shape}. Pass a batch as a list of 1-D arrays."
                 )
             array = array.mean(axis=channel_axis)
-        array = array.astype(np.float32, copy=False)
-        if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise ValueError(f"{where} has {bad} NaN/Inf samples: expected finite values.")
-        return array
+        return array.astype(np.float32, copy=False)
 
     def _is_multichannel_clip(self, shape: tuple[int, ...]) -> bool:
         """Whether a bare 2-D array is one clip ``(n_samples, channels)``, the layout ``soundfile.read`` gives
@@ -289,6 +283,8 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         arrays = []
         for index, clip in enumerate(clips):
             mono = self._to_mono_float(clip, index)
+            # Before resampling: its ripple hides a constant, and a rate refused here is not worth resampling.
+            self._check_input(mono, int(sampling_rate), index)
             array = self._resample(mono, int(sampling_rate))
             if len(array) < self.min_samples:
                 raise ValueError(
@@ -297,8 +293,10 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                     + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
                        if from_batch_array else "")
                 )
-            self._warn_if_meaningless(mono, int(sampling_rate), index)  # before resampling, whose ripple hides a constant
             arrays.append(array)
+        # Once per call, not per input: every input of a call has this rate.
+        for message in band_warnings(int(sampling_rate), "audio input", (self.fmin, self.fmax), self.sampling_rate):
+            warnings.warn(message, UserWarning, stacklevel=2)
 
         fit_to_clip = truncation is None or truncation
         longest = max(len(a) for a in arrays)

@@ -277,6 +277,15 @@ class RespSTFModel(RespSTFPreTrainedModel):
             # A data-dependent check: skipped while torch.compile / torch.export trace the model, as they cannot branch on values.
             if not torch.compiler.is_compiling() and not attention_mask.bool().any(dim=1).all():
                 raise ValueError("attention_mask has an all-zero row: every example needs at least one frame of real audio (1).")
+        # From the input's length, before the CNN runs (a 1-hour input ran it whole, 2.6 GB and 17 s, to be refused
+        # after): the stem's stride and every stage's pooling round up, so T frames become ceil(T / time_stride)
+        # (integer division: exact, and it traces under torch.compile/export with a symbolic length).
+        frames = -(-input_features.shape[-1] // self.time_stride)
+        if frames > self.config.max_frames:
+            raise ValueError(
+                f"input has {frames} frames after pooling but max_frames={self.config.max_frames}: use shorter clips "
+                "(e.g. feature extractor truncation=True) or a config with a larger max_frames."
+            )
         input_features = input_features.to(self.dtype)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -289,12 +298,6 @@ class RespSTFModel(RespSTFPreTrainedModel):
             hidden = stage(hidden)
         mask = self.frame_mask(attention_mask, hidden.shape[-1])
         focused, _ = self.focusing(hidden, mask)
-        frames = focused.shape[-1]
-        if frames > self.config.max_frames:
-            raise ValueError(
-                f"input has {frames} frames after pooling but max_frames={self.config.max_frames}: use shorter clips "
-                "(e.g. feature extractor truncation=True) or a config with a larger max_frames."
-            )
         hidden = self.projection(focused.transpose(1, 2)) + self.positions[:, :frames]
         padding_mask = None if mask is None else ~mask
         all_hidden, all_attentions = [hidden], []
@@ -333,8 +336,6 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
     accepts_loss_kwargs = False
 
     def __init__(self, config: RespSTFConfig):
-        # from_pretrained(id2label=...) sets the new labels after the config is built.
-        config.discard_stale_class_weights()
         super().__init__(config)
         self.respstf = RespSTFModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
@@ -342,12 +343,14 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
         self.frame_classifier = nn.Linear(config.hidden_size, config.num_frame_labels) if config.num_frame_labels else None
         self.post_init()
 
-    def clip_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weight = None if self.config.class_weights is None else logits.new_tensor(self.config.class_weights)
+    def clip_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The clip-level loss (``config.loss``) of ``logits`` ``(B, num_labels)`` against ``labels`` ``(B,)``,
+        optionally weighted per class by ``class_weights`` ``(num_labels,)`` (a training choice, given by the trainer)."""
+        weight = None if class_weights is None else logits.new_tensor(class_weights)
         if weight is not None and len(weight) != logits.shape[-1]:
             raise ValueError(
-                f"config.class_weights has {len(weight)} entries but the classifier gives {logits.shape[-1]} logits: "
-                "set one weight per class (or None)."
+                f"class_weights has {len(weight)} entries but the classifier gives {logits.shape[-1]} logits: "
+                "give one weight per class (or None)."
             )
         if self.config.loss == "focal":
             return focal_loss(logits, labels, self.config.focal_gamma, weight)

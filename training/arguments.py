@@ -1,0 +1,164 @@
+"""Checks and defaults of train.py's arguments, made before any data is read."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from transformers import HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+from respstf.hub_dataset import TASKS
+from respstf.modeling import RespSTFConfig
+
+logger = logging.getLogger("respstf.training")
+CV_FOLDS = 5  # patient folds of cross-validation (--cv_fold 0 … 4)
+
+# Front-end settings per annotation level: events are short (median 1.2 s, 95% < 2.4 s) and are
+# tiled to a 2.05 s clip; recordings (up to 15.4 s) are zero-padded to 16.4 s (64 ms frames) with a frame mask.
+LEVEL_FEATURES = {
+    "event": dict(hop_length=128, n_frames=128, padding_mode="repeat"),
+    "record": dict(hop_length=512, n_frames=256, padding_mode="zero"),
+}
+
+
+# The full length of nearly every SPRSound recording: the clip an event model is widened to for records.
+RECORD_SECONDS = 15.36
+
+
+# Record-task options (None in the arguments: not given), used only on recordings with event timestamps.
+RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
+                   "frame_supervision": True}
+
+
+def options_given(argv: list[str]) -> set[str]:
+    """The options named in ``argv``, spelled ``--name_with_underscores`` (``--eval-steps=5`` gives ``--eval_steps``)."""
+    return {"--" + arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+
+
+def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) -> list[str]:
+    """Arguments implied when ``argv`` sets when to evaluate but not when to save. Keeping the best model needs a
+    checkpoint at each evaluation, so checkpoints follow a schedule given alone (``--eval_steps`` alone means
+    ``--eval_strategy steps``); a run that never evaluates (``--eval_strategy no``) keeps its last weights and
+    cannot stop early."""
+    given = options_given(argv)
+    if not given & {"--eval_strategy", "--eval_steps"}:
+        return []
+    parsed, _ = parser.parse_known_args(argv)
+    if parsed.eval_strategy == "no":
+        if "--load_best_model_at_end" in given:
+            return []
+        logger.info("--eval_strategy no: the last step's weights are kept (no best checkpoint to load) and there is no early stopping.")
+        return ["--load_best_model_at_end", "false"]
+    implied = [] if "--eval_strategy" in given else ["--eval_strategy", "steps"]
+    strategy = parsed.eval_strategy if "--eval_strategy" in given else "steps"
+    if "--save_strategy" not in given:
+        implied += ["--save_strategy", strategy]
+    if strategy == "steps" and not given & {"--save_strategy", "--save_steps"}:
+        implied += ["--save_steps", str(parsed.eval_steps or parsed.logging_steps)]
+    if implied:
+        logger.info("Evaluation schedule given alone: also %s.", " ".join(implied))
+    return implied
+
+
+def check_arguments(data_args, model_args, training_args) -> None:
+    """Refuse options that are out of range, or that would be ignored, before the data is read."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.world_size == 1:
+        # What transformers does under torchrun on a machine without GPUs: each process would train alone,
+        # believe it is the main one, and write (and push) the same output_dir.
+        raise ValueError(f"launched as {launched} processes (WORLD_SIZE={launched}), but they would not train together: "
+                         "on a machine without GPUs pass --use_cpu true.")
+    if not training_args.do_train and not model_args.from_checkpoint:
+        raise ValueError("--do_train false scores a trained model: pass --from <checkpoint>.")
+    if not training_args.do_train and model_args.ignore_mismatched:
+        raise ValueError("--ignore-mismatched with --do_train false: scoring uses the checkpoint's own head, so leave "
+                         "the option out (where the labels differ, the checkpoint was not trained for this dataset).")
+    if model_args.preset not in (None, "small", "paper"):
+        raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
+    if model_args.from_checkpoint:
+        check_checkpoint_source(model_args.from_checkpoint)
+        if model_args.preset is not None:
+            raise ValueError(f"--preset: --from {model_args.from_checkpoint} keeps its own size; leave it out, or train "
+                             "a new model without --from.")
+    for name in ("record_crop_probability", "record_pair_probability"):
+        value = getattr(data_args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"--{name} must be in [0, 1], got {value}.")
+    if data_args.record_crop_min_seconds is not None and data_args.record_crop_min_seconds <= 0:
+        raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
+    if data_args.cv_fold is not None and not 0 <= data_args.cv_fold < CV_FOLDS:
+        raise ValueError(f"--cv_fold must be one of 0 … {CV_FOLDS - 1} (the patient folds), got {data_args.cv_fold}.")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(data_args, name) is not None and getattr(data_args, name) < 1:
+            raise ValueError(f"--{name} must be 1 or more (leave it out for all rows), got {getattr(data_args, name)}.")
+
+
+def check_checkpoint_source(source: str) -> None:
+    """Refuse a ``--from`` that is neither a checkpoint folder nor a Hub repo id, before any data is read (left to
+    transformers, a mistyped local path reads as a failed Hub download)."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--from {source}: the folder has no config.json; expected a saved model "
+                                    "(e.g. checkpoints/sprsound-task12 or a train.py output folder).")
+    elif path.exists():
+        raise FileNotFoundError(f"--from {source} is a file; expected a checkpoint folder or a Hub repo id ('org/name').")
+    elif path.parent != Path(".") and path.parent.is_dir():
+        raise FileNotFoundError(f"--from {source}: no folder {path.name!r} in {path.parent}/.")
+    else:
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise FileNotFoundError(f"--from {source}: no such checkpoint folder, and not a Hub repo id ('org/name').") from None
+
+
+def resolve_level(level: str | None, task: str | None, from_checkpoint: str | None = None) -> str:
+    """The annotation level the front end is built for: the task's, else ``level`` (``--level``), else the one
+    the ``--from`` checkpoint's config records (``annotation_level``), else event."""
+    if level not in (None, *LEVEL_FEATURES):
+        raise ValueError(f"--level must be 'event' or 'record', got {level!r}.")
+    if task and level not in (None, TASKS[task]["level"]):
+        raise ValueError(f"--level {level}: task {task} is {TASKS[task]['level']} level.")
+    if task or level:
+        return TASKS[task]["level"] if task else level
+    if from_checkpoint:
+        recorded = RespSTFConfig.from_pretrained(from_checkpoint).annotation_level
+        if recorded is None:
+            raise ValueError(f"--from {from_checkpoint}: its config.json does not say whether it reads events or whole "
+                             "recordings (no annotation_level); pass --level event or --level record.")
+        return recorded
+    return "event"
+
+
+def resolve_resume(training_args) -> str | None:
+    """The checkpoint folder ``--resume_from_checkpoint`` names: ``last`` (or ``true``) is the newest in output_dir."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None:
+        return None
+    if not training_args.do_train:
+        raise ValueError(f"--resume_from_checkpoint {resume} continues training, but --do_train is false.")
+    if resume.lower() in ("last", "true"):
+        output_dir = training_args.output_dir
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no checkpoint-* folder in {output_dir} to resume "
+                                    "from (leave the option out to train from the start).")
+        return last
+    if not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder.")
+    return resume
+
+
+def resolve_record_options(data_args, model_args, record_data: bool) -> None:
+    """Fill in the record-task options left out (:data:`RECORD_DEFAULTS`), warning about those given where they do
+    nothing: ``record_data`` is False unless the rows are recordings with event timestamps (SPRSound 21 and 22)."""
+    holders = {name: data_args if hasattr(data_args, name) else model_args for name in RECORD_DEFAULTS}
+    given = [f"--{name}" for name, holder in holders.items() if getattr(holder, name) is not None]
+    if given and not record_data:
+        logger.warning("%s ignored: they apply to recordings with event timestamps (SPRSound tasks 21 and 22).", ", ".join(given))
+    for name, holder in holders.items():
+        if getattr(holder, name) is None:
+            setattr(holder, name, RECORD_DEFAULTS[name])

@@ -1,0 +1,150 @@
+"""What a run leaves: results.json, the model card, and the Hub upload."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData, create_branch, create_repo, get_token, upload_folder
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import TASKS
+
+logger = logging.getLogger("respstf.training")
+
+# What the extractor does with an input shorter than its clip, as a model card says it.
+SHORTER_INPUT = {"repeat": "a shorter input is repeated to fill it", "zero": "a shorter input is zero-padded (and masked)"}
+
+
+def describe_selection(training_args, from_checkpoint: str | None) -> str | None:
+    """Which weights a run keeps, as its card says: the best on validation, None for the last step's, or for a run
+    that only scores (``--do_train false``) the choice made when ``from_checkpoint`` was trained."""
+    if not training_args.do_train:
+        return f"made when `{from_checkpoint}` was trained"
+    if not training_args.load_best_model_at_end:
+        return None
+    return "best epoch" if training_args.eval_strategy == "epoch" else "best evaluation"
+
+
+def write_results(output_dir: Path, summary: dict) -> None:
+    """``output_dir/results.json``: a run's summary (how it was trained, its measured scores)."""
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+
+
+def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None) -> None:
+    """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores); the usage
+    snippet loads ``repo_id`` when the folder is pushed to the Hub under that id."""
+    task, label_names, results = summary["task"], summary["labels"], summary["results"]
+    task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
+    rows = "\n".join(
+        f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
+        for split, r in results.items()
+    )
+    # A local parent is named by its folder (an absolute path says nothing on the Hub, nor on another
+    # machine: the run may have been trained elsewhere); a Hub id as given.
+    parent = summary["from"]
+    if parent and (Path(parent).is_dir() or Path(parent).is_absolute()):
+        parent = Path(parent).resolve().name
+    seeds = summary.get("seed_selection")  # set by benchmarks/sprsound_score.py --seeds
+    selection = summary.get("selection", "best epoch")  # a results.json from before "selection" was kept: best epoch
+    if selection or seeds:
+        chosen = selection or "last training step"
+        if seeds:
+            listed = ", ".join(map(str, seeds["validation_score_by_seed"]))
+            chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
+                       if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
+        validation_text = f"Selection ({chosen}) used only the patient-disjoint validation split carved from `train`."
+    else:
+        validation_text = ("These are the weights of the last training step (none was chosen on validation); validation is "
+                           "a patient-disjoint split carved from `train`.")
+    normal_text = f" The Score's specificity (SP) is the recall of `{summary['normal_label']}`." if not task and "normal_label" in summary else ""
+    extractor = RespSTFFeatureExtractor.from_pretrained(output_dir)
+    sprsound_splits = """
+`inter_test` is the SPRSound 2022 inter-patient test set (patients never seen in training); the
+paper's BioCAS 2023 test set was not available, so these numbers are not directly comparable to its
+0.810 / 0.667 / 0.744 / 0.608."""
+    dataset_name = Path(summary["dataset"]).name
+    # model-index: the Hub shows each split's Score on the model page.
+    metadata = ModelCardData(
+        library_name="transformers", pipeline_tag="audio-classification", license="apache-2.0",
+        tags=["audio-classification", "respiratory-sound", "stethoscope", *(["sprsound"] if task else []), "cwt", "respstf"],
+        metrics=["sprsound_score"], model_name=repo_id or output_dir.name,
+        eval_results=[
+            EvalResult(task_type="audio-classification", dataset_type=dataset_name, dataset_name=dataset_name, dataset_split=split,
+                       metric_type="sprsound_score", metric_name="Score", metric_value=round(r["score"], 4))
+            for split, r in results.items()
+        ] or None,
+    )
+    card = f"""---
+{metadata.to_yaml()}
+---
+
+# RespSTF — {task_text}
+
+A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal focusing and multi-head
+attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
+`respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
+
+Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.{normal_text}
+
+## Measured scores (official SPRSound Score)
+
+{validation_text}{sprsound_splits if task else ''}
+
+| split | Score | SE | SP | AS | HS | rows |
+|---|---|---|---|---|---|---|
+{rows}
+
+## Use
+
+```python
+from transformers import pipeline
+classify = pipeline("audio-classification", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
+classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
+```
+
+It needs `torch`, `scipy` and `transformers` 4.54 or later (with 4.50-4.53, also pass `pipeline` the same folder
+or repo as `feature_extractor=`).
+
+The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
+({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,
+with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
+imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed.
+"""
+    (output_dir / "README.md").write_text(card)
+
+
+def hub_repo_name(training_args) -> str:
+    """The repo ``--push_to_hub`` creates (``--hub_model_id``, else the output folder's name), checked before training
+    so that a bad id or a machine that cannot push fails now rather than after the run; no network is used here."""
+    name = training_args.hub_model_id or Path(os.path.abspath(training_args.output_dir)).name  # a link's own name
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        raise ValueError(f"--push_to_hub: {name!r} is not a Hub repo id ({err}); pass --hub_model_id org/name.") from None
+    if hub_constants.HF_HUB_OFFLINE:
+        raise ValueError("--push_to_hub needs the network, but HF_HUB_OFFLINE is set: unset it, or push the output "
+                         "folder later (e.g. `hf upload`).")
+    if not (training_args.hub_token or get_token()):
+        raise ValueError("--push_to_hub needs a Hub token: log in (`hf auth login`) or pass --hub_token.")
+    if training_args.hub_strategy != "every_save" or training_args.hub_always_push:
+        logger.warning("--hub_strategy / --hub_always_push are ignored: train.py pushes the output folder once, at the end.")
+    return name
+
+
+def push_folder(output_dir: Path, summary: dict, repo_name: str, card_repo_id: str | None, training_args) -> None:
+    """Upload ``output_dir`` (no Trainer ``checkpoint-*`` folders) to the Hub repo ``repo_name``, created if needed."""
+    # The id the Hub gives back has the namespace a bare --hub_model_id lacks: the card's snippet loads it.
+    repo_id = create_repo(repo_name, exist_ok=True, private=training_args.hub_private_repo, token=training_args.hub_token).repo_id
+    if repo_id != card_repo_id:
+        write_model_card(output_dir, summary, repo_id)
+    if training_args.hub_revision:
+        create_branch(repo_id, branch=training_args.hub_revision, exist_ok=True, token=training_args.hub_token)
+    upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
+                  token=training_args.hub_token, revision=training_args.hub_revision,
+                  commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
+    logger.info("pushed to %s%s", repo_id, f" (branch {training_args.hub_revision})" if training_args.hub_revision else "")

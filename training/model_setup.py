@@ -1,0 +1,142 @@
+"""The model and feature extractor a run trains: new (a preset) or from a checkpoint, and its loss's class weights."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from transformers import AutoFeatureExtractor
+
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset.labels import FRAME_LABELS, NORMAL_LABEL
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+
+from .arguments import LEVEL_FEATURES, RECORD_SECONDS
+
+IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
+
+
+def resolve_normal_label(label_names: list[str], normal_label: str | None = None) -> str:
+    """The class the Score's SP is about: ``normal_label`` (checked against the labels), else ``Normal``, else the
+    one class named normal or healthy in any case (e.g. a new dataset's ``Healthy``)."""
+    if normal_label is not None:
+        if normal_label not in label_names:
+            raise ValueError(f"--normal_label {normal_label!r} is not one of the dataset's labels {label_names}.")
+        if NORMAL_LABEL in label_names and normal_label != NORMAL_LABEL:
+            # The official metric takes the class named Normal as Normal whatever it is told; refuse now, not after training.
+            raise ValueError(f"--normal_label {normal_label!r}: the dataset has a class named {NORMAL_LABEL!r}, which the "
+                             "Score always takes as the normal class; leave --normal_label out or rename that class.")
+        return normal_label
+    if NORMAL_LABEL in label_names:
+        return NORMAL_LABEL
+    found = [name for name in label_names if name.lower() in ("normal", "healthy")]
+    if len(found) != 1:
+        raise ValueError(
+            f"Which of the labels {label_names} is the normal class (the Score's SP is its recall)? "
+            + (f"Both {found} could be; " if found else "None is named Normal or Healthy; ")
+            + "pass --normal_label <label>."
+        )
+    return found[0]
+
+
+def class_weights(labels: list[int], label_names: list[str], scheme: str, normal_label: str | None = None) -> list[float]:
+    """Per-class loss weights, normalised to mean 1.
+
+    ``weights``: inverse square-root class frequency (absent classes get the largest weight).
+    ``score``: the normal class (see :func:`resolve_normal_label`) and all other classes together weigh half
+    each, every non-normal sample alike, as SP and SE do in the official Score.
+    """
+    counts = np.bincount(labels, minlength=len(label_names)).astype(float)
+    if scheme == "score":
+        normal = label_names.index(resolve_normal_label(label_names, normal_label))
+        others = counts.sum() - counts[normal]
+        weights = np.full(len(counts), 1 / max(others, 1))
+        weights[normal] = 1 / max(counts[normal], 1)
+    else:
+        weights = 1 / np.sqrt(np.maximum(counts, 1))
+    return (weights / weights.mean()).round(4).tolist()
+
+
+def class_names(config: RespSTFConfig) -> list[str]:
+    """A model's classes in id order."""
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def loss_class_weights(train_labels: list[int], label_names: list[str], scheme: str,
+                       normal_label: str | None = None) -> list[float] | None:
+    """The clip loss's class weights for ``--imbalance scheme`` (None: unweighted), checked against the schemes."""
+    if scheme not in IMBALANCE_SCHEMES:
+        raise ValueError(f"--imbalance must be one of {', '.join(IMBALANCE_SCHEMES)}; got {scheme!r}.")
+    return class_weights(train_labels, label_names, scheme, normal_label) if scheme in ("weights", "score") else None
+
+
+def check_checkpoint_labels(config: RespSTFConfig, source: str, label_names: list[str], ignore_mismatched: bool) -> None:
+    """Refuse a ``--from`` checkpoint whose classes are not the dataset's, unless its head is to be replaced."""
+    predicts = class_names(config)
+    if predicts == label_names or ignore_mismatched:
+        return
+    if all(re.fullmatch(r"LABEL_\d+", name) for name in predicts):
+        # transformers' names for classes a config never named: the trained head may well be the dataset's.
+        advice = (f"if they are the dataset's classes {label_names} in that order, write those names into its "
+                  "config.json (id2label and label2id); --ignore-mismatched would throw its trained head away"
+                  if len(predicts) == len(label_names) else
+                  f"the dataset has {len(label_names)} ({label_names}): pass --ignore-mismatched to replace the head")
+        raise ValueError(f"Checkpoint {source} has {len(predicts)} classes without names ({predicts[0]} … {predicts[-1]} "
+                         f"in its config.json); {advice}.")
+    raise ValueError(f"Checkpoint {source} predicts {predicts} but the dataset's labels are {label_names}; "
+                     "pass --ignore-mismatched to replace the classification head.")
+
+
+def build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames):
+    """The model (``model_args.preset``, or ``model_args.from_checkpoint``) and feature extractor of a run, their
+    config recording the task (``finetuning_task``) and ``annotation_level``. Returns ``(model, extractor)``."""
+    id2label = dict(enumerate(label_names))
+    label2id = {name: i for i, name in enumerate(label_names)}
+    settings = dict(loss="focal" if model_args.imbalance == "focal" else "cross_entropy", finetuning_task=task,
+                    annotation_level=level)
+    if model_args.from_checkpoint:
+        source = model_args.from_checkpoint
+        config = RespSTFConfig.from_pretrained(source)
+        check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
+        config.id2label, config.label2id = id2label, label2id  # also sets num_labels
+        if with_frames and not config.num_frame_labels:
+            config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
+        for name, value in settings.items():
+            setattr(config, name, value)
+        config._validate()
+        extractor = AutoFeatureExtractor.from_pretrained(source)
+        for name in ("hop_length", "n_scales", "fmin", "fmax"):
+            given = getattr(feature_args, name)
+            if given is not None and given != getattr(extractor, name):
+                raise ValueError(
+                    f"--{name} {given:g} differs from the checkpoint's {getattr(extractor, name):g}: its convolutions "
+                    "learned that front end; leave it out, or train a new model without --from."
+                )
+        record_padding = LEVEL_FEATURES["record"]["padding_mode"]
+        if level == "record" and not feature_args.n_frames and extractor.padding_mode != record_padding:
+            raise ValueError(
+                f"--from {source} is an event model: its {extractor.clip_seconds:.2f} s clips would centre-crop every "
+                f"recording (and leave no room for record crops). Pass --n_frames for a record clip at its frame rate, e.g. "
+                f"--n_frames {round(RECORD_SECONDS / extractor.frame_seconds)} ({RECORD_SECONDS} s, as "
+                "benchmarks/sprsound_score.py's task22-base does)."
+            )
+        if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
+            extractor.n_frames = feature_args.n_frames
+            extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
+        model = RespSTFForAudioClassification.from_pretrained(
+            source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
+        )
+        return model, extractor
+    front = dict(LEVEL_FEATURES[level])
+    front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
+    for name in ("hop_length", "n_frames"):
+        if getattr(feature_args, name):
+            front[name] = getattr(feature_args, name)
+    for name in ("fmin", "fmax"):  # left out: the extractor's own defaults
+        if getattr(feature_args, name) is not None:
+            front[name] = getattr(feature_args, name)
+    extractor = RespSTFFeatureExtractor(**front)
+    settings.update(n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
+                    num_frame_labels=len(FRAME_LABELS) if with_frames else 0)
+    config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
+    return RespSTFForAudioClassification(config), extractor
