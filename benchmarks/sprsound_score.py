@@ -29,6 +29,10 @@ soup"). ``runs/<name>`` becomes a link to the candidate (a seed or the soup) wit
 Score, which alone is scored on ``--eval_split`` and is what later runs start from. ``--side_by_side 3``
 trains up to three of a run's seeds at the same time, one process each (on a GPU; see RESULTS.md for what it saves).
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
+``--cv_folds 0 1 2 3 4`` runs the recipe once per patient fold instead, under ``runs/cv/fold<k>/`` (each run validated
+on fold k, ``train.py --cv_fold k``, the test split never scored; finished runs are read back, so the folds can be run
+over several sessions), and prints each task's cross-validation Score, mean ± sd over the folds, with the count of
+normal recordings called Poor Quality: the yardstick for choosing a recipe.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
@@ -67,7 +72,7 @@ RECIPE = [
 ]
 # train.py options the recipe sets for each run: passed on as well, they would break the recipe.
 RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train", "--no_do_train",
-                "--resume_from_checkpoint"]
+                "--resume_from_checkpoint", "--cv_fold"]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py", "audio_checks.py",
            "confusion_validation.png"]
@@ -116,8 +121,9 @@ def resolve_run(runs: Path, run: str) -> Path:
 
 def train_py_argv(output_dir: Path, task: str, eval_split: str, args) -> list[str]:
     """The train.py arguments every run of the recipe shares."""
+    fold = [] if args.cv_fold is None else ["--cv_fold", str(args.cv_fold)]
     return ["--task", task, "--dataset", args.dataset, "--output_dir", str(output_dir), "--eval_split", eval_split,
-            "--disable_tqdm", "true"]
+            "--disable_tqdm", "true", *fold]
 
 
 def run_train_py(argv: list[str], output_dir: Path) -> dict:
@@ -317,6 +323,52 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
     return "\n".join(lines)
 
 
+def run_recipe(args) -> dict[str, dict]:
+    """Read back or train every run that ships ``args.tasks`` (and the runs they start from), in recipe order; the
+    shipped runs' summaries by task."""
+    summaries, needed = {}, runs_needed(args)
+    # Said first: a mistyped --runs (or a checkout without runs/) means hours of training, not a copy.
+    to_make = [run for run, *_ in RECIPE if run in needed and any(must_train(d, args.retrain) for d in run_dirs(run, args))]
+    print(f"{args.runs}: to train (no finished results.json, or --retrain): {', '.join(to_make) or 'none'}; read back: "
+          f"{', '.join(run for run, *_ in RECIPE if run in needed and run not in to_make) or 'none'}", flush=True)
+    for run, task, parent, extra in RECIPE:
+        if run in needed:
+            summary = run_task(run, task, parent, extra, args)
+            if run == f"task{task}" and task in args.tasks:
+                summaries[task] = summary
+    return summaries
+
+
+def normals_called_poor_quality(summary: dict) -> tuple[int, int]:
+    """``(normal recordings called Poor Quality, normal recordings)`` in a record run's validation split."""
+    labels, matrix = summary["labels"], summary["results"]["validation"]["confusion_matrix"]
+    normal = labels.index("Normal")
+    return matrix[normal][labels.index("Poor Quality")], sum(matrix[normal])
+
+
+def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
+    """The RESULTS.md section of a cross-validation: each task's validation Score on every fold, their mean ± sd,
+    and (record tasks) how many normal recordings of all folds were called Poor Quality."""
+    folds = sorted(by_fold)
+    lines = [f"## {heading}", "",
+             f"Patient-grouped cross-validation over train (`--cv_folds {' '.join(map(str, folds))}`; folds of "
+             "`hub_dataset/sprsound_folds.json`): each fold's models validate on that fold's patients, never seen in "
+             "their training or their parents'. No test split is scored.", "",
+             "| task | CV Score mean ± sd | " + " | ".join(f"fold {fold}" for fold in folds) + " | normals called Poor Quality |",
+             "|---" * (len(folds) + 3) + "|"]
+    for task in ("11", "12", "21", "22"):
+        if not all(task in by_fold[fold] for fold in folds):
+            continue
+        scores = np.array([by_fold[fold][task]["results"]["validation"]["score"] for fold in folds])
+        poor = "–"
+        if "Poor Quality" in by_fold[folds[0]][task]["labels"]:
+            called, normals = np.sum([normals_called_poor_quality(by_fold[fold][task]) for fold in folds], axis=0)
+            poor = f"{called} of {normals} ({called / normals:.1%})"
+        lines.append(f"| {task[0]}-{task[1]} | {scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f} | "
+                     + " | ".join(f"{score:.3f}" for score in scores) + f" | {poor} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     # No abbreviations: an option left to train.py (e.g. --seed) must never be read as one of ours (--seeds).
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
@@ -332,6 +384,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="Train up to N of a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
                              "(on a GPU with memory for N runs; pass a smaller --dataloader_num_workers to share the cores).")
     parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
+    parser.add_argument("--cv_folds", nargs="+", type=int, default=None, choices=range(training.CV_FOLDS), metavar="K",
+                        help="Cross-validation: the whole recipe once per fold K, under <runs>/cv/fold<K>/, each validated "
+                             "on that fold's patients (train.py --cv_fold K; the test split is not scored), then a table of "
+                             "each task's Score mean ± sd over the folds.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)
     given = training.options_given(args.train_args)
@@ -347,23 +403,30 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{', '.join(respelled)}: this script's own options, spelled with underscores as in --help")
     if args.side_by_side < 1:
         parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
+    if args.cv_folds and (args.copy_to or args.eval_split != "inter_test"):
+        parser.error("--cv_folds scores validation folds only: leave out --copy_to and --eval_split")
+    args.cv_fold = None
+    if args.cv_folds:
+        args.eval_split = "none"
     if args.runs is None:
         # Relative, so that results.json and the cards name a parent run the same way on every machine.
         args.runs = os.path.relpath(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
 
-    summaries, needed = {}, runs_needed(args)
-    # Said first: a mistyped --runs (or a checkout without runs/) means hours of training, not a copy.
-    to_make = [run for run, *_ in RECIPE if run in needed and any(must_train(d, args.retrain) for d in run_dirs(run, args))]
-    print(f"{args.runs}: to train (no finished results.json, or --retrain): {', '.join(to_make) or 'none'}; read back: "
-          f"{', '.join(run for run, *_ in RECIPE if run in needed and run not in to_make) or 'none'}", flush=True)
-    for run, task, parent, extra in RECIPE:
-        if run in needed:
-            summary = run_task(run, task, parent, extra, args)
-            if run == f"task{task}" and task in args.tasks:
-                summaries[task] = summary
-
     device = training.describe_device("cuda" if torch.cuda.is_available() else "cpu")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if args.cv_folds:
+        by_fold = {}
+        for fold in args.cv_folds:  # each fold's recipe in its own folder, read back run by run when it exists
+            fold_args = argparse.Namespace(**{**vars(args), "runs": str(Path(args.runs) / "cv" / f"fold{fold}"),
+                                              "cv_fold": fold})
+            by_fold[fold] = run_recipe(fold_args)
+        heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · cross-validation"
+        table = cv_table(by_fold, heading)
+        print(table)
+        with open(args.results, "a") as handle:
+            handle.write("\n" + table + "\n")
+        return
+    summaries = run_recipe(args)
     heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · eval split `{args.eval_split}`"
     table = results_table(summaries, args.eval_split, heading)
     print(table)

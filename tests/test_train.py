@@ -1068,3 +1068,33 @@ def test_cv_fold_validates_on_that_fold_of_patients(sprsound_root, tmp_path):
     assert set(carved["validation"]["patient_id"]) == {patient for patient, fold in folds.items() if fold == 1}
     with pytest.raises(ValueError, match=r"--cv_fold must be one of 0 … 4 \(the patient folds\), got 5"):
         run_train(["--task", "12", "--dataset", str(sprsound_root), "--cv_fold", "5", "--output_dir", str(tmp_path / "x")])
+
+
+def test_cross_validation_table_reads_every_fold():
+    """sprsound_score.py --cv_folds: mean ± sd of the folds' validation Scores, and normals called Poor Quality."""
+    from benchmarks import sprsound_score
+
+    def record_run(score, normal_row):
+        return {"labels": task_labels(21), "results": {"validation": {"score": score, "confusion_matrix": [
+            normal_row, [1, 9, 0], [0, 1, 4]]}}}
+
+    by_fold = {0: {"21": record_run(0.70, [40, 5, 5])}, 1: {"21": record_run(0.80, [48, 1, 1])}}
+    assert sprsound_score.normals_called_poor_quality(by_fold[0]["21"]) == (5, 50)
+    table = sprsound_score.cv_table(by_fold, "heading")
+    assert "| 2-1 | 0.750 ± 0.071 | 0.700 | 0.800 | 6 of 100 (6.0%) |" in table.splitlines()
+
+
+def test_cross_validation_trains_each_fold_once_and_reads_it_back(sprsound_root, tmp_path, capsys):
+    from benchmarks import sprsound_score
+
+    runs, results = tmp_path / "runs", tmp_path / "RESULTS.md"
+    argv = ["--dataset", str(sprsound_root), "--runs", str(runs), "--tasks", "12", "--cv_folds", "3", "--results",
+            str(results), "--max_train_samples", "16", "--max_steps", "1", "--eval_strategy", "no", *QUICK]
+    sprsound_score.main(argv)
+    summary = json.loads((runs / "cv" / "fold3" / "task12" / "results.json").read_text())
+    assert summary["cv_fold"] == 3 and set(summary["results"]) == {"validation"}  # the test split is never scored
+    assert f"| 1-2 | {summary['results']['validation']['score']:.3f} ± 0.000 | " in results.read_text()
+    sprsound_score.main(argv)  # read back, not trained again
+    assert "to train (no finished results.json, or --retrain): none; read back: task12" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sprsound_score.main(["--runs", str(runs), "--cv_folds", "0", "--copy_to", str(tmp_path / "copies")])
