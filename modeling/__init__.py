@@ -1,13 +1,15 @@
-"""RespSTF configuration, models and inference (checkpoints with their task, sliding windows), registered with the
-transformers Auto classes."""
+"""RespSTF configuration, models (single or fold ensembles), inference (checkpoints with their task, sliding windows),
+ensemble packing and deployment class priors, registered with the transformers Auto classes."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from .configuration_respstf import RespSTFConfig
 from .inference_respstf import (
-    TaskModel, Windows, classify_recording, load_models, load_task_model, resolve_model_source, slide_windows, stitch_windows,
+    TaskModel, Windows, classify_recording, load_models, load_task_model, pack_ensemble, resolve_model_source, slide_windows,
+    stitch_windows,
 )
-from .modeling_respstf import RespSTFForAudioClassification, RespSTFModel, RespSTFPreTrainedModel
+from .modeling_respstf import RespSTFForAudioClassification, RespSTFMember, RespSTFModel, RespSTFPreTrainedModel
+from .prior_respstf import estimate_deployment_prior, prior_shift
 
 AutoConfig.register(RespSTFConfig.model_type, RespSTFConfig, exist_ok=True)
 AutoModel.register(RespSTFConfig, RespSTFModel, exist_ok=True)
@@ -19,6 +21,7 @@ RespSTFModel.register_for_auto_class("AutoModel")
 RespSTFForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
 __all__ = [
-    "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFPreTrainedModel",
-    "TaskModel", "Windows", "classify_recording", "load_models", "load_task_model", "resolve_model_source", "slide_windows", "stitch_windows",
+    "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFMember", "RespSTFPreTrainedModel",
+    "TaskModel", "Windows", "classify_recording", "load_models", "load_task_model", "pack_ensemble", "resolve_model_source",
+    "slide_windows", "stitch_windows", "estimate_deployment_prior", "prior_shift",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from transformers import AutoFeatureExtractor
 from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 
 from .configuration_respstf import RespSTFConfig
-from .modeling_respstf import RespSTFForAudioClassification
+from .modeling_respstf import RespSTFForAudioClassification, settings_differences
 
 EVENT_MODEL_MAX_CLIP_S = 5.0  # a model whose config does not say its level, with clips this short, is an event model
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
@@ -100,6 +100,30 @@ def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | No
     if level is None:
         level = "event" if extractor.clip_seconds <= EVENT_MODEL_MAX_CLIP_S else "record"
     return TaskModel(task or folder.name, level, labels, model.eval(), extractor, folder, task)
+
+
+def pack_ensemble(folders: Sequence[str | Path], output_dir: str | Path) -> Path:
+    """Save the trained checkpoint folders as one ensemble checkpoint in ``output_dir`` (returned): its model
+    (`RespSTFForAudioClassification.from_members`, every member's weights in one ``model.safetensors``), the
+    feature extractor they share, and the code files, so that one ``from_pretrained`` (or ``pipeline`` with
+    ``trust_remote_code=True`` where this package is not installed) loads it and averages the members' probabilities.
+
+    Raises:
+        OSError: a folder is not a complete checkpoint.
+        ValueError: a folder does not load (`load_task_model`), or its model config or feature extractor differs
+            from the first folder's, naming it.
+    """
+    members = [load_task_model(Path(folder)) for folder in folders]
+    if members:
+        reference = members[0].extractor.to_dict()
+        for member in members[1:]:
+            differences = settings_differences(reference, member.extractor.to_dict(), ignored=("auto_map",))
+            if differences:
+                raise ValueError(f"{member.source}: its feature extractor differs from {members[0].source}'s: {differences}.")
+    ensemble = RespSTFForAudioClassification.from_members([member.model for member in members])
+    ensemble.save_pretrained(output_dir)
+    members[0].extractor.save_pretrained(output_dir)
+    return Path(output_dir)
 
 
 def resolve_model_source(spec: str) -> Path:

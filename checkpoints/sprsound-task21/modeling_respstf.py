@@ -15,6 +15,9 @@ Data flow (shapes for a batch ``B`` of scalograms with ``F`` scales and ``T`` fr
       -> classifier                             (B, num_labels)
       (optional) frame head                     (B, T', num_frame_labels)
 
+An ensemble (``config.ensemble_size`` > 1) runs this once per member and returns the log of the members' mean
+probabilities ``(B, num_labels)``; ``config.logit_adjustment`` (per-class offsets) is added at inference.
+
 Following the paper's text: the CWT scalogram front end, Inception-style blocks with parallel branches
 of different receptive fields and a residual connection, a spatio-temporal focusing stage that weights
 the feature map along frequency and along time, and multi-head self-attention before the classifier.
@@ -25,6 +28,10 @@ attentive pooling, the optional frame-level head used for event-timestamp superv
 """
 
 from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -207,10 +214,15 @@ class RespSTFPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Saving writes `auto_map` for the saved class only; a saved classifier also loads as its backbone
-        # (AutoModel strips base_model_prefix), so map AutoModel too.
+        # (AutoModel strips base_model_prefix), so map AutoModel too. An ensemble has no one backbone to load
+        # (RespSTFModel refuses its config), and its config, copied from a member's, may map one: drop it.
         if self._auto_class is not None:
-            module = RespSTFModel.__module__.split(".")[-1]
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), "AutoModel": f"{module}.RespSTFModel"}
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            if self.config.ensemble_size == 1:
+                auto_map["AutoModel"] = f"{RespSTFModel.__module__.split('.')[-1]}.RespSTFModel"
+            else:
+                auto_map.pop("AutoModel", None)
+            self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -218,6 +230,11 @@ class RespSTFModel(RespSTFPreTrainedModel):
     """The backbone: scalogram -> frame embeddings ``(B, T', hidden_size)`` and a pooled embedding ``(B, hidden_size)``."""
 
     def __init__(self, config: RespSTFConfig):
+        if config.ensemble_size != 1:
+            raise ValueError(
+                f"this config describes an ensemble of {config.ensemble_size} backbones, not one RespSTFModel: load it "
+                "with AutoModelForAudioClassification (RespSTFForAudioClassification)."
+            )
         super().__init__(config)
         self.stem = ConvNormAct(1, config.stem_channels, 3, stride=tuple(config.stem_stride))
         widths = [config.stem_channels, *config.stage_channels]
@@ -327,8 +344,44 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float, weight:
     return loss.mean()
 
 
+def add_member_parts(module: nn.Module, config: RespSTFConfig) -> None:
+    """Give ``module`` one model's parts: ``respstf`` (the backbone), ``dropout``, ``classifier`` and
+    ``frame_classifier`` (None without frame labels). A single model holds them itself, so its parameters keep the
+    names of every existing checkpoint (``respstf.*``, ``classifier.*``, ``frame_classifier.*``)."""
+    module.respstf = RespSTFModel(config)
+    module.dropout = nn.Dropout(config.classifier_dropout)
+    module.classifier = nn.Linear(config.hidden_size, config.num_labels)
+    module.frame_classifier = nn.Linear(config.hidden_size, config.num_frame_labels) if config.num_frame_labels else None
+
+
+def member_logits(member: nn.Module, input_features: torch.Tensor, attention_mask: torch.Tensor | None,
+                  **backbone_kwargs) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+    """One model's clip logits ``(B, num_labels)`` and backbone outputs; ``member`` holds `add_member_parts`'s parts."""
+    outputs = member.respstf(input_features, attention_mask, return_dict=True, **backbone_kwargs)
+    return member.classifier(member.dropout(outputs.pooler_output)), outputs
+
+
+class RespSTFMember(nn.Module):
+    """One member of an ensemble; its parameter names are a single model's, so that model's state dict loads as is."""
+
+    def __init__(self, config: RespSTFConfig):
+        super().__init__()
+        add_member_parts(self, config)
+
+
+def settings_differences(reference: dict, other: dict, ignored: Sequence[str] = ()) -> str:
+    """``"key=other's (reference: reference's), ..."`` for every setting that differs; empty when none does."""
+    keys = sorted(key for key in reference.keys() | other.keys() if key not in ignored and reference.get(key) != other.get(key))
+    return ", ".join(f"{key}={other.get(key)!r} (reference: {reference.get(key)!r})" for key in keys)
+
+
+# Config entries that say where or how a model was saved, not what it computes.
+_PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
+
+
 class RespSTFForAudioClassification(RespSTFPreTrainedModel):
-    """RespSTF with a classification head (and an optional frame-level head for event supervision)."""
+    """RespSTF with a classification head (and an optional frame-level head for event supervision), or an ensemble
+    of ``config.ensemble_size`` such models (`from_members`) averaging their probabilities."""
 
     # The loss is a per-batch mean. Trainer would otherwise see ``**kwargs`` in `forward`, take the loss for a sum
     # over ``num_items_in_batch`` and scale it by the number of processes (every loss and gradient doubled under
@@ -337,11 +390,46 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
 
     def __init__(self, config: RespSTFConfig):
         super().__init__(config)
-        self.respstf = RespSTFModel(config)
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.frame_classifier = nn.Linear(config.hidden_size, config.num_frame_labels) if config.num_frame_labels else None
+        if config.ensemble_size == 1:
+            add_member_parts(self, config)
+        else:
+            # Each member's backbone is one model: its config says so (RespSTFModel refuses an ensemble's).
+            member_config = copy.deepcopy(config)
+            member_config.ensemble_size = 1
+            self.members = nn.ModuleList(RespSTFMember(member_config) for _ in range(config.ensemble_size))
         self.post_init()
+
+    @classmethod
+    def from_members(cls, models: Sequence["RespSTFForAudioClassification"]) -> "RespSTFForAudioClassification":
+        """An ensemble (``ensemble_size = len(models)``, in eval mode) of trained single models, their weights copied:
+        its ``save_pretrained`` folder holds every member and loads with one ``from_pretrained``.
+
+        The config is the first model's; every model must have the same one (architecture, labels, task, recipe and
+        ``logit_adjustment``, applied once to the averaged probabilities) up to where and how it was saved.
+
+        Raises:
+            ValueError: fewer than two models, or one that is an ensemble or another config, naming it.
+        """
+        if len(models) < 2:
+            raise ValueError(f"an ensemble needs at least 2 trained models, got {len(models)}.")
+        for index, model in enumerate(models):
+            if not isinstance(model, RespSTFForAudioClassification):
+                raise ValueError(f"member {index} is a {type(model).__name__}, not a RespSTFForAudioClassification.")
+            if model.config.ensemble_size != 1:
+                raise ValueError(f"member {index} is an ensemble of {model.config.ensemble_size}: ensembles do not nest, "
+                                 "give its members' models.")
+        reference = models[0].config.to_dict()
+        for index, model in enumerate(models):
+            name = f"member {index} ({model.config._name_or_path or 'not loaded from a folder'})"
+            differences = settings_differences(reference, model.config.to_dict(), _PROVENANCE_KEYS)
+            if differences:
+                raise ValueError(f"{name} has another config than member 0: {differences}.")
+        config = copy.deepcopy(models[0].config)
+        config.ensemble_size = len(models)
+        ensemble = cls(config)
+        for member, model in zip(ensemble.members, models):
+            member.load_state_dict(model.state_dict())
+        return ensemble.eval()
 
     def clip_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         """The clip-level loss (``config.loss``) of ``logits`` ``(B, num_labels)`` against ``labels`` ``(B,)``,
@@ -376,13 +464,27 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
                 needs ``config.num_frame_labels > 0``.
 
         Returns:
-            ``SequenceClassifierOutput`` with ``logits`` ``(B, num_labels)`` and ``loss`` when labels are given.
+            ``SequenceClassifierOutput`` with ``logits`` ``(B, num_labels)`` and ``loss`` (of these logits) when labels
+            are given. An ensemble's logits are the log of its members' mean probabilities. Not in training, the
+            logits carry ``config.logit_adjustment`` when set.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.respstf(
-            input_features, attention_mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True
-        )
-        logits = self.classifier(self.dropout(outputs.pooler_output))
+        if self.config.ensemble_size == 1:
+            logits, outputs = member_logits(
+                self, input_features, attention_mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+            )
+        else:
+            asked = [name for name, value in (("frame_labels", frame_labels is not None), ("output_attentions", output_attentions),
+                                              ("output_hidden_states", output_hidden_states)) if value]
+            if asked:
+                raise ValueError(f"an ensemble takes no {', '.join(asked)}: they belong to one backbone (model.members[i].respstf).")
+            stacked = torch.stack([member_logits(member, input_features, attention_mask)[0] for member in self.members])
+            # (M, B, C) -> (B, C): softmax of the log mean probability is the mean probability.
+            logits = stacked.log_softmax(dim=-1).logsumexp(dim=0) - math.log(len(self.members))
+            outputs = BaseModelOutputWithPooling()  # no hidden states or attentions to return
+        if not self.training and self.config.logit_adjustment is not None:
+            self.config.check_logit_adjustment(logits.shape[-1])
+            logits = logits + logits.new_tensor(self.config.logit_adjustment)
         loss = None
         if labels is not None:
             loss = self.clip_loss(logits, labels.long())

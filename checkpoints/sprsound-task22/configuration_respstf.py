@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import PretrainedConfig
 
 _LOSSES = ("cross_entropy", "focal")
@@ -44,6 +46,17 @@ class RespSTFConfig(PretrainedConfig):
             (e.g. from event timestamps) the model learns *where* an anomaly is, which also sharpens
             the clip-level decision.
         frame_loss_weight: weight of the frame-level loss added to the clip loss.
+        ensemble_size: members of the model (each a backbone with its heads). 1, a single model, is every checkpoint
+            ``train.py`` writes; more is an ensemble built from trained models of one recipe
+            (``RespSTFForAudioClassification.from_members``) whose logits are the log of the members' mean
+            probabilities, so softmax (as ``pipeline`` applies it) gives the averaged probabilities.
+        logit_adjustment: ``num_labels`` offsets added to the logits at inference (eval mode, hence in ``pipeline``),
+            or None for none. Offsets ``log p_deploy(c) - log p_train(c)`` (``respstf.modeling.prior_shift``) move
+            the decision from the class prior the model learned to the prevalence where it is deployed (prior shift,
+            Saerens et al. 2002); ``estimate_deployment_prior`` estimates that prevalence from unlabelled
+            recordings. Training never applies them. To change them on a loaded model set
+            ``model.config.logit_adjustment = [...]`` (or None to read the model's own probabilities), and
+            ``save_pretrained`` to keep the choice.
     """
 
     model_type = "respstf"
@@ -79,6 +92,8 @@ class RespSTFConfig(PretrainedConfig):
         num_frame_labels: int = 0,
         frame_loss_weight: float = 0.5,
         initializer_range: float = 0.02,
+        ensemble_size: int = 1,
+        logit_adjustment: list[float] | None = None,
         **kwargs,
     ):
         self.n_scales = n_scales
@@ -108,6 +123,8 @@ class RespSTFConfig(PretrainedConfig):
         self.num_frame_labels = num_frame_labels
         self.frame_loss_weight = frame_loss_weight
         self.initializer_range = initializer_range
+        self.ensemble_size = ensemble_size
+        self.logit_adjustment = None if logit_adjustment is None else [float(offset) for offset in logit_adjustment]
         # Configs written before class weights moved to training (respstf.training) hold them: they weighted one
         # training run's loss, not a property of the model.
         kwargs.pop("class_weights", None)
@@ -161,6 +178,24 @@ class RespSTFConfig(PretrainedConfig):
                 raise ValueError(f"RespSTFConfig.{name} must be a non-negative integer, got {getattr(self, name)!r}.")
         if self.num_frame_labels < 0:
             raise ValueError(f"RespSTFConfig.num_frame_labels must be >= 0, got {self.num_frame_labels}.")
+        if not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
+            raise ValueError(f"RespSTFConfig.ensemble_size must be a positive integer, got {self.ensemble_size!r}.")
+        self.check_logit_adjustment(self.num_labels)
+
+    def check_logit_adjustment(self, num_labels: int) -> None:
+        """Raise ValueError unless ``logit_adjustment`` is None or ``num_labels`` finite offsets. The model checks
+        again at inference, as the documented way to change the offsets is to set the attribute."""
+        offsets = self.logit_adjustment
+        if offsets is None:
+            return
+        try:
+            valid = len(offsets) == num_labels and all(math.isfinite(float(offset)) for offset in offsets)
+        except (TypeError, ValueError):  # not a sequence of numbers
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"RespSTFConfig.logit_adjustment must be None or {num_labels} finite offsets (one per class), got {offsets!r}."
+            )
 
     @classmethod
     def paper(cls, **kwargs) -> "RespSTFConfig":
