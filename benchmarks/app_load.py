@@ -79,6 +79,7 @@ def serve_app(model: str | None = None, start_timeout_s: float = 300.0) -> Itera
 @dataclass
 class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
+    answers: list[dict] = field(default_factory=list)  # each answered request's label output, as gradio returns it
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -124,6 +125,7 @@ def run_load(url: str, recording: Path, clients: int, requests_per_client: int, 
                 continue
             with lock:
                 result.latencies_s.append(time.perf_counter() - started)
+                result.answers.append(label)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 # Without these every Hub lookup waits ~23 s to fail on a machine with no network.
@@ -17,6 +18,11 @@ DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" /
 SPRSOUND = DATA_DIR / "sprsound"
 ICBHI = DATA_DIR / "icbhi"
 CHECKPOINTS = REPO_ROOT / "checkpoints"
+
+# .ci/test.sh sets RESPSTF_REQUIRE_DATA=1: there a test that needs the shared data fails when the data is absent,
+# where a developer's own run skips it. Every such skip, in any test file, gives a reason matching this.
+REQUIRE_DATA = os.environ.get("RESPSTF_REQUIRE_DATA", "0") not in ("", "0")
+MISSING_DATA_REASON = re.compile(r"RESPSTF_DATA_DIR|\bshared (data|SPRSound|ICBHI)\b|" + re.escape(str(DATA_DIR)), re.IGNORECASE)
 
 # A real DAS train recording: one Fine Crackle event at 5.813-6.984 s (9.2 s, 8 kHz, 16-bit FLAC).
 CRACKLE_RECORDING = SPRSOUND / "train_wav" / "40638274_9.7_1_p1_1789.flac"
@@ -42,3 +48,40 @@ def read_recording(path: Path, dtype: str = "float32") -> tuple[np.ndarray, int]
     import soundfile
 
     return soundfile.read(path, dtype=dtype)
+
+
+# -- RESPSTF_REQUIRE_DATA: a skip for missing shared data becomes a failure ---------------------------------
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _require_data(report) -> None:
+    """Turn ``report`` (a test's or a module's) into a failure when it skipped for lack of the shared data and
+    RESPSTF_REQUIRE_DATA is set; an xfail, or a skip for anything else (no ffmpeg, no GPU), stays as it is."""
+    if not REQUIRE_DATA or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if MISSING_DATA_REASON.search(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{reason.removeprefix('Skipped: ')}\nRESPSTF_REQUIRE_DATA={os.environ['RESPSTF_REQUIRE_DATA']} (as .ci/test.sh "
+            f"sets it): the shared data must be present. Put it at {DATA_DIR} (sprsound/ and icbhi/) or set "
+            "RESPSTF_DATA_DIR to the folder that holds them; RESPSTF_REQUIRE_DATA=0 skips these tests instead."
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _require_data(report)  # skips in a fixture, in the test, or from a skipif marker on the data's presence
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    report = yield
+    _require_data(report)  # pytest.skip(..., allow_module_level=True) at import
+    return report

@@ -451,7 +451,12 @@ def test_bad_model_stops_the_start_up_with_a_message(tmp_path, checkpoints):
         app.load_models("respstf-test/no-such-model")  # offline in tests (conftest)
 
 
-def test_bundled_checkpoints_load_and_classify():
+def test_bundled_checkpoints_load_and_classify(tmp_path):
+    """Each bundled model classifies real recordings through the demo as the checkpoint itself does: the release's
+    example (annotated Normal, every event Normal) is Normal for every task, and a record model's probabilities are
+    its own softmax on the whole recording (padded and masked up to the 15.36 s clip, taken whole beyond it, never
+    centre-cropped); the annotated fine crackle, cut out of its recording, is Fine Crackle for Task 1-2 (0.73, as the
+    README's snippet prints)."""
     folders = sorted(config.parent for config in CHECKPOINTS.glob("*/config.json"))
     if not folders:
         pytest.skip(f"{CHECKPOINTS} holds no trained model yet (train.py writes checkpoints/sprsound-taskNN/)")
@@ -459,8 +464,29 @@ def test_bundled_checkpoints_load_and_classify():
     assert len(demo.models) == len(folders) and set(demo.models) <= set(TASKS)
     for key, task_model in demo.models.items():
         assert task_model.level == TASKS[key]["level"] and key in task_model.source.name
-    analysis = demo.analyse(real(CRACKLE_RECORDING))
-    assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+        analysis = demo.analyse(real(EXAMPLE_WAV), task=key)
+        ranked = analysis.ranked()
+        assert sorted(label for label, _ in ranked) == sorted(task_labels(key))
+        assert analysis.probabilities.sum() == pytest.approx(1, abs=1e-5)
+        assert ranked[0][0] == "Normal" and ranked[0][1] > 0.8, (key, ranked)
+        if task_model.level != "record":
+            continue
+        model = RespSTFForAudioClassification.from_pretrained(task_model.source).eval()
+        extractor = RespSTFFeatureExtractor.from_pretrained(task_model.source)
+        # 9.2 s (padded to the 15.36 s clip and masked, as in training), 15.36 s, 20 s at 44.1 kHz (taken whole)
+        for recording in (CRACKLE_RECORDING, EXAMPLE_WAV, ICBHI_44K_RECORDING):
+            waveform, rate = sf.read(real(recording), dtype="float32")
+            short = len(waveform) / rate <= extractor.clip_seconds
+            with torch.no_grad():
+                logits = model(**extractor(waveform, sampling_rate=rate, truncation=short, return_tensors="pt")).logits
+            np.testing.assert_allclose(demo.analyse(recording, task=key).probabilities, logits.softmax(-1)[0].numpy(),
+                                       atol=1e-5, err_msg=f"{key}: {recording.name}")
+    if "12" in demo.models:
+        crackle, rate = sf.read(real(CRACKLE_RECORDING), dtype="float32")
+        event = tmp_path / "fine_crackle.wav"
+        sf.write(event, crackle[int(5.813 * rate) : int(6.984 * rate)], rate, subtype="PCM_16")  # its annotated event
+        ranked = demo.analyse(event, task="12").ranked()
+        assert ranked[0][0] == "Fine Crackle" and ranked[0][1] > 0.5, ranked
 
 
 def test_predict_command_works_without_the_installed_package(checkpoints, tmp_path):
@@ -504,8 +530,15 @@ def test_real_browser_upload_shows_the_top_label(server, client, tmp_path):
 
 
 @pytest.mark.slow
-def test_load_of_20_concurrent_clients(server):
-    result = app_load.run_load(server, real(CRACKLE_RECORDING), clients=20, requests_per_client=2, timeout_s=120)
-    assert result.failures == []
-    assert len(result.latencies_s) == 40
-    assert result.wall_s < 150, result.summary()
+def test_load_of_20_concurrent_clients(server, client):
+    """20 clients sending 2 requests each at once: every request is answered, with the classes one request alone
+    gets. How fast is benchmarks/app_load.py's to measure; the timeout only catches a hang."""
+    alone = client.predict(handle_file(str(real(CRACKLE_RECORDING))), api_name="/classify")[0]
+    result = app_load.run_load(server, real(CRACKLE_RECORDING), clients=20, requests_per_client=2, timeout_s=600)
+    assert result.failures == [], result.summary()
+    assert len(result.latencies_s) == len(result.answers) == 40
+    for answer in result.answers:
+        assert answer["label"] == alone["label"]
+        assert [c["label"] for c in answer["confidences"]] == [c["label"] for c in alone["confidences"]]
+        np.testing.assert_allclose([c["confidence"] for c in answer["confidences"]],
+                                   [c["confidence"] for c in alone["confidences"]], atol=1e-5)

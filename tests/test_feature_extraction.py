@@ -288,19 +288,20 @@ _ONE_HOUR_SCRIPT = textwrap.dedent(
 
 
 def test_one_hour_input_bounded_memory_and_exact_chunks():
-    """1 hour at 8 kHz with truncation=False, in a fresh process: peak RSS grows < 1 GiB (measured ~530 MB:
-    the 115 MB waveform's working copies + the 58 MB output), and away from a 10 s slice's ends its
-    scalogram equals the hour's: chunking is exact up to the wavelets' truncation at 1e-4 (measured max
-    relative difference 4e-4 over the bins above 1e-3 of the maximum; asserted < 5e-3)."""
+    """1 hour at 8 kHz with truncation=False, in a fresh process: the whole scalogram comes back, finite, and away from
+    a 10 s slice's ends its scalogram equals the hour's (chunking is exact up to the wavelets' truncation at 1e-4;
+    measured 4e-4, asserted < 5e-3). Chunking bounds the memory: peak RSS grows < 4 GiB, a guard against a blow-up
+    (one unchunked complex CWT of the hour is ~15 GB); what it takes (~530 MB) and how long is
+    benchmarks/long_input.py's to measure. The timeout only catches a hang."""
     read_recording(CRACKLE_RECORDING)  # skips when the data is absent
     result = subprocess.run(
         [sys.executable, "-c", _ONE_HOUR_SCRIPT, str(CRACKLE_RECORDING)],
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=900, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shape"] == [1, 1, 64, 225_000] and report["mask_sum"] == 225_000 and report["finite"]
-    assert report["growth_mb"] < 1024, report
+    assert report["growth_mb"] < 4096, report
     assert report["max_relative_difference"] < 5e-3, report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from conftest import CHECKPOINTS, REPO_ROOT, SPRSOUND
+from respstf.hub_dataset import task_labels
 
 README = (REPO_ROOT / "README.md").read_text()
 
@@ -23,12 +25,44 @@ def test_ci_runs_exactly_the_quick_start_commands():
 
 
 def test_python_snippets_run():
-    """Every ```python block, in order, in one fresh interpreter from the repository root (```py blocks need a network)."""
+    """Every ```python block, in order, in one fresh interpreter from the repository root (```py blocks need a
+    network), prints what the README says it shows: the bundled checkpoints' top classes, the release's row counts
+    and the official Score of the hand-checkable example."""
     if not SPRSOUND.is_dir() or not (CHECKPOINTS / "sprsound-task12" / "model.safetensors").is_file():
         pytest.skip("needs the shared SPRSound data and the bundled checkpoints")
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert len(blocks) >= 4
-    completed = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=REPO_ROOT, capture_output=True, text=True,
+    assert len(blocks) == 4, "a new snippet: add the check of what it prints below"
+    # A marker line before each block, to tell their outputs apart.
+    script = "\n".join(f"print('<<snippet {i}>>', flush=True)\n{block}" for i, block in enumerate(blocks))
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"})
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "'label'" in completed.stdout and "Fine Crackle" in completed.stdout and "'score'" in completed.stdout
+    printed = re.split(r"^<<snippet \d+>>\n", completed.stdout, flags=re.M)[1:]
+    assert len(printed) == 4, completed.stdout[-3000:]
+
+    # 0: the Task 2-2 pipeline on the release's example recording: all 5 classes, best first; the checkpoint hears Normal.
+    scores = ast.literal_eval(printed[0].strip())
+    assert sorted(s["label"] for s in scores) == sorted(task_labels("22"))
+    assert [s["score"] for s in scores] == sorted((s["score"] for s in scores), reverse=True)
+    assert sum(s["score"] for s in scores) == pytest.approx(1, abs=1e-4)
+    assert scores[0]["label"] == "Normal" and scores[0]["score"] > 0.5
+
+    # 1: the Task 1-2 checkpoint on the annotated fine crackle event: Fine Crackle first, then Normal.
+    probabilities = ast.literal_eval(printed[1].strip())
+    assert list(probabilities) == task_labels("12") and sum(probabilities.values()) == pytest.approx(1, abs=0.01)
+    ranked = sorted(probabilities, key=probabilities.get, reverse=True)
+    assert ranked[:2] == ["Fine Crackle", "Normal"] and probabilities["Fine Crackle"] > 0.5
+
+    # 2: the event rows of the release (train + inter_test) and the carved validation split.
+    assert re.findall(r"(\w+): Dataset\(.*?num_rows: (\d+)", printed[2], flags=re.S) == [("train", "6656"), ("inter_test", "1429")]
+    assert printed[2].split()[-1] == "1058"
+
+    # 3: predictions [0, 2, 1, 0] for references [0, 2, 2, 1], Normal = 0: SP = 1/1, SE = 1/3 (of the abnormal
+    # rows 2, 2, 1 only the first is right), AS = (SE + SP) / 2, HS = 2 SE SP / (SE + SP), Score = (AS + HS) / 2.
+    result = ast.literal_eval(printed[3].strip())
+    se, sp = 1 / 3, 1.0
+    expected = {"se": se, "sp": sp, "as": (se + sp) / 2, "hs": 2 * se * sp / (se + sp)}
+    expected["score"] = (expected["as"] + expected["hs"]) / 2
+    assert {key: result[key] for key in expected} == pytest.approx(expected)
+    assert result["per_class_recall"] == pytest.approx({"Normal": 1.0, "Rhonchi": 0.0, "Wheeze": 0.5})
+    assert result["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ICBHI, REPO_ROOT
+from conftest import ICBHI, REPO_ROOT, SPRSOUND
 
 import train
 import respstf.hub_dataset as hub_dataset
@@ -66,21 +66,30 @@ def test_short_real_run_writes_a_complete_checkpoint(task12_run):
 
 
 def test_scoring_a_trained_run_adds_the_split_and_keeps_the_model(task12_run, sprsound_root, tmp_path):
-    """`--do_train false` on a run trained elsewhere with `--eval_split none`: the test split is scored and
-    merged into its results.json; the weights and how they were trained are left as they were. Scored here
-    in bf16 autocast on the CPU (``--bf16 --use_cpu``), which the split's results name."""
+    """`--do_train false` on a run trained elsewhere with `--eval_split none`: the test split is scored with the
+    run's own weights (the Score, confusion matrix and loss its training recorded come back exactly) and merged into
+    its results.json; the weights and how they were trained are left as they were. Scored again in bf16 autocast on
+    the CPU (``--bf16 --use_cpu``), which the split's results name."""
     run = tmp_path / "trained-elsewhere"
     shutil.copytree(task12_run, run)
     summary = json.loads((run / "results.json").read_text())
-    del summary["results"]["inter_test"]
+    removed = summary["results"].pop("inter_test")
     (run / "results.json").write_text(json.dumps(summary))
     weights = (run / "model.safetensors").read_bytes()
+    score = ["--task", "12", "--dataset", str(sprsound_root), "--from", str(run), "--output_dir", str(run),
+             "--do_train", "false", "--eval_split", "inter_test"]
 
-    scored = run_train(["--task", "12", "--dataset", str(sprsound_root), "--from", str(run), "--output_dir", str(run),
-                        "--do_train", "false", "--eval_split", "inter_test", "--bf16", "--use_cpu"])
+    rescored = run_train(score)["results"]["inter_test"]  # fp32, as training scored it
+    assert rescored["rows"] == removed["rows"] == 16
+    assert rescored["confusion_matrix"] == removed["confusion_matrix"]
+    assert rescored["score"] == pytest.approx(removed["score"], abs=1e-12)
+    assert rescored["loss"] == pytest.approx(removed["loss"], rel=1e-5)  # moves with any weight, unlike a 16-row Score
+
+    scored = run_train(score + ["--bf16", "--use_cpu"])
     assert scored["global_step"] == summary["global_step"] == 3 and scored["train_rows"] == summary["train_rows"]
     assert scored["device"] == summary["device"] and scored["results"]["inter_test"]["device"].endswith(", bf16")
     assert scored["results"]["inter_test"]["rows"] == 16
+    assert scored["results"]["inter_test"]["loss"] == pytest.approx(removed["loss"], rel=0.05)  # bf16: ~3 digits
     written = json.loads((run / "results.json").read_text())
     assert written["global_step"] == 3 and set(written["results"]) == {"validation", "inter_test"}
     assert written["results"]["inter_test"]["score"] == scored["results"]["inter_test"]["score"]
@@ -260,6 +269,9 @@ def test_record_crop_settings_out_of_range_are_rejected(sprsound_root, tmp_path,
 
 
 def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
+    """Killed mid-run (maybe in the middle of a save), `--resume_from_checkpoint last` continues from the newest
+    complete checkpoint (a folder whose save did not finish is passed over) and ends with the same steps. The
+    deadlines only catch a hang: on 2 busy cores the first saves can take minutes."""
     output = tmp_path / "resume"
     args = [sys.executable, str(REPO_ROOT / "train.py"), "--task", "11", "--dataset", str(sprsound_root),
             "--output_dir", str(output), "--eval_split", "none", "--max_train_samples", "64", "--max_steps", "30",
@@ -267,24 +279,29 @@ def test_resume_after_kill_ends_with_the_same_steps(sprsound_root, tmp_path):
             "--save_total_limit", "3", "--early_stopping_patience", "0", *QUICK]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (output / "checkpoint-4" / "trainer_state.json").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint-4 within 240 s"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)  # killed mid-epoch, like a lost machine
-    process.wait()
+    deadline = time.monotonic() + 900
+    try:
+        while not any(step >= 4 for step in training.complete_checkpoints(output)):
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no complete checkpoint of step 4 or later within 900 s"
+            time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)  # killed mid-epoch, like a lost machine: maybe in the middle of a save
+        process.wait()
     assert not (output / "results.json").exists()
-    last = training.arguments.get_last_checkpoint(str(output))
-    trained_before = json.loads((Path(last) / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]["args"]["seconds_before"]
+    (output / "checkpoint-29").mkdir(exist_ok=True)  # a save the kill cut short: no trainer_state.json
+    step, last = max(training.complete_checkpoints(output).items())  # read after the kill: nothing moves any more
+    trained_before = json.loads((last / "trainer_state.json").read_text())["stateful_callbacks"]["TrainingClock"]["args"]["seconds_before"]
     assert trained_before > 0
-    completed = subprocess.run(args + ["--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True, timeout=400)
+    completed = subprocess.run(args + ["--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True,
+                               timeout=1800)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"Resuming from {last}" in completed.stderr and "checkpoint-29 is incomplete" in completed.stderr
     summary = json.loads((output / "results.json").read_text())
     assert summary["global_step"] == 30
-    # Resumed, not restarted: the first logged step comes after the checkpoint (8 steps per epoch).
+    # Resumed, not restarted: the first logged step is the one after the checkpoint (8 steps per epoch).
     first_epoch = float(re.search(r"'epoch': '?([0-9.]+)", completed.stdout).group(1))  # transformers 5 logs strings
-    assert first_epoch >= 5 / 8
+    assert first_epoch == pytest.approx((step + 1) / 8, abs=0.01)
     # The training time of both segments, not only the last one's.
     last_segment = float(re.search(r"'train_runtime': '?([0-9.]+)", completed.stdout).group(1))
     assert summary["train_runtime_s"] == pytest.approx(trained_before + last_segment, abs=0.01)
@@ -371,14 +388,24 @@ def icbhi_release(tmp_path) -> Path:
      ("icbhi_release", set(hub_dataset.ICBHI_CYCLE_LABELS))],  # the ICBHI layout, read by load_icbhi: its four classes
 )
 def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, folder, labels, request, tmp_path):
+    """The backbone comes from the parent: at learning rate 0 every backbone parameter is the parent's (the
+    BatchNorm running statistics, buffers, still follow the new data); the classifier is new, one output per class."""
     output = tmp_path / "icbhi-finetune"
     summary = run_train(["--dataset", str(request.getfixturevalue(folder)), "--from", str(task12_run), "--ignore-mismatched",
-                         "--output_dir", str(output), "--eval_split", "none", "--max_steps", "2",
+                         "--output_dir", str(output), "--eval_split", "none", "--max_steps", "2", "--learning_rate", "0",
                          "--validation_fraction", "0.3", "--eval_strategy", "steps", "--save_strategy", "steps",
                          "--eval_steps", "2", "--save_steps", "2"])
     config = json.loads((output / "config.json").read_text())
     assert config["id2label"]["0"] == "Normal" and set(config["id2label"].values()) == labels
     assert summary["from"] == str(task12_run) and summary["global_step"] == 2
+    parent, child = load_file(task12_run / "model.safetensors"), load_file(output / "model.safetensors")
+    backbone = [name for name in parent if name.startswith("respstf.")
+                and not name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert "respstf.stem.0.weight" in backbone and len(backbone) > 50
+    for name in backbone:
+        assert torch.equal(child[name], parent[name]), name
+    assert parent["classifier.weight"].shape[0] == 7 and child["classifier.weight"].shape[0] == len(labels)
+    assert not torch.equal(child["classifier.weight"][:2], parent["classifier.weight"][:2])  # a new head, not the parent's rows
     card = (output / "README.md").read_text()  # a new dataset's card: no SPRSound test split nor paper to compare with
     assert "a custom respiratory-sound dataset" in card and "inter_test" not in card and "- sprsound\n" not in card
     # ICBHI is 4 kHz and 44.1 kHz: the extractor resampled it to the checkpoint's 8 kHz front end.
@@ -543,7 +570,7 @@ def test_unknown_task_is_rejected(sprsound_root, tmp_path):
 
 
 def test_label_outside_the_task_is_rejected(tmp_path):
-    recording = REPO_ROOT.parent / "shared" / "data" / "sprsound" / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
+    recording = SPRSOUND / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
     if not recording.is_file():
         pytest.skip("shared SPRSound example folder absent")
     (tmp_path / "metadata.csv").write_text(f"file,label\n{recording},Normal\n{recording},Squawk\n")
@@ -553,7 +580,7 @@ def test_label_outside_the_task_is_rejected(tmp_path):
 
 def test_split_that_would_be_empty_is_rejected(tmp_path):
     """One patient only: a patient-disjoint validation split would leave one side empty."""
-    recording = REPO_ROOT.parent / "shared" / "data" / "sprsound" / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
+    recording = SPRSOUND / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
     if not recording.is_file():
         pytest.skip("shared SPRSound example folder absent")
     (tmp_path / "metadata.csv").write_text(
@@ -598,7 +625,7 @@ def test_help_is_readable():
 
 # -- a new dataset of one's own recordings ---------------------------------------------------------
 
-EXAMPLES = REPO_ROOT.parent / "shared" / "data" / "sprsound" / "example_original_wav"
+EXAMPLES = SPRSOUND / "example_original_wav"
 
 
 def example_recordings(per_patient: int = 3) -> list[tuple[Path, str, str]]:
@@ -762,8 +789,8 @@ def fake_checkpoint(tmp_path) -> Path:
     (["--max_train_samples", "0"], ValueError, "--max_train_samples must be 1 or more"),
     (["--max_eval_samples", "-1"], ValueError, "--max_eval_samples must be 1 or more"),
     (["--from", "{ckpt}", "--do_train", "false", "--ignore-mismatched"], ValueError, "scoring uses the checkpoint's own head"),
-    (["--resume_from_checkpoint", "last"], FileNotFoundError, "no checkpoint-\\* folder in .*/out to resume from"),
-    (["--resume_from_checkpoint", "true"], FileNotFoundError, "--resume_from_checkpoint true: no checkpoint-\\*"),
+    (["--resume_from_checkpoint", "last"], FileNotFoundError, "no complete checkpoint-\\* folder in .*/out to resume from"),
+    (["--resume_from_checkpoint", "true"], FileNotFoundError, "--resume_from_checkpoint true: no complete checkpoint-\\*"),
     (["--level", "frames"], ValueError, "--level must be 'event' or 'record'"),
     (["--task", "12", "--level", "record"], ValueError, "task 12 is event level"),
     (["--push_to_hub", "--hub_model_id", "bad id!!"], ValueError, "'bad id!!' is not a Hub repo id"),

@@ -11,7 +11,7 @@
 """
 
 from .arguments import (
-    CV_FOLDS, LEVEL_FEATURES, RECORD_DEFAULTS, RECORD_SECONDS, check_arguments, check_checkpoint_source,
+    CV_FOLDS, LEVEL_FEATURES, RECORD_DEFAULTS, RECORD_SECONDS, check_arguments, check_checkpoint_source, complete_checkpoints,
     implied_by_evaluation_schedule, options_given, resolve_level, resolve_record_options, resolve_resume,
 )
 from .card import SHORTER_INPUT, describe_selection, hub_repo_name, push_folder, write_model_card, write_results
@@ -32,7 +32,7 @@ __all__ = [
     "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
     "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
-    "check_selection_metric", "class_names", "class_weights", "crop_frames", "describe_device", "describe_selection", "featurize",
+    "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "describe_device", "describe_selection", "featurize",
     "frame_targets", "hub_repo_name", "implied_by_evaluation_schedule", "limit_and_check_splits", "load_training_data",
     "loss_class_weights", "make_compute_metrics", "options_given", "plot_confusion", "push_folder", "recall_keys",
     "report_row_lengths", "resolve_eval_splits", "resolve_label_column", "resolve_level", "resolve_normal_label",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import HfArgumentParser
-from transformers.trainer_utils import get_last_checkpoint
 
 from respstf.hub_dataset import TASKS
 from respstf.modeling import RespSTFConfig
@@ -23,10 +23,8 @@ LEVEL_FEATURES = {
     "record": dict(hop_length=512, n_frames=256, padding_mode="zero"),
 }
 
-
 # The full length of nearly every SPRSound recording: the clip an event model is widened to for records.
 RECORD_SECONDS = 15.36
-
 
 # Record-task options (None in the arguments: not given), used only on recordings with event timestamps.
 RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
@@ -133,8 +131,24 @@ def resolve_level(level: str | None, task: str | None, from_checkpoint: str | No
     return "event"
 
 
+def complete_checkpoints(output_dir: str | Path) -> dict[int, Path]:
+    """The ``checkpoint-<step>`` folders of ``output_dir`` whose save finished, by step. The Trainer writes
+    ``trainer_state.json`` last, so a folder whose ``trainer_state.json`` parses and names the folder's step is
+    complete; a run killed during a save leaves a newer folder that is not."""
+    complete = {}
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        try:
+            step = json.loads((folder / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if folder.name == f"checkpoint-{step}":
+            complete[step] = folder
+    return complete
+
+
 def resolve_resume(training_args) -> str | None:
-    """The checkpoint folder ``--resume_from_checkpoint`` names: ``last`` (or ``true``) is the newest in output_dir."""
+    """The checkpoint folder ``--resume_from_checkpoint`` names: ``last`` (or ``true``) is the newest complete one in
+    output_dir (a newer folder whose save a kill cut short is passed over, with a warning)."""
     resume = training_args.resume_from_checkpoint
     if resume is None:
         return None
@@ -142,13 +156,16 @@ def resolve_resume(training_args) -> str | None:
         raise ValueError(f"--resume_from_checkpoint {resume} continues training, but --do_train is false.")
     if resume.lower() in ("last", "true"):
         output_dir = training_args.output_dir
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no checkpoint-* folder in {output_dir} to resume "
-                                    "from (leave the option out to train from the start).")
-        return last
-    if not Path(resume).is_dir():
+        complete = complete_checkpoints(output_dir)
+        if not complete:
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no complete checkpoint-* folder in {output_dir} "
+                                    "to resume from (leave the option out to train from the start).")
+        resume = str(complete[max(complete)])
+        for folder in sorted(set(Path(output_dir).glob("checkpoint-*")) - set(complete.values())):
+            logger.warning("%s is incomplete (no readable trainer_state.json: its save was cut short): not resumed from.", folder)
+    elif not Path(resume).is_dir():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume}: no such checkpoint folder.")
+    logger.info("Resuming from %s.", resume)
     return resume
 
 
