@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from respstf import training
 from respstf.hub_dataset import DatasetSource, normalize_task
 
 logger = logging.getLogger("respstf.train")
-DEFAULT_DATASET = str(Path(__file__).resolve().parent.parent / "shared" / "data" / "sprsound")
+DEFAULT_DATASET = str(Path(os.environ.get("RESPSTF_DATA_DIR", Path(__file__).resolve().parent.parent / "shared" / "data")) / "sprsound")
 
 
 @dataclass
@@ -211,10 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     training.resolve_record_options(data_args, model_args, record_data)
     with_frames = record_data and model_args.frame_supervision
 
-    if "validation" not in data:
-        data["train"], data["validation"] = training.carve_validation(
-            data["train"], source, label_column, data_args.validation_fraction, data_args.split_seed, data_args.on_missing,
-            data_args.cv_fold).values()
+    training.add_validation_split(data, source, label_column, data_args.validation_fraction, data_args.split_seed,
+                                  data_args.on_missing, data_args.cv_fold)
     eval_splits = training.resolve_eval_splits(data, data_args.eval_split, data_args.dataset)
     training.warn_shared_patients(data, ["validation", *eval_splits])
     training.limit_and_check_splits(data, ["validation", *eval_splits], data_args.dataset, data_args.max_train_samples,
@@ -222,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     training.check_selection_class(training_args.metric_for_best_model, label_names, data["validation"][label_column])
 
     class_weights = training.loss_class_weights(data["train"][label_column], label_names, model_args.imbalance, normal_label)
-    model, extractor = training.build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames)
+    model, extractor = training.build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames,
+                                                          training_args.do_train)
     cropped = training_args.do_train and with_frames and data_args.record_crop_probability > 0
     crop_frames = training.crop_frames(extractor, data_args.record_crop_min_seconds) if cropped else None
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())

@@ -3,8 +3,8 @@
     python benchmarks/score_interval.py                                  # the four bundled checkpoints, inter_test
     python benchmarks/score_interval.py --models runs/task22 --split test2023 --dataset /data/SPRSound
 
-For each model (its task read off its class names) every row of ``--split`` is classified once, on the
-inputs ``train.py`` scores (its ``featurize``: the event's audio at event level, the whole recording at
+For each model (its task read off its config, else its class names) every row of ``--split`` is classified once, on
+the inputs ``train.py`` scores (``respstf.training.featurize``: the event's audio at event level, the whole recording at
 record level), then the split's patients are drawn with replacement ``--resamples`` times and the
 official Score recomputed on each draw. Prints the Score, the standard deviation of the draws and their 5-95 % range: two Scores on
 this split that differ by less than about one standard deviation are not told apart by it (nor is a
@@ -43,7 +43,7 @@ def task_of(model) -> str:
 
 @torch.no_grad()
 def predict(model, features, batch_size: int = 32) -> np.ndarray:
-    """The model's class for every row of ``features`` (``train.featurize`` output): ``(rows,)`` class ids."""
+    """The model's class for every row of ``features`` (``respstf.training.featurize`` output): ``(rows,)`` class ids."""
     features = features.with_format("torch", columns=["input_features", "attention_mask"])
     return np.concatenate([model(**features[start:start + batch_size]).logits.argmax(-1).numpy()
                            for start in range(0, len(features), batch_size)])

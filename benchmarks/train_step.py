@@ -41,7 +41,7 @@ def real_rows(level: str, batch_size: int):
 
 
 def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
-    """``rows`` as the model's inputs, through train.py's own ``featurize``: ``input_features`` ``(B, 1, F, T)``,
+    """``rows`` as the model's inputs, through ``respstf.training.featurize`` (what train.py uses): ``input_features`` ``(B, 1, F, T)``,
     ``attention_mask`` ``(B, T)``, ``labels`` ``(B,)`` and, for records, ``frame_labels`` ``(B, T)`` from the
     event timestamps."""
     column = TASKS[TASK_OF_LEVEL[level]]["column"]

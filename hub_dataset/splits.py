@@ -41,6 +41,36 @@ def _chosen_patients(patient_ids: np.ndarray, validation_patients: Iterable[str]
     return chosen
 
 
+def _patients_of_rows(dataset: Dataset, label_column: str, patient_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(patient_ids, patient_of_row)`` of ``dataset`` (both columns checked to exist); rows without a patient id
+    (unparsed file names) count as a patient of their own, grouped by ``recording_id``."""
+    for column in (label_column, patient_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"Column {column!r} not in the dataset (columns: {dataset.column_names}).")
+    table = dataset.select_columns([patient_column] + (["recording_id"] if "recording_id" in dataset.column_names else []))
+    columns = table.with_format("arrow")[:]
+    patients = columns[patient_column].to_pylist()
+    if "recording_id" in columns.column_names:
+        recordings = columns["recording_id"].to_pylist()
+        patients = [patient if patient is not None else f"recording:{recording}"
+                    for patient, recording in zip(patients, recordings)]
+    return np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+
+
+def _label_counts(dataset: Dataset, label_column: str, patient_of_row: np.ndarray, num_patients: int) -> np.ndarray:
+    """``(patients, labels)`` row counts of the `ClassLabel` column ``label_column``; unlabelled rows (-1) refused."""
+    if not isinstance(dataset.features[label_column], ClassLabel):
+        raise ValueError(f"label_column {label_column!r} is {dataset.features[label_column]}, not a ClassLabel: "
+                         f"stratifying needs class ids; pass one of {_class_label_columns(dataset)} "
+                         "(or cast the column with class_encode_column).")
+    labels = np.asarray(dataset.select_columns([label_column]).with_format("arrow")[:][label_column].to_pylist())
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"Column {label_column!r} has rows without a label (-1); drop or label them first.")
+    per_patient = np.zeros((num_patients, int(labels.max()) + 1 if len(labels) else 0))
+    np.add.at(per_patient, (patient_of_row, labels), 1)
+    return per_patient
+
+
 def _rarest_first(per_patient: np.ndarray, weights: np.ndarray, seed: int) -> np.ndarray:
     """Patient indices, those with the rarest labels first (they constrain a split most), in a seeded shuffle within
     equal rarity. ``per_patient``: ``(patients, labels)`` row counts; ``weights``: ``(labels,)``, larger for rarer."""
@@ -82,18 +112,7 @@ def patient_disjoint_split(
     if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction < 1:
         raise ValueError(f"fraction must be a number between 0 and 1 (exclusive), got {fraction!r}.")
     label_column = label_column or _default_label_column(dataset)
-    for column in (label_column, patient_column):
-        if column not in dataset.column_names:
-            raise ValueError(f"Column {column!r} not in the dataset (columns: {dataset.column_names}).")
-    table = dataset.select_columns([label_column, patient_column]
-                                   + (["recording_id"] if "recording_id" in dataset.column_names else []))
-    columns = table.with_format("arrow")[:]
-    patients = columns[patient_column].to_pylist()
-    if "recording_id" in columns.column_names:
-        recordings = columns["recording_id"].to_pylist()
-        patients = [patient if patient is not None else f"recording:{recording}"
-                    for patient, recording in zip(patients, recordings)]
-    patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+    patient_ids, patient_of_row = _patients_of_rows(dataset, label_column, patient_column)
     if len(patient_ids) < 2:
         raise ValueError(f"Need at least 2 patients ({patient_column!r}) to split without overlap, "
                          f"found {len(patient_ids)}: {patient_ids[:5].tolist()}.")
@@ -101,16 +120,8 @@ def patient_disjoint_split(
         return _select_patients(dataset, patient_of_row, _chosen_patients(patient_ids, validation_patients,
                                                                           patient_column))
 
-    if not isinstance(dataset.features[label_column], ClassLabel):
-        raise ValueError(f"label_column {label_column!r} is {dataset.features[label_column]}, not a ClassLabel: "
-                         f"stratifying needs class ids; pass one of {_class_label_columns(dataset)} "
-                         "(or cast the column with class_encode_column).")
-    labels = np.asarray(columns[label_column].to_pylist())
-    if len(labels) and labels.min() < 0:
-        raise ValueError(f"Column {label_column!r} has rows without a label (-1); drop or label them first.")
-    num_labels = int(labels.max()) + 1 if len(labels) else 0
-    per_patient = np.zeros((len(patient_ids), num_labels))
-    np.add.at(per_patient, (patient_of_row, labels), 1)
+    per_patient = _label_counts(dataset, label_column, patient_of_row, len(patient_ids))
+    num_labels = per_patient.shape[1]
     targets = fraction * per_patient.sum(axis=0)
     weights = 1.0 / np.maximum(targets, 1.0)  # a miss on a rare label costs as much as on a common one
 
@@ -155,28 +166,19 @@ def patient_folds(
 
     Patients with the rarest labels are placed first (a seeded shuffle orders patients of equal rarity), each into
     the fold it brings closest to its targets; then single patients move between folds while that brings the folds
-    closer. Deterministic for a given ``seed``. Returns ``{patient_id: fold}``.
+    closer. Deterministic for a given ``seed``. Rows without a patient id count as a patient of their own, grouped by
+    ``recording_id`` (as in `patient_disjoint_split`). Returns ``{patient_id: fold}``.
 
     Raises:
-        ValueError: ``k`` below 2, a missing column, or fewer patients than folds.
+        ValueError: ``k`` below 2, a missing or non-`ClassLabel` column, unlabelled rows, or fewer patients than folds.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k must be an integer of 2 or more (folds), got {k!r}.")
     label_column = label_column or _default_label_column(dataset)
-    for column in (label_column, patient_column):
-        if column not in dataset.column_names:
-            raise ValueError(f"Column {column!r} not in the dataset (columns: {dataset.column_names}).")
-    columns = dataset.select_columns([label_column, patient_column]).with_format("arrow")[:]
-    patients = columns[patient_column].to_pylist()
-    if any(patient is None for patient in patients):
-        raise ValueError(f"{sum(patient is None for patient in patients)} rows have no {patient_column!r}: folds are "
-                         "made of whole patients, so every row needs one.")
-    patient_ids, patient_of_row = np.unique(np.asarray(patients, dtype=object).astype(str), return_inverse=True)
+    patient_ids, patient_of_row = _patients_of_rows(dataset, label_column, patient_column)
     if len(patient_ids) < k:
         raise ValueError(f"{len(patient_ids)} patients cannot fill {k} folds.")
-    labels = np.asarray(columns[label_column].to_pylist())
-    per_patient = np.zeros((len(patient_ids), int(labels.max()) + 1))
-    np.add.at(per_patient, (patient_of_row, labels), 1)
+    per_patient = _label_counts(dataset, label_column, patient_of_row, len(patient_ids))
     targets = per_patient.sum(axis=0) / k
     weights = 1.0 / np.maximum(targets, 1.0)  # a miss on a rare label costs as much as on a common one
 

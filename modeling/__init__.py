@@ -5,7 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from .configuration_respstf import RespSTFConfig
 from .inference_respstf import (
-    TaskModel, Windows, classify_recording, load_models, load_task_model, pack_ensemble, resolve_model_source, slide_windows,
+    TaskModel, annotation_level, Windows, classify_recording, load_models, load_task_model, pack_ensemble, resolve_model_source, slide_windows,
     stitch_windows,
 )
 from .modeling_respstf import RespSTFForAudioClassification, RespSTFMember, RespSTFModel, RespSTFPreTrainedModel
@@ -22,6 +22,6 @@ RespSTFForAudioClassification.register_for_auto_class("AutoModelForAudioClassifi
 
 __all__ = [
     "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFMember", "RespSTFPreTrainedModel",
-    "TaskModel", "Windows", "classify_recording", "load_models", "load_task_model", "pack_ensemble", "resolve_model_source",
+    "TaskModel", "Windows", "annotation_level", "classify_recording", "load_models", "load_task_model", "pack_ensemble", "resolve_model_source",
     "slide_windows", "stitch_windows", "estimate_deployment_prior", "prior_shift",
 ]

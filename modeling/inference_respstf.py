@@ -24,7 +24,6 @@ from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_M
 from .configuration_respstf import RespSTFConfig
 from .modeling_respstf import RespSTFForAudioClassification, settings_differences
 
-EVENT_MODEL_MAX_CLIP_S = 5.0  # a model whose config does not say its level, with clips this short, is an event model
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 
@@ -57,12 +56,21 @@ class TaskModel:
         return logits.softmax(dim=-1).numpy()
 
 
+def annotation_level(config: RespSTFConfig, extractor: Any) -> str:
+    """What one input of a model is, ``"event"`` or ``"record"``: its config's ``annotation_level``, else (a config
+    written before it was recorded) told by how its feature extractor fits an input: zero-padded and masked whole
+    recordings, or events repeated to fill a clip."""
+    if config.annotation_level is not None:
+        return config.annotation_level
+    return "record" if extractor.padding_mode == "zero" else "event"
+
+
 def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | None] | None = None) -> TaskModel:
     """Load a RespSTF checkpoint folder with its task and annotation level.
 
     The task is the config's ``finetuning_task``, else ``task_of_labels(labels)`` where given (the app passes
     ``respstf.hub_dataset.task_of_labels``, which knows the SPRSound label sets); the level is the config's
-    ``annotation_level``, else "event" for clips up to `EVENT_MODEL_MAX_CLIP_S` and "record" for longer ones.
+    `annotation_level` (the config's, else told by how the extractor fits an input).
 
     Raises:
         OSError: a file of the checkpoint is missing.
@@ -96,10 +104,8 @@ def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | No
                          f"model expects {model.config.n_scales}.")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     task = model.config.finetuning_task or (task_of_labels(labels) if task_of_labels else None)
-    level = model.config.annotation_level
-    if level is None:
-        level = "event" if extractor.clip_seconds <= EVENT_MODEL_MAX_CLIP_S else "record"
-    return TaskModel(task or folder.name, level, labels, model.eval(), extractor, folder, task)
+    return TaskModel(task or folder.name, annotation_level(model.config, extractor), labels, model.eval(), extractor,
+                     folder, task)
 
 
 def pack_ensemble(folders: Sequence[str | Path], output_dir: str | Path) -> Path:

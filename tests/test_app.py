@@ -109,7 +109,7 @@ def test_models_load_once_with_task_and_level(demo, checkpoints):
 
 def test_task_and_level_come_from_the_config_else_from_labels_and_clip(checkpoints, tmp_path):
     """`load_task_model` reads what the model was trained for from its config (``finetuning_task``,
-    ``annotation_level``); a config without them falls back on the label set and the clip length."""
+    ``annotation_level``); a config without them falls back on the label set and the extractor's padding."""
     folder = tmp_path / "mine"
     shutil.copytree(checkpoints / "sprsound-task12", folder)
     config = json.loads((folder / "config.json").read_text())
@@ -117,7 +117,7 @@ def test_task_and_level_come_from_the_config_else_from_labels_and_clip(checkpoin
     (folder / "config.json").write_text(json.dumps({**config, "id2label": renamed, "finetuning_task": None,
                                                     "annotation_level": None}))
     task_model = load_task_model(folder, task_of_labels=app.task_of_labels)
-    assert (task_model.key, task_model.name, task_model.level) == ("mine", "mine", "event")  # 2.05 s clips
+    assert (task_model.key, task_model.name, task_model.level) == ("mine", "mine", "event")  # events repeated to fill
     (folder / "config.json").write_text(json.dumps({**config, "id2label": renamed, "finetuning_task": "12",
                                                     "annotation_level": "record"}))
     task_model = load_task_model(folder)

@@ -558,3 +558,14 @@ def test_pad_without_normalisation_fills_with_the_log_of_silence(crackle):
     reference = extractor(clips, sampling_rate=8000, truncation=False, return_tensors="np")["input_features"]
     # the extractor's own padding is that value too, but for the long low-frequency wavelets' spill past the edge
     assert abs(np.median(reference[0, ..., short:]) - math.log(extractor.log_floor)) < 0.1
+
+
+def test_audio_at_another_scale_is_not_called_clipped(extractor):
+    """A float waveform at int16's scale (what per-recording normalisation handles) has no full scale to be clipped
+    at: no clipping warning (every sample above 1 read as 100 % clipped); the same audio clipped on [-1, 1] warns."""
+    waveform, rate = read_recording(CRACKLE_RECORDING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor(waveform * 32768, sampling_rate=rate, truncation=True)
+    with pytest.warns(UserWarning, match="audio input 0 is clipped"):
+        extractor(np.clip(waveform * 50, -1, 1), sampling_rate=rate, truncation=True)

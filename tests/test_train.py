@@ -822,10 +822,17 @@ def test_front_end_options_with_from_must_be_the_checkpoints():
         build("--fmin", "100")
 
 
-def test_a_new_dataset_takes_the_level_of_the_checkpoint_it_starts_from():
+def test_a_new_dataset_takes_the_level_of_the_checkpoint_it_starts_from(tmp_path):
     assert training.resolve_level(None, None, str(REPO_ROOT / "checkpoints" / "sprsound-task22")) == "record"
     assert training.resolve_level(None, None, str(REPO_ROOT / "checkpoints" / "sprsound-task12")) == "event"
     assert training.resolve_level(None, None) == "event"
+    # A checkpoint saved before its config recorded the level: told by how its extractor fits an input.
+    old = tmp_path / "old-record-model"
+    shutil.copytree(REPO_ROOT / "checkpoints" / "sprsound-task22", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["annotation_level"], config["finetuning_task"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert training.resolve_level(None, None, str(old)) == "record"
 
 
 def test_training_clock_resumes_a_checkpoint_saved_without_it(tmp_path):
@@ -1026,12 +1033,23 @@ def test_run_cli_keeps_the_traceback_of_a_bug(capsys):
     with pytest.raises(KeyError):
         training.run_cli(bug, [])
 
-    def mistake(argv):
-        raise FileNotFoundError(f"--from {argv[0]}: no such checkpoint folder.")
+    def torch_error(argv):  # a ValueError from inside torch is a bug to trace, not a message of ours
+        torch.nn.functional.cross_entropy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long))
+
+    with pytest.raises(ValueError, match="Expected input batch_size"):
+        training.run_cli(torch_error, [])
+
+    def ours(argv):
+        training.resolve_level("frames", None)
 
     with pytest.raises(SystemExit) as exited:
-        training.run_cli(mistake, ["nowhere"])
-    assert exited.value.code == 2 and capsys.readouterr().err.endswith("error: --from nowhere: no such checkpoint folder.\n")
+        training.run_cli(ours, [])
+    assert exited.value.code == 2 and "error: --level must be 'event' or 'record', got 'frames'." in capsys.readouterr().err
+
+    with pytest.raises(SystemExit) as exited:
+        training.run_cli(lambda argv: training.check_checkpoint_source(argv[0]), ["no/such/folder"])
+    assert exited.value.code == 2 and capsys.readouterr().err.endswith(
+        "error: --from no/such/folder: no such checkpoint folder, and not a Hub repo id ('org/name').\n")
 
 
 def test_silent_rows_alone_are_not_reported_as_short(caplog):
@@ -1075,7 +1093,9 @@ def test_a_checkpoint_config_edited_to_other_labels_loads(tmp_path):
 
 def test_cv_fold_validates_on_that_fold_of_patients(sprsound_root, tmp_path):
     """--cv_fold K: on SPRSound every task validates on the shipped fold K (no patient of it trains), elsewhere on fold
-    K of the dataset's own patients; a fold that does not exist is refused before any data is read."""
+    K of the dataset's own patients; a fold that does not exist, or a dataset with its own validation split, is refused."""
+    import datasets
+
     fold_patients = {patient for patient, fold in hub_dataset.sprsound_folds().items() if fold == 2}
     source = DatasetSource.detect(sprsound_root)
     for task in ("12", "22"):
@@ -1093,6 +1113,9 @@ def test_cv_fold_validates_on_that_fold_of_patients(sprsound_root, tmp_path):
     folds = hub_dataset.patient_folds(train_split, 5, 0, label_column="label")
     carved = training.carve_validation(train_split, folder, "label", 0.15, 0, cv_fold=1)
     assert set(carved["validation"]["patient_id"]) == {patient for patient, fold in folds.items() if fold == 1}
+    with_validation = datasets.DatasetDict(train=train_split, validation=train_split)
+    with pytest.raises(ValueError, match=r"--cv_fold 1: .* has its own validation split, so no fold of train's patients"):
+        training.add_validation_split(with_validation, folder, "label", 0.15, 0, cv_fold=1)
     with pytest.raises(ValueError, match=r"--cv_fold must be one of 0 … 4 \(the patient folds\), got 5"):
         run_train(["--task", "12", "--dataset", str(sprsound_root), "--cv_fold", "5", "--output_dir", str(tmp_path / "x")])
 
@@ -1125,3 +1148,23 @@ def test_cross_validation_trains_each_fold_once_and_reads_it_back(sprsound_root,
     assert "to train (no finished results.json, or --retrain): none; read back: task12" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         sprsound_score.main(["--runs", str(runs), "--cv_folds", "0", "--copy_to", str(tmp_path / "copies")])
+
+
+def test_a_fine_tune_does_not_inherit_its_parents_decision_prior(tmp_path):
+    """A checkpoint with a logit_adjustment (a decision prior for its own data): training from it starts without it
+    (validation would be steered by it), scoring it keeps it; an ensemble is refused with what to do instead."""
+    parent = tmp_path / "with-prior"
+    shutil.copytree(REPO_ROOT / "checkpoints" / "sprsound-task12", parent)
+    config = json.loads((parent / "config.json").read_text())
+    (parent / "config.json").write_text(json.dumps({**config, "logit_adjustment": [0.5] + [0.0] * 6}))
+    _, model_args, feature_args, _ = train.parse_args(["--from", str(parent)])
+    trained, _ = training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False)
+    scored, _ = training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False,
+                                                   training=False)
+    assert trained.config.logit_adjustment is None and scored.config.logit_adjustment == [0.5] + [0.0] * 6
+    model_args.ignore_mismatched = True  # new classes: the parent's 7 offsets would not even fit
+    assert training.build_model_and_extractor(model_args, feature_args, None, ["Normal", "Crackle"], "event",
+                                              False)[0].config.logit_adjustment is None
+    (parent / "config.json").write_text(json.dumps({**config, "ensemble_size": 2}))
+    with pytest.raises(ValueError, match=r"is an ensemble of 2 models: train.py trains and scores one model"):
+        training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False)

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import HfArgumentParser
+from transformers import AutoFeatureExtractor, HfArgumentParser
 
 from respstf.hub_dataset import TASKS
-from respstf.modeling import RespSTFConfig
+from respstf.modeling import RespSTFConfig, annotation_level
 
 logger = logging.getLogger("respstf.training")
 CV_FOLDS = 5  # patient folds of cross-validation (--cv_fold 0 … 4)
@@ -114,8 +114,8 @@ def check_checkpoint_source(source: str) -> None:
 
 
 def resolve_level(level: str | None, task: str | None, from_checkpoint: str | None = None) -> str:
-    """The annotation level the front end is built for: the task's, else ``level`` (``--level``), else the one
-    the ``--from`` checkpoint's config records (``annotation_level``), else event."""
+    """The annotation level the front end is built for: the task's, else ``level`` (``--level``), else the
+    ``--from`` checkpoint's (`respstf.modeling.annotation_level`), else event."""
     if level not in (None, *LEVEL_FEATURES):
         raise ValueError(f"--level must be 'event' or 'record', got {level!r}.")
     if task and level not in (None, TASKS[task]["level"]):
@@ -123,11 +123,8 @@ def resolve_level(level: str | None, task: str | None, from_checkpoint: str | No
     if task or level:
         return TASKS[task]["level"] if task else level
     if from_checkpoint:
-        recorded = RespSTFConfig.from_pretrained(from_checkpoint).annotation_level
-        if recorded is None:
-            raise ValueError(f"--from {from_checkpoint}: its config.json does not say whether it reads events or whole "
-                             "recordings (no annotation_level); pass --level event or --level record.")
-        return recorded
+        config, extractor = RespSTFConfig.from_pretrained(from_checkpoint), AutoFeatureExtractor.from_pretrained(from_checkpoint)
+        return annotation_level(config, extractor)
     return "event"
 
 

@@ -59,6 +59,19 @@ def carve_validation(train_split: datasets.Dataset, source: DatasetSource, label
         raise ValueError(f"Cannot carve a validation split from the train split of {source.location}: {err}") from None
 
 
+def add_validation_split(data: datasets.DatasetDict, source: DatasetSource, label_column: str, fraction: float, seed: int,
+                         on_missing: str = "error", cv_fold: int | None = None) -> None:
+    """Give ``data`` the ``validation`` split model selection looks at, in place: carved from ``train``
+    (`carve_validation`) unless the dataset has its own, which ``cv_fold`` cannot then choose."""
+    if "validation" in data:
+        if cv_fold is not None:
+            raise ValueError(f"--cv_fold {cv_fold}: {source.location} has its own validation split, so no fold of train's "
+                             "patients is held out; leave --cv_fold out, or drop that split to cross-validate.")
+        return
+    data["train"], data["validation"] = carve_validation(data["train"], source, label_column, fraction, seed, on_missing,
+                                                         cv_fold).values()
+
+
 def resolve_label_column(data: datasets.DatasetDict, source: DatasetSource, label_column: str | None,
                          task: str | None) -> tuple[str, list[str]]:
     """The label column (``label_column``, else the source's default) and its class names, checked against the task."""
@@ -198,9 +211,9 @@ def featurize(
                "silent": [bool(np.ptp(array) == 0) for array, _ in clips]}
         rates = {rate for _, rate in clips}
         with warnings.catch_warnings():
-            # The extractor's warnings about short or silent inputs would name a row by its place in the batch:
-            # report_row_lengths reports such rows once per split instead.
-            warnings.filterwarnings("ignore", message=r"audio input \d+ is (constant|\d+ ms long)", category=UserWarning)
+            # The extractor's warnings about short, silent or clipped inputs would name a row by its place in the batch:
+            # report_row_lengths reports short and silent rows once per split instead.
+            warnings.filterwarnings("ignore", message=r"audio input \d+ is (constant|\d+ ms long|clipped)", category=UserWarning)
             # truncation=True: an event or recording longer than the clip is centre-cropped on purpose (see frame_targets).
             if len(rates) == 1:
                 features = extractor([array for array, _ in clips], sampling_rate=rates.pop(), truncation=True, device=device)

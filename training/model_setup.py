@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -12,6 +13,8 @@ from respstf.hub_dataset.labels import FRAME_LABELS, NORMAL_LABEL
 from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
 
 from .arguments import LEVEL_FEATURES, RECORD_SECONDS
+
+logger = logging.getLogger("respstf.training")
 
 IMBALANCE_SCHEMES = ("weights", "score", "focal", "none")
 
@@ -87,9 +90,11 @@ def check_checkpoint_labels(config: RespSTFConfig, source: str, label_names: lis
                      "pass --ignore-mismatched to replace the classification head.")
 
 
-def build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames):
+def build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames, training=True):
     """The model (``model_args.preset``, or ``model_args.from_checkpoint``) and feature extractor of a run, their
-    config recording the task (``finetuning_task``) and ``annotation_level``. Returns ``(model, extractor)``."""
+    config recording the task (``finetuning_task``) and ``annotation_level``. A model to be trained (``training``)
+    starts without its parent's ``logit_adjustment``: that decision prior was chosen for the parent's classes and
+    data, and would steer validation. Returns ``(model, extractor)``."""
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
     settings = dict(loss="focal" if model_args.imbalance == "focal" else "cross_entropy", finetuning_task=task,
@@ -97,6 +102,13 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint
         config = RespSTFConfig.from_pretrained(source)
+        if config.ensemble_size > 1:
+            raise ValueError(f"--from {source} is an ensemble of {config.ensemble_size} models: train.py trains and "
+                             "scores one model (fine-tune one of its members; benchmarks/score_interval.py scores it).")
+        if training and config.logit_adjustment is not None:
+            logger.info("--from %s: its logit_adjustment (a decision prior for its own data) is not carried into "
+                        "training.", source)
+            settings["logit_adjustment"] = None
         check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
         config.id2label, config.label2id = id2label, label2id  # also sets num_labels
         if with_frames and not config.num_frame_labels:

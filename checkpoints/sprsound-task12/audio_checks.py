@@ -104,7 +104,9 @@ def check_audio(
                         "for it means nothing.")
     if band:
         warnings += band_warnings(sampling_rate, name, band, trained_sampling_rate)
-    if clipping:
+    # Only on the [-1, 1] scale: a float waveform at another scale (e.g. int16's, which per-recording normalisation
+    # handles) has no full scale to be clipped at.
+    if clipping and np.abs(waveform).max() <= 1.0:
         at_full_scale = np.abs(waveform) >= FULL_SCALE
         edges = np.diff(at_full_scale.astype(np.int8), prepend=0, append=0)
         runs = int(np.sum(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1) >= MIN_CLIPPED_RUN))
