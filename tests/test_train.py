@@ -792,6 +792,7 @@ def fake_checkpoint(tmp_path) -> Path:
     (["--resume_from_checkpoint", "last"], FileNotFoundError, "no complete checkpoint-\\* folder in .*/out to resume from"),
     (["--resume_from_checkpoint", "true"], FileNotFoundError, "--resume_from_checkpoint true: no complete checkpoint-\\*"),
     (["--level", "frames"], ValueError, "--level must be 'event' or 'record'"),
+    (["--label_smoothing_factor", "0.1"], ValueError, "--label_smoothing_factor 0.1: RespSTF's loss smooths labels itself"),
     (["--task", "12", "--level", "record"], ValueError, "task 12 is event level"),
     (["--push_to_hub", "--hub_model_id", "bad id!!"], ValueError, "'bad id!!' is not a Hub repo id"),
     (["--push_to_hub", "--hub_model_id", "org/name"], ValueError, "--push_to_hub needs the network, but HF_HUB_OFFLINE is set"),

@@ -74,6 +74,11 @@ def check_arguments(data_args, model_args, training_args) -> None:
     if not training_args.do_train and model_args.ignore_mismatched:
         raise ValueError("--ignore-mismatched with --do_train false: scoring uses the checkpoint's own head, so leave "
                          "the option out (where the labels differ, the checkpoint was not trained for this dataset).")
+    if training_args.label_smoothing_factor:
+        # The Trainer's smoother would replace the model's loss: the class weights and the frame loss would be dropped.
+        raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor:g}: RespSTF's loss smooths "
+                         "labels itself (RespSTFConfig.label_smoothing, kept with its class weights and frame loss); "
+                         "leave the option out.")
     if model_args.preset not in (None, "small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
     if model_args.from_checkpoint:
