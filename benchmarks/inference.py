@@ -3,10 +3,12 @@ scalogram (RespSTFFeatureExtractor, the whole 10 s: truncation=False) -> logits,
 
     python benchmarks/inference.py [--runs 10] [--max_seconds 10] [--threads 2]
 
-Rows: the default preset and the paper preset with random weights, and checkpoints/sprsound-task12
-when it exists (its own feature extractor). Prints the median per stage of ``--runs`` runs (fewer, but
-at least 3, when a row has used ``--max_seconds``); the issue's target is <= 100 ms in total on 2
-cores for the default preset.
+Rows: the default preset and the paper preset with random weights, checkpoints/sprsound-task12 and
+checkpoints/sprsound-task22 when they exist (their own feature extractors), and fold ensembles of the Task 2-2
+model (``RespSTFForAudioClassification.from_members``: 2 and 5 members, as one checkpoint of 5 fold models
+would be). Prints the parameters, the weights' size and the median per stage of ``--runs`` runs (fewer, but at
+least 3, when a row has used ``--max_seconds``); the issue's target is <= 100 ms in total on 2 cores for the
+default preset.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SPRSOUND = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data")) / "sprsound"
 # A real 15.4 s recording (the release's example folder, original WAV); its first 10 s are decoded.
 RECORDING = SPRSOUND / "example_original_wav" / "65097128_5.6_1_p1_2242.wav"
-CHECKPOINT = REPO_ROOT / "checkpoints" / "sprsound-task12"
+CHECKPOINTS = [REPO_ROOT / "checkpoints" / f"sprsound-task{task}" for task in ("12", "22")]
+ENSEMBLE_SIZES = (2, 5)
 SECONDS = 10
 
 
@@ -38,14 +41,14 @@ def candidates() -> list[tuple[str, RespSTFFeatureExtractor, RespSTFForAudioClas
     rows = []
     for name, config in (("default preset", RespSTFConfig(**labels)), ("paper preset", RespSTFConfig.paper(**labels))):
         rows.append((f"{name} (random weights)", RespSTFFeatureExtractor(n_scales=config.n_scales), RespSTFForAudioClassification(config)))
-    if (CHECKPOINT / "config.json").is_file():
-        rows.append(
-            (
-                f"checkpoints/{CHECKPOINT.name}",
-                AutoFeatureExtractor.from_pretrained(CHECKPOINT),
-                AutoModelForAudioClassification.from_pretrained(CHECKPOINT),
-            )
-        )
+    for checkpoint in CHECKPOINTS:
+        if (checkpoint / "config.json").is_file():
+            model = AutoModelForAudioClassification.from_pretrained(checkpoint)
+            rows.append((f"checkpoints/{checkpoint.name}", AutoFeatureExtractor.from_pretrained(checkpoint), model))
+    if rows[-1][0].endswith("task22"):  # the same model n times: an ensemble's cost does not depend on its weights
+        _, extractor, model = rows[-1]
+        rows += [(f"  as {n} members (fold ensemble)", extractor, RespSTFForAudioClassification.from_members([model] * n))
+                 for n in ENSEMBLE_SIZES]
     return rows
 
 
@@ -61,7 +64,7 @@ def main() -> None:
     frames = SECONDS * soundfile.info(RECORDING).samplerate
 
     print(f"one real {SECONDS} s recording ({RECORDING.name}), torch threads {torch.get_num_threads()}, median ms")
-    print(f"{'':40s} {'params':>10s} {'runs':>5s} {'decode':>7s} {'features':>9s} {'model':>8s} {'total':>8s}")
+    print(f"{'':40s} {'params':>10s} {'MB':>6s} {'runs':>5s} {'decode':>7s} {'features':>9s} {'model':>8s} {'total':>8s}")
     for name, extractor, model in candidates():
         model.eval()
         timings = []  # per run: decode, features, model, total (ms)
@@ -82,7 +85,9 @@ def main() -> None:
                 timings.append([1e3 * t for t in (decoded - started, featured - decoded, finished - featured, finished - started)])
         parameters = sum(p.numel() for p in model.parameters())
         decode, features, forward, total = (statistics.median(stage) for stage in zip(*timings))
-        print(f"{name:40s} {parameters:10,d} {len(timings):5d} {decode:7.1f} {features:9.1f} {forward:8.1f} {total:8.1f}")
+        megabytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e6  # as safetensors stores them
+        print(f"{name:40s} {parameters:10,d} {megabytes:6.1f} {len(timings):5d} {decode:7.1f} {features:9.1f} {forward:8.1f} "
+              f"{total:8.1f}")
 
 
 if __name__ == "__main__":
