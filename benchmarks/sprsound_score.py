@@ -30,8 +30,8 @@ Score, which alone is scored on ``--eval_split`` and is what later runs start fr
 trains up to three of a run's seeds at the same time, one process each (on a GPU; see RESULTS.md for what it saves).
 ``--copy_to checkpoints`` copies the final models (weights, configs, code, card; no optimizer state).
 ``--cv_folds 0 1 2 3 4`` runs the recipe once per patient fold instead, under ``runs/cv/fold<k>/`` (each run validated
-on fold k, ``train.py --cv_fold k``, the test split never scored; finished runs are read back, so the folds can be run
-over several sessions), and prints each task's cross-validation Score, mean ± sd over the folds, with the count of
+on fold k, ``train.py --cv_fold k``, the test split never scored; finished runs are read back, and ``runs/cv/`` is
+kept in git without Trainer checkpoints, so the folds can be run over several sessions and machines), and prints each task's cross-validation Score, mean ± sd over the folds, with the count of
 normal recordings called Poor Quality: the yardstick for choosing a recipe.
 """
 
