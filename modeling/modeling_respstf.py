@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 
 from .configuration_respstf import RespSTFConfig
 
@@ -379,6 +379,15 @@ def settings_differences(reference: dict, other: dict, ignored: Sequence[str] = 
 _PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
 
 
+def frame_classification_loss(frame_logits: torch.Tensor, frame_labels: torch.Tensor, time_stride: int) -> torch.Tensor:
+    """Cross-entropy of backbone-frame logits ``(B, T', C)`` against input-frame labels ``(B, T)`` (-100: no label):
+    each backbone frame answers for the input frame at its centre (NaN when no frame has a label)."""
+    centres = ((torch.arange(frame_logits.shape[1], device=frame_labels.device) + 0.5) * time_stride).long()
+    centres = centres.clamp(max=frame_labels.shape[1] - 1)
+    return F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), frame_labels[:, centres].reshape(-1).long(),
+                           ignore_index=-100)
+
+
 class RespSTFForAudioClassification(RespSTFPreTrainedModel):
     """RespSTF with a classification head (and an optional frame-level head for event supervision), or an ensemble
     of ``config.ensemble_size`` such models (`from_members`) averaging their probabilities."""
@@ -492,14 +501,74 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
             if self.frame_classifier is None:
                 raise ValueError("frame_labels were given but config.num_frame_labels is 0 (the model has no frame head).")
             frame_logits = self.frame_classifier(outputs.last_hidden_state)  # (B, T', num_frame_labels)
-            frames = frame_logits.shape[1]
-            # Label of the input frame at the centre of each backbone frame.
-            centres = ((torch.arange(frames, device=frame_labels.device) + 0.5) * self.respstf.time_stride).long()
-            centres = centres.clamp(max=frame_labels.shape[1] - 1)
-            frame_loss = F.cross_entropy(
-                frame_logits.reshape(-1, frame_logits.shape[-1]), frame_labels[:, centres].reshape(-1).long(), ignore_index=-100
-            )
+            frame_loss = frame_classification_loss(frame_logits, frame_labels, self.respstf.time_stride)
             if torch.isfinite(frame_loss):
                 loss = frame_loss * self.config.frame_loss_weight + (loss if loss is not None else 0)
         output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
+    """RespSTF with a per-frame head: which class of sound (``config.id2label``) each moment of an input holds.
+
+    Each output frame covers ``frame_stride`` input frames of the feature extractor (``time_stride`` of the backbone:
+    256 ms for 16 ms extractor frames with the default config). An input of any length goes through: one longer than
+    the backbone's ``max_frames`` is read in overlapping chunks of ``max_frames`` output frames, each output frame taken
+    from the chunk it is most central in, so memory is bounded by one chunk however long the recording.
+    """
+
+    def __init__(self, config: RespSTFConfig):
+        if config.ensemble_size != 1:
+            raise ValueError("RespSTFForAudioFrameClassification is one model: an ensemble config "
+                             f"(ensemble_size={config.ensemble_size}) loads with RespSTFForAudioClassification.")
+        super().__init__(config)
+        self.respstf = RespSTFModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def frame_stride(self) -> int:
+        """Input (feature extractor) frames per output frame."""
+        return self.respstf.time_stride
+
+    def frame_states(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The backbone's frame embeddings ``(B, ceil(T / frame_stride), hidden_size)``, in chunks of ``max_frames`` output
+        frames, half overlapping, when ``T`` is longer than the backbone reads at once."""
+        size, stride = self.config.max_frames, self.frame_stride
+        frames = -(-input_features.shape[-1] // stride)
+        if frames <= size:
+            return self.respstf(input_features, attention_mask, return_dict=True).last_hidden_state
+        firsts = list(range(0, frames - size, size // 2)) + [frames - size]  # each chunk's first output frame
+        # Chunk k answers from the middle of its overlap with chunk k-1 to the middle of its overlap with chunk k+1.
+        bounds = [0] + [(later + earlier + size) // 2 for earlier, later in zip(firsts, firsts[1:])] + [frames]
+        states = input_features.new_zeros(input_features.shape[0], frames, self.config.hidden_size)
+        for first, keep_from, keep_to in zip(firsts, bounds, bounds[1:]):
+            window = slice(first * stride, (first + size) * stride)
+            mask = None if attention_mask is None else attention_mask[:, window]
+            hidden = self.respstf(input_features[..., window], mask, return_dict=True).last_hidden_state
+            states[:, keep_from:keep_to] = hidden[:, keep_from - first:keep_to - first]
+        return states
+
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        """
+        Args:
+            input_features: ``(B, 1, n_scales, T)`` scalograms, any ``T``.
+            attention_mask: ``(B, T)`` frame mask (1 = real audio).
+            labels: ``(B, T)`` class ids per input frame (-100: no label); adds the frame loss.
+
+        Returns:
+            ``TokenClassifierOutput`` with ``logits`` ``(B, ceil(T / frame_stride), num_labels)`` and ``loss`` when labels
+            are given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        logits = self.classifier(self.frame_states(input_features.to(self.dtype), attention_mask))
+        loss = None if labels is None else frame_classification_loss(logits, labels, self.frame_stride)
+        output = TokenClassifierOutput(loss=loss, logits=logits)
         return output if return_dict else output.to_tuple()
