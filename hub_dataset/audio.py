@@ -399,9 +399,8 @@ def read_and_cut(
 
 def _as_float(samples: np.ndarray, subtype: str) -> np.ndarray:
     """Mono float samples in [-1, 1] of what `read_and_cut` read in the type that holds its subtype exactly."""
-    if samples.dtype.kind == "i":
-        scale = 2.0 ** (31 if samples.dtype == np.int32 else 15)
-        samples = samples / scale
+    if samples.dtype.kind == "i":  # PCM scaled by its bit depth, as the feature extractor scales integer input
+        samples = samples / float(-np.iinfo(samples.dtype).min)
     return samples.mean(axis=1) if samples.ndim == 2 else samples
 
 
