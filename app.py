@@ -9,16 +9,22 @@
 model per SPRSound task), or a Hub repository id of either, downloaded with ``huggingface_hub``. Every
 model is loaded once at start-up; a missing or incompatible model stops the app there with a message.
 
+An event detector (``train.py --task events``: a folder whose config has ``detection``, such as
+``checkpoints/sprsound-events/``) under ``--model``, or given with ``--detector``, draws the timeline.
+
 For each recording the page shows:
 * the selected task's classes with probabilities: a record-level model (tasks 2-1, 2-2) classifies the
   whole recording; an event-level model (tasks 1-1, 1-2) is slid over it and its window probabilities
   are averaged, each window weighted by the stretch of the recording nearest to it;
-* the event timeline: the event model (task 1-2, else 1-1) classifies overlapping windows, drawn over
-  the waveform, so one sees where a wheeze or crackle is;
+* the event timeline: the detector's events (type and score) over the waveform, its frame probabilities,
+  and beside them its record verdict; without a detector, the event model (task 1-2, else 1-1) classifies
+  overlapping windows, drawn over the waveform, so one sees where a wheeze or crackle is;
 * the scalogram the selected model saw (its ``input_features``), with time in s and frequency in Hz;
 * what each class means.
 
-The classify function is also an API (``api_name="/classify"``)::
+The images are numpy arrays drawn without a figure (a few ms each). The classify function is also an API
+(``api_name="/classify"``): label, scalogram, timeline, explanation, and the timeline as JSON (the detector's
+``{"events", "record_label", "record_scores"}``, else the event model's windows)::
 
     from gradio_client import Client, handle_file
     Client("http://127.0.0.1:7860").predict(handle_file("rec.wav"), api_name="/classify")
@@ -68,9 +74,7 @@ _import_respstf_from_source()
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import torch  # noqa: E402
 
 import respstf.feature_extraction  # noqa: E402,F401  (registers the extractor that load_models loads)
 from respstf.feature_extraction.audio_checks import MIN_SAMPLING_RATE, SHORTEST_RECORDING_SECONDS, check_audio  # noqa: E402
@@ -79,6 +83,8 @@ from respstf.hub_dataset import (  # noqa: E402
 )
 from respstf.modeling import TaskModel, Windows, classify_recording, slide_windows  # noqa: E402
 from respstf.modeling import load_models as load_checkpoints  # noqa: E402
+from respstf.modeling.images_respstf import save_png, scalogram_image, timeline_image  # noqa: E402
+from respstf.modeling.inference_respstf import EventDetector, find_detector, shares_features  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 DEFAULT_MODEL = os.environ.get("RESPSTF_MODEL", str(REPO_ROOT / "checkpoints"))
@@ -93,6 +99,8 @@ MAX_SECONDS = 120.0  # SPRSound recordings are <= 15.4 s; this bounds the work p
 MAX_UPLOAD_BYTES = int(MAX_SECONDS * 192_000 * 2 * 4 * 1.1)
 MAX_LISTED_ANOMALIES = 6  # the explanation names this many non-Normal timeline stretches, then counts the rest
 MAX_EXAMPLES = 8
+CONCURRENCY = 2  # classifications at a time (the queue holds the rest)
+IMAGE_DIR = Path(tempfile.gettempdir()) / "respstf-demo-images"  # the PNGs /classify answers (an hour after last use)
 
 # Record tasks first: they answer "what is in this recording"; the event timeline shows where.
 DEFAULT_TASK_ORDER = ("22", "21", "12", "11")
@@ -118,6 +126,20 @@ def load_models(spec: str) -> dict[str, TaskModel]:
         raise _fail(str(err)) from err
 
 
+def load_event_detector(spec: str | None, model_spec: str) -> EventDetector | None:
+    """The event detector: ``--detector`` (as ``--model`` takes one, or "none"), else the one under ``--model`` when
+    there is one; or stop with a message."""
+    if spec is not None and spec.lower() == "none":
+        return None
+    try:
+        detector = find_detector(spec or model_spec)
+    except (OSError, ValueError) as err:
+        raise _fail(f"--detector: {err}") from err
+    if detector is None and spec is not None:
+        raise _fail(f"--detector: {spec} holds no event detector (a checkpoint whose config.json has `detection`).")
+    return detector
+
+
 # -- analysis ---------------------------------------------------------------------------------
 
 @dataclass
@@ -136,16 +158,24 @@ class Analysis:
     windows: Windows | None
     annotated_events: list[dict] | None
     warnings: list[str]  # what the user should know about the result (also in the explanation)
+    detector: EventDetector | None = None
+    detection: dict | None = None  # the detector's answer, frame scores included (`EventDetector.detect`)
 
     def ranked(self) -> list[tuple[str, float]]:
         order = np.argsort(-self.probabilities)
         return [(self.task_model.labels[i], float(self.probabilities[i])) for i in order]
 
-    def timeline_rows(self) -> list[dict]:
+    def timeline_rows(self) -> list[dict] | dict:
+        """The timeline as JSON: the detector's answer (no frame scores), else the event model's windows."""
+        if self.detection is not None:
+            return {key: self.detection[key] for key in ("events", "record_label", "record_scores")}
         return self.windows.rows(self.timeline_model.labels) if self.windows is not None else []
 
     def timeline_segments(self) -> list[tuple[float, float, str, float]]:
-        """Consecutive windows with the same top class merged: ``(start_s, end_s, label, mean probability)``."""
+        """What the timeline draws, ``(start_s, end_s, label, score)``: the detector's events, else consecutive windows
+        with the same top class merged (score: their mean top probability)."""
+        if self.detection is not None:
+            return [(e["start"], e["end"], e["label"], e["score"]) for e in self.detection["events"]]
         return self.windows.segments(self.timeline_model.labels) if self.windows is not None else []
 
 
@@ -163,10 +193,11 @@ def task_key(task: str, known: dict) -> str:
 class RespSTFDemo:
     """The loaded models and the functions the page and the API call."""
 
-    def __init__(self, models: dict[str, TaskModel], examples_dir: Path | None = None):
+    def __init__(self, models: dict[str, TaskModel], examples_dir: Path | None = None,
+                 detector: EventDetector | None = None):
         if not models:
             raise _fail("no model loaded.")
-        self.models = models
+        self.models, self.detector = models, detector
         self.default_task = next((key for key in DEFAULT_TASK_ORDER if key in models), next(iter(models)))
         event_keys = [key for key in TIMELINE_TASK_ORDER if key in models]
         event_keys += [key for key, m in models.items() if m.level == "event" and key not in event_keys]
@@ -189,32 +220,38 @@ class RespSTFDemo:
         warnings += check_audio(waveform, sampling_rate, name, band=(extractor.fmin, extractor.fmax),
                                 trained_sampling_rate=extractor.sampling_rate)
         duration = len(waveform) / sampling_rate
-        windows = slide_windows(self.timeline_model, waveform, sampling_rate) if self.timeline_model else None
+        detection = features = windows = None
+        if self.detector is not None:  # the timeline; a record model with the detector's front end shares its scalogram
+            features = self.detector.features(waveform, sampling_rate)
+            detection = self.detector.detect(waveform, sampling_rate, features)
+            features = features if shares_features(task_model, features, duration, self.detector) else None
+        elif self.timeline_model is not None:
+            windows = slide_windows(self.timeline_model, waveform, sampling_rate)
         probabilities, scalogram, scalogram_note = classify_recording(
-            task_model, waveform, sampling_rate, windows if task_model is self.timeline_model else None)
+            task_model, waveform, sampling_rate, windows if task_model is self.timeline_model else None, features)
         return Analysis(name, duration, sampling_rate, task_model, probabilities, scalogram, scalogram_note,
-                        waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))), warnings)
+                        waveform, self.timeline_model, windows, self.annotations.get(example_key(Path(path))), warnings,
+                        self.detector, detection)
 
     def classify(self, audio: str | None, task: str | None = None):
-        """Classify a recording: ``(label -> probability, scalogram image, timeline image, explanation, timeline rows)``."""
+        """Classify a recording: ``(label -> probability, scalogram PNG, timeline PNG, explanation, timeline JSON)``."""
         try:
             analysis = self.analyse(audio, task)
         except ValueError as err:
             raise gr.Error(str(err), title="Cannot classify this recording") from None
         for warning in analysis.warnings:
             gr.Warning(warning)
-        return self.outputs(analysis)
+        label, scalogram, timeline, explanation, rows = self.outputs(analysis)
+        # PNG files, each written once (`save_png`), not arrays: gradio rewrites an array's PNG on every request, and
+        # a client fetching the same image for another request then gets a truncated file.
+        timeline = None if timeline is None else save_png(timeline, IMAGE_DIR)
+        return label, save_png(scalogram, IMAGE_DIR), timeline, explanation, rows
 
     @staticmethod
     def outputs(analysis: Analysis) -> tuple:
         """What the page shows of an analysis, in the order of the ``/classify`` outputs."""
-        return (
-            dict(analysis.ranked()),
-            render(plot_scalogram(analysis)),
-            render(plot_timeline(analysis)) if analysis.windows is not None else None,
-            explain(analysis),
-            analysis.timeline_rows(),
-        )
+        return (dict(analysis.ranked()), draw_scalogram(analysis), draw_timeline(analysis), explain(analysis),
+                analysis.timeline_rows())
 
     def build(self) -> gr.Blocks:
         """The page; the Classify button is the ``/classify`` API."""
@@ -247,104 +284,54 @@ class RespSTFDemo:
             timeline = gr.Image(label="Event timeline", format="png", type="numpy", interactive=False, elem_id="timeline")
             scalogram = gr.Image(label="Scalogram the model saw", format="png", type="numpy", interactive=False,
                                  elem_id="scalogram")
-            with gr.Accordion("Timeline windows (JSON)", open=False):
+            with gr.Accordion("Timeline (JSON): the detector's events and verdict, or the event model's windows", open=False):
                 rows = gr.JSON(label="windows")
             button.click(
                 self.classify, inputs=[audio, task], outputs=[label, scalogram, timeline, explanation, rows],
-                api_name="classify", concurrency_limit=2,
+                api_name="classify", concurrency_limit=CONCURRENCY,
             )
         return blocks
 
 
 # -- figures and text -------------------------------------------------------------------------
 
-def _colour(label: str, labels: list[str]) -> str:
-    if label in LABEL_COLOURS:
-        return LABEL_COLOURS[label]
-    return f"C{labels.index(label) % 10}"
+def colours(*label_lists) -> dict[str, str]:
+    """Each label's colour: `LABEL_COLOURS`, else matplotlib's colour cycle by its place in its list."""
+    return {label: LABEL_COLOURS.get(label, f"C{index % 10}") for labels in label_lists
+            for index, label in enumerate(labels)}
 
 
-def render(figure: Figure) -> np.ndarray:
-    """An RGB image of a matplotlib figure (object API: safe with concurrent requests, unlike pyplot)."""
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def plot_scalogram(analysis: Analysis) -> Figure:
-    """The selected model's input: rows are log-spaced wavelet frequencies, so the image is drawn on a log10 axis."""
+def draw_scalogram(analysis: Analysis) -> np.ndarray:
+    """The selected model's input: rows are log-spaced wavelet frequencies, drawn on a log axis."""
     extractor = analysis.task_model.extractor
-    features = analysis.scalogram
-    log_frequencies = np.log10(extractor.frequencies)  # highest first, evenly spaced
-    half_row = (log_frequencies[0] - log_frequencies[-1]) / (len(log_frequencies) - 1) / 2
-    extent = (0, features.shape[1] * extractor.frame_seconds, log_frequencies[-1] - half_row, log_frequencies[0] + half_row)
-    figure = Figure(figsize=(11, 3.4), dpi=100)
-    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.9)
-    axes = figure.add_subplot()
-    image = axes.imshow(features, cmap="magma", aspect="auto", origin="upper", extent=extent, interpolation="nearest")
-    ticks = [f for f in (50, 100, 200, 500, 1000, 2000, 4000) if extent[2] <= np.log10(f) <= extent[3]]
-    axes.set_yticks(np.log10(ticks), [str(f) for f in ticks])
-    axes.set_xlabel("time (s)")
-    axes.set_ylabel("frequency (Hz, log scale)")
-    axes.set_title(f"What the {analysis.task_model.name} model saw: {analysis.scalogram_note}", fontsize=10)
-    if extent[1] > analysis.duration + extractor.frame_seconds:
-        axes.axvline(analysis.duration, color="white", linestyle="--", linewidth=1)
-        axes.text(analysis.duration, extent[2] + half_row, "end of recording ", color="white", fontsize=8, ha="right",
-                  va="bottom")
-    figure.colorbar(image, ax=axes, pad=0.01, label="log |CWT|, standardised")
-    return figure
+    return scalogram_image(analysis.scalogram, extractor.frame_seconds, extractor.frequencies, analysis.duration,
+                           f"What the {analysis.task_model.name} model saw: {analysis.scalogram_note}")
 
 
-def plot_timeline(analysis: Analysis) -> Figure:
-    """The waveform with each window's top class behind it, and the class probabilities under it."""
+def draw_timeline(analysis: Analysis) -> np.ndarray | None:
+    """The detector's events over the waveform, its frame probabilities under it, its record verdict beside; else
+    the event model's windows (top class behind the waveform, probabilities under it); None without either."""
+    annotated = analysis.annotated_events or []
+    annotated_types = [event["type"] for event in annotated]
+    if analysis.detection is not None:
+        detection, frames = analysis.detection, analysis.detection["frame_scores"]
+        probabilities = np.asarray(frames["scores"])
+        edges = np.minimum(np.arange(len(probabilities) + 1) * frames["frame_seconds"], analysis.duration)
+        return timeline_image(
+            analysis.waveform, analysis.sampling_rate, analysis.timeline_segments(),
+            colours(frames["labels"], list(detection["record_scores"]), annotated_types),
+            f"Event timeline ({analysis.detector.name} detector): each event's type and mean probability; "
+            f"its frame probabilities ({frames['frame_seconds']:.3f} s frames) under the waveform",
+            (edges, probabilities, frames["labels"]), detection["record_scores"],
+            f"Record verdict: {detection['record_label']}", annotated)
+    if analysis.windows is None:
+        return None
     windows, labels = analysis.windows, analysis.timeline_model.labels
-    rows = 3 if analysis.annotated_events else 2
-    figure = Figure(figsize=(11, 1.6 * rows + 0.6), dpi=100)
-    grid = figure.add_gridspec(rows, 1, height_ratios=[2, 1.4, 0.5][:rows], left=0.085, right=0.86, top=0.93,
-                               bottom=0.55 / (1.6 * rows + 0.6), hspace=0.12)
-    wave_axes = figure.add_subplot(grid[0])
-    probability_axes = figure.add_subplot(grid[1], sharex=wave_axes)
-    # Min/max envelope per pixel column: the waveform's shape without drawing every sample.
-    waveform = analysis.waveform
-    step = max(1, len(waveform) // 2000)
-    blocks = waveform[: len(waveform) // step * step].reshape(-1, step)
-    times = np.arange(len(blocks)) * step / analysis.sampling_rate
-    wave_axes.fill_between(times, blocks.min(axis=1), blocks.max(axis=1), color="#252525", linewidth=0.4)
-    wave_axes.set_ylabel("amplitude")
-    # Few artists (one per class, one for all windows): drawing cost stays flat on long recordings.
-    top = windows.probabilities.argmax(axis=1)
-    wave_axes.broken_barh(
-        list(zip(windows.edges_s[:-1], np.diff(windows.edges_s))), (0, 1),
-        facecolors=[to_rgba(_colour(labels[k], labels), 0.15 + 0.45 * p) for k, p in zip(top, windows.probabilities.max(axis=1))],
-        transform=wave_axes.get_xaxis_transform(),
-    )
-    stacked = np.vstack([windows.probabilities, windows.probabilities[-1:]]).T  # step plot needs N + 1 points
-    probability_axes.stackplot(windows.edges_s, stacked, step="post", labels=labels,
-                               colors=[_colour(label, labels) for label in labels])
-    probability_axes.vlines(windows.edges_s[1:-1], 0, 1, colors="white", linewidth=0.5)
-    wave_axes.set_title(
+    return timeline_image(
+        analysis.waveform, analysis.sampling_rate, analysis.timeline_segments(), colours(labels, annotated_types),
         f"Event timeline ({analysis.timeline_model.name} model, {windows.window_s:.2f} s windows): "
-        "colour = top class of the window nearest in time", fontsize=10)
-    probability_axes.set_ylim(0, 1)
-    probability_axes.set_ylabel("probability")
-    probability_axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    last_axes = probability_axes
-    if analysis.annotated_events:
-        annotation_axes = figure.add_subplot(grid[2], sharex=wave_axes)
-        for event in analysis.annotated_events:
-            annotation_axes.axvspan(event["start_s"], event["end_s"], color=_colour(event["type"], labels), alpha=0.8)
-            if event["end_s"] - event["start_s"] < analysis.duration / 25:
-                continue  # too narrow for its name; the colour says it
-            annotation_axes.text((event["start_s"] + event["end_s"]) / 2, 0.5, event["type"], ha="center",
-                                 va="center", fontsize=7, clip_on=True)
-        annotation_axes.set_yticks([])
-        annotation_axes.set_ylabel("annotated", rotation=0, ha="right", va="center")
-        last_axes = annotation_axes
-    for axes in figure.axes[:-1]:
-        axes.tick_params(labelbottom=False)
-    last_axes.set_xlabel("time (s)")
-    wave_axes.set_xlim(0, analysis.duration)
-    return figure
+        "colour = top class of the window nearest in time", (windows.edges_s, windows.probabilities, labels),
+        annotated=annotated)
 
 
 def explain(analysis: Analysis) -> str:
@@ -359,14 +346,21 @@ def explain(analysis: Analysis) -> str:
                      "the probabilities are their average, each window weighted by the stretch of the recording "
                      "nearest to it.")
     lines += [f"**Note:** {warning}" for warning in analysis.warnings]
-    if analysis.windows is not None:
+    detection = analysis.detection
+    if detection is not None:
+        verdict = detection["record_label"]
+        lines.append(f"**Event detector ({analysis.detector.name})**: the whole recording is **{verdict}** "
+                     f"({detection['record_scores'][verdict]:.0%}).")
+    if detection is not None or analysis.windows is not None:
         anomalies = [s for s in analysis.timeline_segments() if s[2] != "Normal"]
-        where = ", ".join(f"{label} at {start:.1f}–{end:.1f} s"
-                          for start, end, label, _ in anomalies[:MAX_LISTED_ANOMALIES])
+        where = ", ".join(f"{label} at {start:.1f}–{end:.1f} s" + (f" ({score:.2f})" if detection else "")
+                          for start, end, label, score in anomalies[:MAX_LISTED_ANOMALIES])
         if len(anomalies) > MAX_LISTED_ANOMALIES:
             where += f" … and {len(anomalies) - MAX_LISTED_ANOMALIES} more (see the timeline)"
-        heading = f"Timeline ({analysis.timeline_model.name} model)"
-        lines.append(f"{heading}: {where}." if where else f"{heading}: every window is Normal.")
+        heading = (f"Timeline ({analysis.detector.name} detector)" if detection is not None
+                   else f"Timeline ({analysis.timeline_model.name} model)")
+        empty = "no adventitious sound found." if detection is not None else "every window is Normal."
+        lines.append(f"{heading}: {where}." if where else f"{heading}: {empty}")
     lines.append("\n**What the classes mean**")
     lines += [f"- **{label}**: {LABEL_DESCRIPTIONS[label]}" for label in task_model.labels if label in LABEL_DESCRIPTIONS]
     lines.append("\n*Research demo trained on SPRSound (children, 8 kHz stethoscope recordings); not a diagnosis.*")
@@ -388,8 +382,13 @@ def predict(demo: RespSTFDemo, path: Path, task: str | None, output_dir: Path) -
     for name, probability in analysis.ranked():
         print(f"  {name:<16} {probability:6.3f}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    if timeline is not None:
+    if analysis.detection is not None:
+        print(f"Record verdict ({analysis.detector.name} detector): {rows['record_label']} "
+              f"({', '.join(f'{name} {p:.3f}' for name, p in rows['record_scores'].items())})")
+        print(f"Timeline ({analysis.detector.name} detector, {len(rows['events'])} events):")
+    elif timeline is not None:
         print(f"Timeline ({analysis.timeline_model.name} model, {len(rows)} windows of {analysis.windows.window_s:.2f} s):")
+    if timeline is not None:
         for start, end, name, probability in analysis.timeline_segments():
             print(f"  {start:6.2f}–{end:6.2f} s  {name} ({probability:.2f})")
         timeline_path = output_dir / f"{path.stem}_timeline.png"
@@ -405,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="checkpoint folder, folder of task checkpoints, or Hub id (default: env RESPSTF_MODEL "
                              "or the bundled checkpoints/)")
+    parser.add_argument("--detector", help="event detector folder for the timeline, or 'none' (default: the one under "
+                                           "--model, such as checkpoints/sprsound-events/, when there is one)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to serve on (default 127.0.0.1; env GRADIO_SERVER_NAME, as Spaces set it)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
@@ -423,7 +424,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    demo = RespSTFDemo(load_models(args.model), args.examples)
+    demo = RespSTFDemo(load_models(args.model), args.examples, load_event_detector(args.detector, args.model))
     if args.predict is not None:
         if not args.predict.is_file():
             raise _fail(f"--predict {args.predict}: no such file (the default is a recording of the shared "
@@ -434,6 +435,8 @@ def main(argv: list[str] | None = None) -> None:
             raise _fail(str(err)) from None
         return
     allowed = [str(args.examples)] if demo.examples else None
+    # One thread per classification running at once: more oversubscribes the cores (torch's threads then spin, idle).
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))
     demo.build().launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed,
                         max_file_size=MAX_UPLOAD_BYTES)
 

@@ -33,7 +33,7 @@ import datasets
 from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
 
 from respstf import training
-from respstf.hub_dataset import DatasetSource, normalize_task
+from respstf.hub_dataset import DETECTION_TASK, DatasetSource, normalize_task
 
 logger = logging.getLogger("respstf.train")
 DEFAULT_DATASET = str(Path(os.environ.get("RESPSTF_DATA_DIR", Path(__file__).resolve().parent.parent / "shared" / "data")) / "sprsound")
@@ -43,7 +43,8 @@ DEFAULT_DATASET = str(Path(os.environ.get("RESPSTF_DATA_DIR", Path(__file__).res
 class DataArguments:
     task: str | None = field(
         default=None,
-        metadata={"help": "SPRSound task: 11, 12 (event level), 21, 22 (record level). Leave out for a new dataset with its own labels."},
+        metadata={"help": "SPRSound task: 11, 12 (event level), 21, 22 (record level), or 'events' (an event detector over whole "
+                  "recordings). Leave out for a new dataset with its own labels."},
     )
     dataset: str = field(
         default=DEFAULT_DATASET,
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Under torchrun / accelerate launch every process runs this script: one of them reports.
     logging.getLogger("respstf").setLevel(logging.INFO if training_args.should_log else logging.ERROR)
     task = normalize_task(data_args.task) if data_args.task else None
+    detection = task == DETECTION_TASK  # frames' classes to learn; rows keep their record label for validation
     training.check_arguments(data_args, model_args, training_args)
     if not model_args.from_checkpoint:  # a checkpoint keeps its own size
         model_args.preset = model_args.preset or "small"
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="loading the dataset"):
         data = training.load_training_data(source, task, data_args.label_column, data_args.on_missing)
     label_column, label_names = training.resolve_label_column(data, source, data_args.label_column, task)
-    if not training_args.do_train:
+    if not training_args.do_train and not detection:
         data, label_names = training.align_with_model(data, label_column, label_names, model_args.from_checkpoint)
     normal_label = training.resolve_normal_label(label_names, data_args.normal_label)
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
@@ -220,16 +222,17 @@ def main(argv: list[str] | None = None) -> dict:
                                     data_args.max_eval_samples, training_args.seed)
     training.check_selection_class(training_args.metric_for_best_model, label_names, data["validation"][label_column])
 
-    class_weights = training.loss_class_weights(data["train"][label_column], label_names, model_args.imbalance, normal_label)
+    class_weights = (training.detection_class_weights(data["train"], model_args.imbalance) if detection else
+                     training.loss_class_weights(data["train"][label_column], label_names, model_args.imbalance, normal_label))
     model, extractor = training.build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames,
                                                           training_args.do_train)
-    cropped = training_args.do_train and with_frames and data_args.record_crop_probability > 0
+    cropped = training_args.do_train and with_frames and not detection and data_args.record_crop_probability > 0
     crop_frames = training.crop_frames(extractor, data_args.record_crop_min_seconds) if cropped else None
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
     featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
     # Each process computes the scalograms on its own device, at the same time (the device is part of the cache key).
     prepared = datasets.DatasetDict({name: training.featurize(data[name], extractor, label_column, with_frames,
-                                                              str(training_args.device)) for name in featurized})
+                                                              str(training_args.device), detection) for name in featurized})
     training.report_row_lengths(prepared, extractor, new_dataset=task is None)
     prepared = prepared.remove_columns(["seconds", "silent"]).with_format("torch")
 
@@ -237,13 +240,13 @@ def main(argv: list[str] | None = None) -> dict:
     if cropped:
         train_dataset = training.RecordCrops(train_dataset, task, label_names, data_args.record_crop_probability,
                                              *crop_frames, pair_probability=data_args.record_pair_probability)
-    training_args.label_names = ["labels"]  # frame_labels are an input of the loss, not a prediction target
+    training_args.label_names, compute_metrics = training.evaluation_setup(model, extractor, label_names, normal_label)
     training_args.push_to_hub = False  # pushed below, with our model card and the code files
     clock = training.TrainingClock.resumed_from(resume)
     stopping = model_args.early_stopping_patience and training_args.eval_strategy != "no"
     trainer = training.RespSTFTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=prepared["validation"],
-        compute_metrics=training.make_compute_metrics(label_names, normal_label), class_weights=class_weights,
+        compute_metrics=compute_metrics, class_weights=class_weights,
         callbacks=[clock, *([EarlyStoppingCallback(model_args.early_stopping_patience)] if stopping else [])],
     )
     output_dir = Path(training_args.output_dir)

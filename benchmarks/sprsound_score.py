@@ -20,7 +20,8 @@ patients its parent trained on); ``--eval_split`` (default: the 2022 inter-patie
 back, not retrained (and scored on ``--eval_split`` first if it lacks that split, e.g. a run trained on
 a GPU machine with ``--eval_split none``, or a new test set); a run to be trained brings the runs it
 starts from along (read back or trained in turn). ``--retrain`` retrains every run the tasks need, so a
-preset change never starts from an old parent.
+preset change never starts from an old parent. A run cut short (no results.json yet) resumes from its newest complete
+Trainer checkpoint.
 ``--seeds 42 1 2`` trains the runs that ship ``--tasks`` (and ``task22-base`` where needed) once per seed,
 into ``runs/<name>-seed<k>/`` (read back where present; a shipped run that another starts from but that is
 not in ``--tasks`` trains with the first seed only), without scoring them on ``--eval_split``. Seed runs
@@ -52,7 +53,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from respstf import training
-from respstf.hub_dataset import TASKS
+from respstf.hub_dataset import DETECTION_TASK, TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
@@ -69,13 +70,26 @@ RECIPE = [
     ("task22-base", "22", "task12", ["--num_train_epochs", "16", *FINE_TUNE, "--n_frames", "960"]),
     ("task21", "21", "task22-base", ["--num_train_epochs", "4", *FINE_TUNE, "--imbalance", "none"]),
     ("task22", "22", "task21", ["--num_train_epochs", "4", *FINE_TUNE]),
+    # The event detector (train.py --task events) learns whole recordings' frames from the event model.
+    ("events", "events", "task12", ["--num_train_epochs", "16", "--learning_rate", "5e-4", "--n_frames", "960"]),
 ]
+TASK_ORDER = ("11", "12", "21", "22", DETECTION_TASK)
 # train.py options the recipe sets for each run: passed on as well, they would break the recipe.
 RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train", "--no_do_train",
                 "--resume_from_checkpoint", "--cv_fold"]
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
            "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py", "audio_checks.py",
-           "confusion_validation.png"]
+           "pipeline_respstf.py", "detection_respstf.py", "confusion_validation.png"]  # the detector's pipeline code too
+
+
+def run_of(task: str) -> str:
+    """The run that ships ``task``: ``task<id>``, or ``events`` for the detector."""
+    return task if task == DETECTION_TASK else f"task{task}"
+
+
+def task_title(task: str) -> str:
+    """A task as the tables name it: ``1-2``, or ``events``."""
+    return task if task == DETECTION_TASK else f"{task[0]}-{task[1]}"
 
 
 def must_train(run_dir: Path, retrain: bool) -> bool:
@@ -89,9 +103,9 @@ def seeds_of(run: str, args) -> list[int]:
     """The seeds a run trains with: all ``--seeds`` for a run that ships a task of ``--tasks`` or for a step
     between shipped runs (``task22-base``), else the first. A step already trained as a single run (a folder
     ``runs/<name>``, not a link to a seed's run) is read back as it is, unless ``--retrain``."""
-    ships, path = {f"task{task}" for task in TASKS}, Path(args.runs) / run
+    ships, path = {run_of(task) for task in TASK_ORDER}, Path(args.runs) / run
     single_step = not args.retrain and path.is_dir() and not path.is_symlink()
-    shipped_here = run in {f"task{task}" for task in args.tasks}
+    shipped_here = run in {run_of(task) for task in args.tasks}
     return args.seeds if shipped_here or (run not in ships and not single_step) else args.seeds[:1]
 
 
@@ -104,7 +118,7 @@ def run_dirs(run: str, args) -> list[Path]:
 def runs_needed(args) -> set[str]:
     """The runs that ship ``--tasks``, with the runs that those to be trained start from."""
     parents = {run: parent for run, _, parent, _ in RECIPE}
-    needed, pending = set(), [f"task{task}" for task in args.tasks]
+    needed, pending = set(), [run_of(task) for task in args.tasks]
     while pending:
         run = pending.pop()
         needed.add(run)
@@ -187,8 +201,11 @@ def add_wall_time(output_dir: Path, summary: dict, started: float) -> dict:
 
 
 def train_run(output_dir: Path, task: str, parent: str | None, extra: list[str], seed: int, eval_split: str, args) -> dict:
-    """Train one run with train.py (``--seed seed``) and write its results.json with the wall time."""
+    """Train one run with train.py (``--seed seed``) and write its results.json with the wall time. A run cut short
+    (a session's end, a kill) continues from its newest complete Trainer checkpoint unless ``--retrain``."""
     argv = train_run_argv(output_dir, task, parent, extra, seed, eval_split, args)
+    if not args.retrain and training.complete_checkpoints(output_dir):
+        argv += ["--resume_from_checkpoint", "last"]
     print("python train.py " + " ".join(argv), flush=True)
     started = time.time()
     return add_wall_time(output_dir, run_train_py(argv, output_dir), started)
@@ -302,14 +319,15 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
         "| task | Score | SE | SP | AS | HS | paper Score | validation Score | steps | train min | trained on | parameters |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for task in ("11", "12", "21", "22"):
+    for task in TASK_ORDER:
         if task not in summaries:
             continue
         s = summaries[task]
         test = s["results"].get(eval_split, {})
         figures = " | ".join(f"{test[name]:.3f}" if name in test else "–" for name in ("score", "se", "sp", "as", "hs"))
+        paper = f"{PAPER[task]:.3f}" if task in PAPER else "–"  # the detector's: the Task 2-2 Score of its record labels
         lines.append(
-            f"| {task[0]}-{task[1]} | {figures} | {PAPER[task]:.3f} | {s['results']['validation']['score']:.3f} | "
+            f"| {task_title(task)} | {figures} | {paper} | {s['results']['validation']['score']:.3f} | "
             f"{s['global_step']} | {(s.get('train_runtime_s') or 0) / 60:.1f} | {s['device']} | {s['parameters']:,} |"
         )
     for task, s in summaries.items():
@@ -317,7 +335,7 @@ def results_table(summaries: dict[str, dict], eval_split: str, heading: str) -> 
             selection = s["seed_selection"]
             kept = "the seeds' soup (mean weights)" if selection["kept"] == "soup" else f"seed {selection['kept']}"
             soup = f" and their soup ({selection['soup_validation_score']:.3f})" if "soup_validation_score" in selection else ""
-            lines.append(f"\nTask {task[0]}-{task[1]}: {kept} kept for its validation Score among seeds "
+            lines.append(f"\nTask {task_title(task)}: {kept} kept for its validation Score among seeds "
                          + ", ".join(f"{seed} ({score:.3f})" for seed, score in selection["validation_score_by_seed"].items())
                          + f"{soup} (`--seeds`).")
     return "\n".join(lines)
@@ -334,7 +352,7 @@ def run_recipe(args) -> dict[str, dict]:
     for run, task, parent, extra in RECIPE:
         if run in needed:
             summary = run_task(run, task, parent, extra, args)
-            if run == f"task{task}" and task in args.tasks:
+            if run == run_of(task) and task in args.tasks:
                 summaries[task] = summary
     return summaries
 
@@ -356,7 +374,7 @@ def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
              "their training or their parents'. No test split is scored.", "",
              "| task | CV Score mean ± sd | " + " | ".join(f"fold {fold}" for fold in folds) + " | normals called Poor Quality |",
              "|---" * (len(folds) + 3) + "|"]
-    for task in ("11", "12", "21", "22"):
+    for task in TASK_ORDER:  # events: the Task 2-2 Score of the detector's record labels
         if not all(task in by_fold[fold] for fold in folds):
             continue
         scores = np.array([by_fold[fold][task]["results"]["validation"]["score"] for fold in folds])
@@ -364,7 +382,7 @@ def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
         if "Poor Quality" in by_fold[folds[0]][task]["labels"]:
             called, normals = np.sum([normals_called_poor_quality(by_fold[fold][task]) for fold in folds], axis=0)
             poor = f"{called} of {normals} ({called / normals:.1%})"
-        lines.append(f"| {task[0]}-{task[1]} | {scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f} | "
+        lines.append(f"| {task_title(task)} | {scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f} | "
                      + " | ".join(f"{score:.3f}" for score in scores) + f" | {poor} |")
     return "\n".join(lines)
 
@@ -376,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval_split", default="inter_test")
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--runs", default=None, help="Run folders (default: runs/, or runs/paper/ for --preset paper).")
-    parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=["11", "12", "21", "22"])
+    parser.add_argument("--tasks", nargs="+", default=["12", "11", "22", "21"], choices=TASK_ORDER,
+                        help="Tasks to ship; 'events' adds the event detector (run 'events', from task12).")
     parser.add_argument("--retrain", action="store_true")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42],
                         help="Train each run once per seed and keep the best on validation, or the seeds' soup (see the script's docstring).")
@@ -435,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.copy_to:
         for task in summaries:
-            source, target = Path(args.runs) / f"task{task}", Path(args.copy_to) / f"sprsound-task{task}"
+            source, target = Path(args.runs) / run_of(task), Path(args.copy_to) / f"sprsound-{run_of(task).removeprefix('task')}"
             target.mkdir(parents=True, exist_ok=True)
             for name in SHIPPED:
                 if (source / name).is_file():

@@ -15,7 +15,8 @@ Training, evaluation and the demo read data only through this package:
   short or damaged;
 * `build_dataset_card`, `push_to_hub`, `save_hub_folder` — the card and publishing;
 * `SPRSOUND_SCORE_PATH` — the official Score metric's folder, for `evaluate.load`;
-* the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …) and what each class means
+* the label maps of the four SPRSound tasks (`TASKS`, `id2label`, …) and of event detection (`DETECTION_LABELS`,
+  `detection_rule`) and what each class means
   (`LABEL_DESCRIPTIONS`), defined in `labels`.
 """
 
@@ -28,6 +29,8 @@ from .icbhi import LABEL_COLUMNS as ICBHI_LABEL_COLUMNS
 from .icbhi import is_icbhi_release, load_icbhi
 from .labels import (
     CONTINUOUS_EVENTS,
+    DETECTION_LABELS,
+    DETECTION_TASK,
     DISCONTINUOUS_EVENTS,
     EVENT_TYPE_ALIASES,
     EVENT_TYPES,
@@ -35,6 +38,7 @@ from .labels import (
     ICBHI_DIAGNOSES,
     LABEL_DESCRIPTIONS,
     NORMAL_LABEL,
+    POOR_QUALITY_LABEL,
     RECORD_LABELS,
     TASKS,
     event_task_label,
@@ -42,10 +46,15 @@ from .labels import (
     id2label,
     label2id,
     normalize_task,
+    detection_rule,
     record_label_from_events,
     record_task_label,
     task_labels,
+    task_spec,
     task_of_labels,
+)
+from .detection_metrics import (
+    annotated_events, detected_events, evaluate_detection, frame_measures, record_label_scores, sed_metrics,
 )
 from .sources import DatasetSource, load_dataset_dict
 from .splits import patient_disjoint_split, patient_folds
@@ -55,11 +64,12 @@ from .sprsound import (
 )
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "DatasetSource", "EVENT_TYPES",
-    "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "ICBHI_LABEL_COLUMNS", "LABEL_DESCRIPTIONS", "LoadingSummary", "NORMAL_LABEL",
-    "RECORD_LABELS", "SPRSOUND_SCORE_PATH", "TASKS", "build_dataset_card", "count_labels", "event_task_label", "example_key", "example_recordings", "icbhi_cycle_label",
+    "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DETECTION_LABELS", "DETECTION_TASK", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "DatasetSource", "EVENT_TYPES",
+    "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "ICBHI_LABEL_COLUMNS", "LABEL_DESCRIPTIONS", "LoadingSummary", "NORMAL_LABEL", "POOR_QUALITY_LABEL",
+    "RECORD_LABELS", "SPRSOUND_SCORE_PATH", "TASKS", "build_dataset_card", "count_labels", "detection_rule", "event_task_label", "example_key", "example_recordings", "icbhi_cycle_label",
     "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_dataset_dict", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "patient_folds", "push_to_hub",
     "READABLE_FORMATS", "read_audio", "read_recording", "record_label_from_events", "record_task_label", "save_hub_folder", "sprsound_folds", "task_labels",
-    "task_of_labels", "wav_shortfall",
+    "task_of_labels", "task_spec", "wav_shortfall",
+    "annotated_events", "detected_events", "evaluate_detection", "frame_measures", "record_label_scores", "sed_metrics",
 ]

@@ -42,18 +42,35 @@ TASKS = {
     "22": {"level": "record", "column": "task22", "labels": list(RECORD_LABELS)},
 }
 NORMAL_LABEL = "Normal"
+POOR_QUALITY_LABEL = "Poor Quality"
+
+# Event detection in whole recordings (train.py --task events): what each moment of a recording holds. Its frame
+# classes are the event types, and Poor Quality for every moment of a recording too poor to annotate; each row is a
+# recording, labelled (for validation splits and the derived record Score) with its Task 2-2 class.
+DETECTION_TASK = "events"
+DETECTION_LABELS = [*EVENT_TYPES, POOR_QUALITY_LABEL]
+DETECTION_SPEC = {"level": "record", "column": TASKS["22"]["column"], "labels": list(RECORD_LABELS)}
 
 
 def normalize_task(task: str | int) -> str:
-    """Accept ``11``, ``"1-1"``, ``"task11"`` … and return the canonical id ``"11"``."""
+    """Accept ``11``, ``"1-1"``, ``"task11"`` … and return the canonical id ``"11"`` (or ``"events"``: detection)."""
     key = str(task).lower().replace("task", "").replace("-", "").replace("_", "").strip()
+    if key == DETECTION_TASK:
+        return key
     if key not in TASKS:
-        raise ValueError(f"Unknown task {task!r}: expected one of 11, 12, 21, 22 (or 1-1, 1-2, 2-1, 2-2).")
+        raise ValueError(f"Unknown task {task!r}: expected one of 11, 12, 21, 22 (or 1-1, 1-2, 2-1, 2-2), or "
+                         f"{DETECTION_TASK!r} (event detection in whole recordings).")
     return key
 
 
+def task_spec(task: str | int) -> dict:
+    """A task's level, label column and the classes of that column (:data:`TASKS`, or :data:`DETECTION_SPEC`)."""
+    key = normalize_task(task)
+    return DETECTION_SPEC if key == DETECTION_TASK else TASKS[key]
+
+
 def task_labels(task: str | int) -> list[str]:
-    return list(TASKS[normalize_task(task)]["labels"])
+    return list(task_spec(task)["labels"])
 
 
 def task_of_labels(label_names: list[str]) -> str | None:
@@ -92,7 +109,7 @@ def record_task_label(record_label: str, task: str | int) -> str:
 def record_label_from_events(event_types: list[str]) -> str:
     """The record class implied by its events (exact on every 2022 split); no events → Poor Quality."""
     if not event_types:
-        return "Poor Quality"
+        return POOR_QUALITY_LABEL
     return _ADVENTITIOUS_KIND[
         (any(t in CONTINUOUS_EVENTS for t in event_types), any(t in DISCONTINUOUS_EVENTS for t in event_types))
     ]
@@ -112,6 +129,21 @@ def icbhi_cycle_label(crackles: bool, wheezes: bool) -> str:
 # Frame-level targets for the record tasks, derived from event timestamps: what kind of sound a
 # frame belongs to. Frames outside any annotated event are left unlabelled (ignored in the loss).
 FRAME_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS"]
+
+
+def detection_rule() -> dict:
+    """How the event detector's frame classes make a record class (Task 2-2), as the detector's config keeps it
+    (``RespSTFConfig.detection``; the model's code cannot import this package): which classes are continuous
+    (CAS) and discontinuous (DAS) sounds, which are normal and poor quality, and the record classes in the order
+    none, continuous, discontinuous, both, poor quality."""
+    return {
+        "continuous": [t for t in EVENT_TYPES if t in CONTINUOUS_EVENTS],
+        "discontinuous": [t for t in EVENT_TYPES if t in DISCONTINUOUS_EVENTS],
+        "normal": NORMAL_LABEL,
+        "poor_quality": POOR_QUALITY_LABEL,
+        "record_labels": [_ADVENTITIOUS_KIND[kind] for kind in ((False, False), (True, False), (False, True), (True, True))]
+        + [POOR_QUALITY_LABEL],
+    }
 
 
 def frame_label(event_type: str) -> int:

@@ -15,7 +15,7 @@ import datasets
 from .folder import METADATA_FILES, load_audio_folder
 from .icbhi import LABEL_COLUMNS as ICBHI_LABEL_COLUMNS
 from .icbhi import is_icbhi_release, load_icbhi
-from .labels import TASKS, task_labels
+from .labels import task_labels, task_spec
 from .splits import patient_disjoint_split
 from .sprsound import find_splits, load_sprsound, sprsound_folds
 
@@ -54,7 +54,7 @@ class DatasetSource:
     def default_label_column(self, task: str | None) -> str:
         """The label column without ``--label_column``: the task's, ICBHI's cycle label, else ``label``."""
         if task:
-            return TASKS[task]["column"]
+            return task_spec(task)["column"]
         return ICBHI_LABEL_COLUMNS["cycle"] if self.kind == "icbhi" else "label"
 
     def load(self, task: str | None = None, label_column: str | None = None, on_missing: str = "error") -> datasets.DatasetDict:
@@ -67,7 +67,7 @@ class DatasetSource:
                 data = datasets.DatasetDict(train=data)
         elif self.kind == "sprsound":
             if task is None:
-                raise ValueError(f"{self.location} is an SPRSound release: pass --task 11, 12, 21 or 22.")
+                raise ValueError(f"{self.location} is an SPRSound release: pass --task 11, 12, 21, 22 or events.")
             data = load_sprsound(self.location, task=task, decode=False, on_missing=on_missing)
         elif self.kind == "icbhi":
             level = "patient" if label_column == ICBHI_LABEL_COLUMNS["patient"] else "cycle"
@@ -76,7 +76,7 @@ class DatasetSource:
             data = load_audio_folder(self.location, label_names=task_labels(task) if task else None, decode=False,
                                      on_missing=on_missing)
         else:
-            data = datasets.load_dataset(self.location, TASKS[task]["level"] if task else None)
+            data = datasets.load_dataset(self.location, task_spec(task)["level"] if task else None)
         return data.cast_column("audio", datasets.Audio(decode=False))
 
     def validation_patients(self, fraction: float, seed: int, on_missing: str = "error",

@@ -33,6 +33,7 @@ from .labels import (
     normalize_task,
     record_label_from_events,
     record_task_label,
+    task_spec,
 )
 
 SPLITS = ("train", "inter_test", "intra_test", "test2023")
@@ -415,14 +416,14 @@ def load_sprsound(
     """
     task_key = normalize_task(task) if task is not None else None
     if level is None:
-        level = TASKS[task_key]["level"] if task_key else "event"
-    if task_key and TASKS[task_key]["level"] != level:
-        raise ValueError(f"Task {task_key} is a {TASKS[task_key]['level']}-level task, but level={level!r}.")
+        level = task_spec(task_key)["level"] if task_key else "event"
+    if task_key and task_spec(task_key)["level"] != level:
+        raise ValueError(f"Task {task_key} is a {task_spec(task_key)['level']}-level task, but level={level!r}.")
     datasets = load_sprsound_levels(root, (level,), splits, on_missing, context_s, decode, num_proc, progress)[level]
     if task_key:  # keep the task's label column only
         summary = datasets.loading_summary
         columns = next(iter(datasets.values())).column_names
         datasets = datasets.remove_columns([name for name in ("record_label", "task11", "task12", "task21", "task22")
-                                            if name in columns and name != TASKS[task_key]["column"]])
+                                            if name in columns and name != task_spec(task_key)["column"]])
         datasets.loading_summary = summary
     return datasets

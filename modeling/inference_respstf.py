@@ -1,5 +1,5 @@
-"""Inference with trained RespSTF checkpoints: load them with what they were trained for, and slide an event model
-over a recording.
+"""Inference with trained RespSTF checkpoints: load them with what they were trained for, slide an event model over a
+recording, and run an event detector (its ``respiratory-event-detection`` pipeline) on it.
 
 Library code of the package (not shipped to the Hub with a checkpoint). The feature extractor is loaded with
 ``AutoFeatureExtractor``, which knows RespSTF's once ``respstf.feature_extraction`` is imported (it registers the
@@ -22,7 +22,8 @@ from transformers import AutoFeatureExtractor
 from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 
 from .configuration_respstf import RespSTFConfig
-from .modeling_respstf import RespSTFForAudioClassification, settings_differences
+from .modeling_respstf import RespSTFForAudioClassification, RespSTFForAudioFrameClassification, settings_differences
+from .pipeline_respstf import RespiratoryEventDetectionPipeline
 
 WINDOW_BATCH = 32  # windows per forward pass (bounds memory on long recordings)
 CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
@@ -65,18 +66,8 @@ def annotation_level(config: RespSTFConfig, extractor: Any) -> str:
     return "record" if extractor.padding_mode == "zero" else "event"
 
 
-def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | None] | None = None) -> TaskModel:
-    """Load a RespSTF checkpoint folder with its task and annotation level.
-
-    The task is the config's ``finetuning_task``, else ``task_of_labels(labels)`` where given (the app passes
-    ``respstf.hub_dataset.task_of_labels``, which knows the SPRSound label sets); the level is the config's
-    `annotation_level` (the config's, else told by how the extractor fits an input).
-
-    Raises:
-        OSError: a file of the checkpoint is missing.
-        ValueError: the folder holds another kind of model, or its files do not load or do not fit together.
-    """
-    folder = Path(folder)
+def _load_checkpoint(folder: Path, model_class: type) -> tuple[Any, Any]:
+    """``(model, feature extractor)`` of a RespSTF checkpoint folder, checked (`load_task_model` says what raises)."""
     missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
     if missing:
         raise OSError(f"{folder} is not a complete RespSTF checkpoint: missing {', '.join(missing)} "
@@ -91,7 +82,7 @@ def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | No
         raise ValueError("the RespSTF feature extractor is not registered with AutoFeatureExtractor: import "
                          "respstf.feature_extraction before loading a checkpoint.")
     try:
-        model, info = RespSTFForAudioClassification.from_pretrained(folder, output_loading_info=True)
+        model, info = model_class.from_pretrained(folder, output_loading_info=True)
         # trust_remote_code=False: the registered class, never the folder's copy of the code, and no prompt.
         extractor = AutoFeatureExtractor.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as err:
@@ -102,10 +93,28 @@ def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | No
     if getattr(extractor, "n_scales", None) != model.config.n_scales:
         raise ValueError(f"{folder}: the feature extractor makes {getattr(extractor, 'n_scales', None)} scales but the "
                          f"model expects {model.config.n_scales}.")
+    return model.eval(), extractor
+
+
+def load_task_model(folder: Path, task_of_labels: Callable[[list[str]], str | None] | None = None) -> TaskModel:
+    """Load a RespSTF checkpoint folder with its task and annotation level.
+
+    The task is the config's ``finetuning_task``, else ``task_of_labels(labels)`` where given (the app passes
+    ``respstf.hub_dataset.task_of_labels``, which knows the SPRSound label sets); the level is the config's
+    `annotation_level` (the config's, else told by how the extractor fits an input).
+
+    Raises:
+        OSError: a file of the checkpoint is missing.
+        ValueError: the folder holds another kind of model, or its files do not load or do not fit together.
+    """
+    folder = Path(folder)
+    if is_detector(folder):
+        raise ValueError(f"{folder} holds an event detector (its config has `detection`), not a classifier of one task: "
+                         "load it with load_detector.")
+    model, extractor = _load_checkpoint(folder, RespSTFForAudioClassification)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     task = model.config.finetuning_task or (task_of_labels(labels) if task_of_labels else None)
-    return TaskModel(task or folder.name, annotation_level(model.config, extractor), labels, model.eval(), extractor,
-                     folder, task)
+    return TaskModel(task or folder.name, annotation_level(model.config, extractor), labels, model, extractor, folder, task)
 
 
 def pack_ensemble(folders: Sequence[str | Path], output_dir: str | Path) -> Path:
@@ -154,17 +163,35 @@ def resolve_model_source(spec: str) -> Path:
         ) from err
 
 
+def is_detector(folder: str | Path) -> bool:
+    """Whether a checkpoint folder holds an event detector: its ``config.json`` has ``detection`` (what ``train.py
+    --task events`` writes), so it loads as `RespSTFForAudioFrameClassification`, not as a task classifier."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("detection") is not None
+
+
+def checkpoint_folders(folder: Path) -> list[Path]:
+    """``folder`` itself when it is a checkpoint, else the checkpoints in its subfolders."""
+    if (folder / "config.json").is_file():
+        return [folder]
+    return sorted(config.parent for config in folder.glob("*/config.json"))
+
+
 def load_models(spec: str, task_of_labels: Callable[[list[str]], str | None] | None = None) -> dict[str, TaskModel]:
     """Every task model under ``spec`` (one checkpoint folder, a folder of them, or a Hub id of either), keyed by
-    task (`load_task_model`). Raises OSError or ValueError as `load_task_model` does."""
+    task (`load_task_model`); an event detector among them is left out (`load_detector` loads it). Raises OSError or
+    ValueError as `load_task_model` does."""
     folder = resolve_model_source(spec)
-    if (folder / "config.json").is_file():
-        folders = [folder]
-    else:
-        folders = sorted(config.parent for config in folder.glob("*/config.json"))
+    found = checkpoint_folders(folder)
+    folders = [path for path in found if not is_detector(path)]
     if not folders:
-        raise OSError(f"{folder} holds no model: expected a checkpoint folder (config.json, preprocessor_config.json, "
-                      "model.safetensors) or folders of them such as checkpoints/sprsound-task12/ (train.py writes them).")
+        detectors = f" (only the event detector {', '.join(map(str, found))})" if found else ""
+        raise OSError(f"{folder} holds no model{detectors}: expected a checkpoint folder (config.json, "
+                      "preprocessor_config.json, model.safetensors) or folders of them such as checkpoints/sprsound-task12/ "
+                      "(train.py writes them).")
     models: dict[str, TaskModel] = {}
     for path in folders:
         task_model = load_task_model(path, task_of_labels)
@@ -173,6 +200,75 @@ def load_models(spec: str, task_of_labels: Callable[[list[str]], str | None] | N
                              "keep one.")
         models[task_model.key] = task_model
     return dict(sorted(models.items()))
+
+
+# -- event detector -----------------------------------------------------------------------------------------------
+
+@dataclass
+class EventDetector:
+    """A loaded event detector (`RespSTFForAudioFrameClassification` with ``config.detection``) and its
+    ``respiratory-event-detection`` pipeline: where a recording holds which adventitious sound, and its record verdict."""
+
+    pipeline: RespiratoryEventDetectionPipeline
+    source: Path
+
+    @property
+    def extractor(self) -> Any:
+        return self.pipeline.feature_extractor
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def labels(self) -> list[str]:
+        config = self.pipeline.model.config
+        return [config.id2label[i] for i in range(config.num_labels)]
+
+    def features(self, waveform: np.ndarray, sampling_rate: int) -> dict:
+        """The pipeline's model inputs for a waveform: the whole recording's scalogram (``truncation=False``), its
+        mask and ``duration_seconds``."""
+        return self.pipeline.preprocess({"raw": waveform, "sampling_rate": sampling_rate})
+
+    def detect(self, waveform: np.ndarray, sampling_rate: int, features: dict | None = None) -> dict:
+        """What the pipeline answers for the waveform with ``return_frame_scores=True``: ``{"events", "record_label",
+        "record_scores", "frame_scores"}``. ``features``: this waveform's `features`, when already computed."""
+        features = dict(features or self.features(waveform, sampling_rate))  # _forward pops duration_seconds
+        return self.pipeline.postprocess(self.pipeline.forward(features), return_frame_scores=True)
+
+
+def load_detector(folder: str | Path) -> EventDetector:
+    """Load an event detector's checkpoint folder into its pipeline. Raises as `load_task_model` does, and ValueError
+    when the folder holds a task classifier instead."""
+    folder = Path(folder)
+    if (folder / "config.json").is_file() and not is_detector(folder):
+        raise ValueError(f"{folder} holds no event detector: its config.json has no `detection` (a classifier of one task?).")
+    model, extractor = _load_checkpoint(folder, RespSTFForAudioFrameClassification)
+    return EventDetector(RespiratoryEventDetectionPipeline(model=model, feature_extractor=extractor, device=-1), folder)
+
+
+def find_detector(spec: str) -> EventDetector | None:
+    """The event detector under ``spec`` (as `load_models` takes it: the checkpoint folder itself or one of its
+    subfolders, such as ``checkpoints/sprsound-events``), loaded; None when there is none.
+
+    Raises:
+        OSError, ValueError: as `load_detector`; or ``spec`` holds more than one detector.
+    """
+    detectors = [path for path in checkpoint_folders(resolve_model_source(spec)) if is_detector(path)]
+    if len(detectors) > 1:
+        raise ValueError(f"{', '.join(map(str, detectors))} are all event detectors; keep one.")
+    return load_detector(detectors[0]) if detectors else None
+
+
+def shares_features(task_model: TaskModel, features: dict, duration: float, detector: EventDetector) -> bool:
+    """Whether the detector's whole-recording ``features`` of a recording are what the task model reads of it (a record
+    model whose extractor has the detector's settings, on a recording longer than its clip, or as long: then the clip
+    neither pads nor crops it), so that `classify_recording` need not compute them again."""
+    extractor = task_model.extractor
+    if task_model.level != "record" or settings_differences(detector.extractor.to_dict(), extractor.to_dict(),
+                                                             ignored=("auto_map",)):
+        return False
+    return duration > extractor.clip_seconds or features["input_features"].shape[-1] == extractor.n_frames
 
 
 @dataclass
@@ -253,12 +349,13 @@ def stitch_windows(windows: Windows, frame_seconds: float, duration: float) -> n
 
 
 def classify_recording(task_model: TaskModel, waveform: np.ndarray, sampling_rate: int,
-                       windows: Windows | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+                       windows: Windows | None = None, features: dict | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Classify a whole recording: ``(probabilities (num_labels,), the scalogram the model saw (n_scales, frames),
     a note saying how the scalogram was made)``.
 
     An event model is slid over the recording (``windows``: its `slide_windows` when already computed) and its
-    window probabilities averaged; a record model reads the recording at once.
+    window probabilities averaged; a record model reads the recording at once (``features``: what it reads, when
+    already computed, see `shares_features`).
     """
     extractor = task_model.extractor
     duration = len(waveform) / sampling_rate
@@ -274,8 +371,9 @@ def classify_recording(task_model: TaskModel, waveform: np.ndarray, sampling_rat
         return probabilities, scalogram, note
     # Recordings up to the training clip length are zero-padded and masked as in training; longer
     # ones are taken whole rather than centre-cropped.
-    features = extractor(waveform, sampling_rate=sampling_rate, truncation=duration <= extractor.clip_seconds,
-                         return_tensors="pt")
+    if features is None:
+        features = extractor(waveform, sampling_rate=sampling_rate, truncation=duration <= extractor.clip_seconds,
+                             return_tensors="pt")
     note = "the whole recording" + (
         f", zero-padded (and masked) to {extractor.clip_seconds:.1f} s" if duration < extractor.clip_seconds else "")
     return task_model.probabilities(features)[0], features["input_features"][0, 0].numpy(), note

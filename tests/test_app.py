@@ -4,7 +4,9 @@ The app is driven through ``gradio_client`` (the ``/classify`` API), a real brow
 Playwright) and 20 concurrent clients, with real SPRSound and ICBHI recordings. The models are small
 random-weight checkpoints written here in the layout train.py writes (task 1-2 and 2-2 label maps from
 ``labels.py``, the front end train.py uses per level), so the tests check the app, not a training run;
-the bundled ``checkpoints/`` are loaded by their own test when present.
+the bundled ``checkpoints/`` are loaded by their own test when present. The event detector is one built here the
+way a development detector is (the task 1-2 backbone, bundled when present, under a new untrained head): the tests
+check that the page draws what it predicts, whatever that is.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ from PIL import Image
 import app  # the repository root is on the path (pyproject's pytest pythonpath)
 from benchmarks import app_browser, app_load
 from respstf.feature_extraction import RespSTFFeatureExtractor
-from respstf.hub_dataset import TASKS, parse_annotation, task_labels
+from respstf.hub_dataset import DETECTION_LABELS, TASKS, detection_rule, parse_annotation, task_labels
 from respstf.hub_dataset import audio as hub_audio
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, load_task_model, slide_windows
+from respstf.modeling import (
+    RespSTFConfig, RespSTFForAudioClassification, RespSTFForAudioFrameClassification, load_task_model, slide_windows,
+)
+from respstf.modeling.images_respstf import IMAGE_WIDTH, PLOT_LEFT, TIMELINE_RIGHT, TIMELINE_STRIP, TimeImage, rgb
+from respstf.modeling.inference_respstf import is_detector, load_detector, shares_features
 from respstf.training import LEVEL_FEATURES
 
 # A real 4 kHz ICBHI recording (Littmann 3200, 15.9 s).
@@ -59,6 +65,44 @@ def save_random_checkpoint(folder: Path, task: str) -> Path:
     RespSTFForAudioClassification(config).save_pretrained(folder)
     RespSTFFeatureExtractor(**LEVEL_FEATURES[TASKS[task]["level"]]).save_pretrained(folder)
     return folder
+
+
+def save_detector(source: Path, folder: Path) -> Path:
+    """An event detector as a development one is made: ``source``'s backbone (a task 1-2 checkpoint) under an untrained
+    frame head for the detection classes, reading whole recordings (15.36 s clips, zero-padded)."""
+    config = RespSTFConfig.from_pretrained(source)
+    config.id2label, config.label2id = dict(enumerate(DETECTION_LABELS)), {n: i for i, n in enumerate(DETECTION_LABELS)}
+    config.finetuning_task, config.annotation_level, config.architectures = "events", "record", None
+    config.detection = {**detection_rule(), "evidence_seconds": 1.0,
+                        "record_logit_adjustment": {"continuous": 0.0, "discontinuous": 0.0, "poor_quality": 0.0}}
+    torch.manual_seed(0)
+    model = RespSTFForAudioFrameClassification.from_pretrained(source, config=config, ignore_mismatched_sizes=True)
+    extractor = RespSTFFeatureExtractor.from_pretrained(source)
+    extractor.n_frames, extractor.padding_mode = 960, "zero"
+    model.save_pretrained(folder)
+    extractor.save_pretrained(folder)
+    return folder
+
+
+def strip_runs(image: np.ndarray) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """The coloured runs ``(first column, end column, colour)`` of the timeline's strip of segments (its second row,
+    clear of the labels written in it)."""
+    row = image[TIMELINE_STRIP[0] + 1, PLOT_LEFT : IMAGE_WIDTH - TIMELINE_RIGHT, :3].astype(int)
+    runs, start = [], 0
+    for column in range(1, len(row) + 1):
+        if column < len(row) and (row[column] == row[start]).all():
+            continue
+        if tuple(row[start]) != (255, 255, 255):
+            runs.append((PLOT_LEFT + start, PLOT_LEFT + column, tuple(row[start])))
+        start = column
+    return runs
+
+
+def drawn_as(segments, duration: float, colours: dict[str, str]) -> list[tuple[int, int, tuple[int, int, int]]]:
+    """Where ``(start, end, label, score)`` segments fall in the strip (`strip_runs`' form)."""
+    axis = TimeImage(duration, 1, right=TIMELINE_RIGHT)
+    return [(axis.x(start), axis.x(end), rgb(colours[label])) for start, end, label, _ in segments
+            if axis.x(end) > axis.x(start)]
 
 
 def confidences(label_output: dict) -> dict[str, float]:
@@ -97,6 +141,28 @@ def server(demo) -> str:
 @pytest.fixture(scope="module")
 def client(server) -> Client:
     return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def detector_folder(checkpoints, tmp_path_factory) -> Path:
+    """A detector on the bundled Task 1-2 backbone, else on this module's random one."""
+    bundled = CHECKPOINTS / "sprsound-task12"
+    source = bundled if (bundled / "model.safetensors").is_file() else checkpoints / "sprsound-task12"
+    return save_detector(source, tmp_path_factory.mktemp("detector") / "sprsound-events")
+
+
+@pytest.fixture(scope="module")
+def detector_demo(demo, detector_folder) -> app.RespSTFDemo:
+    return app.RespSTFDemo(demo.models, app.DEFAULT_EXAMPLES, load_detector(detector_folder))
+
+
+@pytest.fixture(scope="module")
+def detector_client(detector_demo):
+    port = app_load.free_port()
+    blocks = detector_demo.build()
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    blocks.close()
 
 
 def test_models_load_once_with_task_and_level(demo, checkpoints):
@@ -158,6 +224,92 @@ def test_api_names_its_outputs(client):
     returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/classify"]["returns"]
     assert [output["label"] for output in returns] == [
         "What the model hears", "Scalogram the model saw", "Event timeline", "Explanation", "windows"]
+
+
+def test_timeline_draws_the_detectors_events_and_verdict(detector_client, detector_demo):
+    """With an event detector the timeline is its answer: the segments drawn are its events, the JSON output is its
+    events and record verdict (what its pipeline answers), and /classify keeps its five outputs."""
+    path = real(CRACKLE_RECORDING)
+    label, scalogram, timeline, explanation, rows = detector_client.predict(handle_file(str(path)), api_name="/classify")
+    detector = detector_demo.detector
+    expected = detector.pipeline(str(path))
+    assert set(rows) == {"events", "record_label", "record_scores"}
+    assert rows["record_label"] == expected["record_label"]
+    assert rows["record_scores"] == pytest.approx(expected["record_scores"], abs=1e-4)
+    assert [(e["label"], e["start"], e["end"]) for e in rows["events"]] == [
+        (e["label"], e["start"], e["end"]) for e in expected["events"]]
+    assert [e["score"] for e in rows["events"]] == pytest.approx([e["score"] for e in expected["events"]], abs=1e-4)
+
+    image = np.asarray(Image.open(timeline))
+    assert image.shape[0] > 250 and image.shape[1] == IMAGE_WIDTH
+    events = [(e["start"], e["end"], e["label"], e["score"]) for e in rows["events"]]
+    assert strip_runs(image) == drawn_as(events, sf.info(path).duration, app.colours(detector.labels))
+    # Whatever the untrained head predicts (events or none), these events are drawn where they are, adjacent ones too.
+    analysis = detector_demo.analyse(path)
+    chosen = [{"label": "Wheeze", "start": 0.512, "end": 1.536, "score": 0.8},
+              {"label": "Fine Crackle", "start": 1.536, "end": 2.048, "score": 0.4},
+              {"label": "Stridor", "start": 6.4, "end": analysis.duration, "score": 0.6}]
+    image = app.draw_timeline(dataclasses.replace(analysis, detection={**analysis.detection, "events": chosen}))
+    assert strip_runs(image) == drawn_as([(e["start"], e["end"], e["label"], e["score"]) for e in chosen],
+                                         analysis.duration, app.colours(detector.labels))
+    assert len(strip_runs(image)) == 3
+    # The task model still answers the page's label; the scalogram is its input.
+    assert sorted(confidences(label)) == sorted(task_labels("22"))
+    assert np.asarray(Image.open(scalogram)).shape[0] > 250
+    verdict = rows["record_label"]
+    assert f"the whole recording is **{verdict}** ({rows['record_scores'][verdict]:.0%})" in explanation
+    assert "Timeline (sprsound-events detector): " in explanation
+    for start, end, name, score in events[: app.MAX_LISTED_ANOMALIES]:
+        assert f"{name} at {start:.1f}–{end:.1f} s ({score:.2f})" in explanation
+    returns = detector_client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/classify"]["returns"]
+    assert [output["label"] for output in returns] == [
+        "What the model hears", "Scalogram the model saw", "Event timeline", "Explanation", "windows"]
+
+
+def test_without_a_detector_the_timeline_is_the_event_models_windows(demo, client):
+    """The fallback: no detector, so the task 1-2 model slid over the recording draws the timeline."""
+    assert demo.detector is None
+    path = real(app.DEFAULT_PREDICT_FILE)
+    _, _, timeline, explanation, rows = client.predict(handle_file(str(path)), api_name="/classify")
+    analysis = demo.analyse(path)
+    assert rows == analysis.timeline_rows() and len(rows) == 14  # the windows, as before the detector
+    assert strip_runs(np.asarray(Image.open(timeline))) == drawn_as(
+        analysis.timeline_segments(), analysis.duration, app.colours(demo.models["12"].labels))
+    assert "Timeline (Task 1-2 model): " in explanation and "Event detector" not in explanation
+
+
+def test_a_record_model_with_the_detectors_front_end_shares_its_scalogram(detector_demo, demo, tmp_path):
+    """The detector's whole-recording scalogram is reused by a record model that reads the same one (a 15.36 s
+    recording, one clip long); a shorter recording, padded for the record model, gets its own; the answers are those
+    of the record model alone."""
+    record = dataclasses.replace(demo.models["22"], extractor=detector_demo.detector.extractor)
+    alone = app.RespSTFDemo({"22": record})
+    with_detector = app.RespSTFDemo({"22": record}, None, detector_demo.detector)
+    for path, shared in ((real(app.DEFAULT_PREDICT_FILE), True), (real(CRACKLE_RECORDING), False)):
+        analysis = with_detector.analyse(path)
+        features = detector_demo.detector.features(analysis.waveform, analysis.sampling_rate)
+        assert shares_features(record, features, analysis.duration, detector_demo.detector) is shared
+        np.testing.assert_allclose(analysis.probabilities, alone.analyse(path).probabilities, atol=1e-6)
+        np.testing.assert_array_equal(analysis.scalogram, alone.analyse(path).scalogram)
+    assert not shares_features(demo.models["22"], features, 20.0, detector_demo.detector)  # another front end
+
+
+def test_a_detector_under_model_is_found_and_not_taken_for_a_task(checkpoints, detector_folder, tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints, folder)
+    shutil.copytree(detector_folder, folder / "sprsound-events")
+    assert is_detector(folder / "sprsound-events") and not is_detector(folder / "sprsound-task12")
+    assert set(app.load_models(str(folder))) == {"12", "22"}
+    path = real(CRACKLE_RECORDING)
+    app.main(["--model", str(folder), "--predict", str(path), "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "Record verdict (sprsound-events detector): " in out and "Timeline (sprsound-events detector, " in out
+    app.main(["--model", str(folder), "--detector", "none", "--predict", str(path), "--output-dir", str(tmp_path)])
+    assert "Timeline (Task 1-2 model, 8 windows" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="holds no model \\(only the event detector"):
+        app.load_models(str(folder / "sprsound-events"))
+    with pytest.raises(SystemExit, match="--detector: .* holds no event detector"):
+        app.main(["--model", str(folder), "--detector", str(folder / "sprsound-task12"), "--predict", str(path)])
 
 
 def test_event_task_scalogram_is_what_the_windows_saw(demo):
@@ -457,7 +609,7 @@ def test_bundled_checkpoints_load_and_classify(tmp_path):
     its own softmax on the whole recording (padded and masked up to the 15.36 s clip, taken whole beyond it, never
     centre-cropped); the annotated fine crackle, cut out of its recording, is Fine Crackle for Task 1-2 (0.73, as the
     README's snippet prints)."""
-    folders = sorted(config.parent for config in CHECKPOINTS.glob("*/config.json"))
+    folders = sorted(config.parent for config in CHECKPOINTS.glob("*/config.json") if not is_detector(config.parent))
     if not folders:
         pytest.skip(f"{CHECKPOINTS} holds no trained model yet (train.py writes checkpoints/sprsound-taskNN/)")
     demo = app.RespSTFDemo(app.load_models(str(CHECKPOINTS)))

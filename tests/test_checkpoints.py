@@ -18,6 +18,11 @@ CODE_FILES = {
     "cwt.py": REPO_ROOT / "feature_extraction",
     "audio_checks.py": REPO_ROOT / "feature_extraction",
 }
+# An event detector's folder (config.json's custom_pipelines) also holds its pipeline's code.
+DETECTOR_CODE_FILES = {
+    "pipeline_respstf.py": REPO_ROOT / "modeling",
+    "detection_respstf.py": REPO_ROOT / "modeling",
+}
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -44,6 +49,23 @@ def test_bundled_checkpoint(task):
         (split, "sprsound_score", round(r["score"], 4)) for split, r in results["results"].items()}
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt")), "safetensors only"
     assert sum(path.stat().st_size for path in folder.iterdir()) < 3_000_000
+
+
+def test_every_bundled_folder_holds_the_packages_code():
+    """Any checkpoint folder (a task's, an event detector's), not only the tasks': its code files are the package's,
+    and a detector's (custom_pipelines in its config) include its pipeline's."""
+    folders = [folder for folder in sorted(CHECKPOINTS.iterdir()) if (folder / "config.json").is_file()]
+    if not folders:
+        pytest.skip(f"no checkpoint folder in {CHECKPOINTS}")
+    for folder in folders:
+        expected = dict(CODE_FILES)
+        if json.loads((folder / "config.json").read_text()).get("custom_pipelines"):
+            expected.update(DETECTOR_CODE_FILES)
+        for name in expected:
+            assert (folder / name).is_file(), f"{folder} lacks {name}"
+        for name, source in {**CODE_FILES, **DETECTOR_CODE_FILES}.items():
+            if (folder / name).is_file():
+                assert (folder / name).read_text() == (source / name).read_text(), f"{folder / name} differs from {source / name}"
 
 
 def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):

@@ -1169,3 +1169,22 @@ def test_a_fine_tune_does_not_inherit_its_parents_decision_prior(tmp_path):
     (parent / "config.json").write_text(json.dumps({**config, "ensemble_size": 2}))
     with pytest.raises(ValueError, match=r"is an ensemble of 2 models: train.py trains and scores one model"):
         training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False)
+
+
+def test_a_recipe_run_cut_short_resumes_from_its_newest_checkpoint(tmp_path, monkeypatch):
+    """A run whose training a session's end killed (Trainer checkpoints, no results.json) continues where it stopped;
+    --retrain starts it afresh."""
+    from benchmarks import sprsound_score
+
+    run = tmp_path / "runs" / "task12"
+    for step in (5, 10):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    calls = []
+    monkeypatch.setattr(sprsound_score, "run_train_py", lambda argv, output_dir: calls.append(argv) or {"results": {}})
+    args = sprsound_score.argparse.Namespace(dataset="d", runs=str(tmp_path / "runs"), cv_fold=None, train_args=[], retrain=False,
+                                             preset="small")
+    sprsound_score.train_run(run, "12", None, [], 42, "none", args)
+    assert calls[-1][-2:] == ["--resume_from_checkpoint", "last"]
+    sprsound_score.train_run(run, "12", None, [], 42, "none", sprsound_score.argparse.Namespace(**{**vars(args), "retrain": True}))
+    assert "--resume_from_checkpoint" not in calls[-1]

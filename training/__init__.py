@@ -18,10 +18,12 @@ from .card import SHORTER_INPUT, describe_selection, hub_repo_name, push_folder,
 from .cli import run_cli
 from .crops import MIN_EVENT_SECONDS_IN_CROP, RecordCrops, crop_frames
 from .data import (
-    add_validation_split, align_with_model, carve_validation, featurize, frame_targets, limit_and_check_splits, load_training_data,
+    add_validation_split, align_with_model, carve_validation, detection_class_weights, featurize, frame_targets, limit_and_check_splits, load_training_data,
     report_row_lengths, resolve_eval_splits, resolve_label_column, warn_shared_patients,
 )
-from .metrics import check_selection_class, check_selection_metric, make_compute_metrics, plot_confusion, recall_keys
+from .metrics import (
+    check_selection_class, check_selection_metric, evaluation_setup, make_compute_metrics, make_detection_metrics, make_score, plot_confusion, recall_keys,
+)
 from .model_setup import (
     IMBALANCE_SCHEMES, build_model_and_extractor, check_checkpoint_labels, class_names, class_weights, loss_class_weights,
     resolve_normal_label,
@@ -32,9 +34,9 @@ __all__ = [
     "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
     "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
-    "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "describe_device", "describe_selection", "featurize",
+    "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "detection_class_weights", "evaluation_setup", "describe_device", "describe_selection", "featurize",
     "frame_targets", "hub_repo_name", "implied_by_evaluation_schedule", "limit_and_check_splits", "load_training_data",
-    "loss_class_weights", "make_compute_metrics", "options_given", "plot_confusion", "push_folder", "recall_keys",
+    "loss_class_weights", "make_compute_metrics", "make_detection_metrics", "make_score", "options_given", "plot_confusion", "push_folder", "recall_keys",
     "report_row_lengths", "resolve_eval_splits", "resolve_label_column", "resolve_level", "resolve_normal_label",
     "resolve_record_options", "resolve_resume", "run_cli", "warn_shared_patients", "write_model_card", "write_results",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoFeatureExtractor, HfArgumentParser
 
-from respstf.hub_dataset import TASKS
+from respstf.hub_dataset import task_spec
 from respstf.modeling import RespSTFConfig, annotation_level
 
 logger = logging.getLogger("respstf.training")
@@ -123,10 +123,10 @@ def resolve_level(level: str | None, task: str | None, from_checkpoint: str | No
     ``--from`` checkpoint's (`respstf.modeling.annotation_level`), else event."""
     if level not in (None, *LEVEL_FEATURES):
         raise ValueError(f"--level must be 'event' or 'record', got {level!r}.")
-    if task and level not in (None, TASKS[task]["level"]):
-        raise ValueError(f"--level {level}: task {task} is {TASKS[task]['level']} level.")
+    if task and level not in (None, task_spec(task)["level"]):
+        raise ValueError(f"--level {level}: task {task} is {task_spec(task)['level']} level.")
     if task or level:
-        return TASKS[task]["level"] if task else level
+        return task_spec(task)["level"] if task else level
     if from_checkpoint:
         config, extractor = RespSTFConfig.from_pretrained(from_checkpoint), AutoFeatureExtractor.from_pretrained(from_checkpoint)
         return annotation_level(config, extractor)

@@ -12,7 +12,8 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from respstf.feature_extraction import RespSTFFeatureExtractor
-from respstf.hub_dataset import TASKS
+from respstf.hub_dataset import DETECTION_TASK, TASKS
+from respstf.modeling import RespSTFConfig
 
 logger = logging.getLogger("respstf.training")
 
@@ -39,7 +40,11 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
     """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores); the usage
     snippet loads ``repo_id`` when the folder is pushed to the Hub under that id."""
     task, label_names, results = summary["task"], summary["labels"], summary["results"]
-    task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
+    detection = RespSTFConfig.from_pretrained(output_dir).detection
+    if task == DETECTION_TASK:
+        task_text = "SPRSound event detection in whole recordings"
+    else:
+        task_text = f"SPRSound Task {task[0]}-{task[1]} ({TASKS[task]['level']} level)" if task else "a custom respiratory-sound dataset"
     rows = "\n".join(
         f"| {split} | {r['score']:.3f} | {r['se']:.3f} | {r['sp']:.3f} | {r['as']:.3f} | {r['hs']:.3f} | {r['rows']} |"
         for split, r in results.items()
@@ -69,9 +74,11 @@ paper's BioCAS 2023 test set was not available, so these numbers are not directl
 0.810 / 0.667 / 0.744 / 0.608."""
     dataset_name = Path(summary["dataset"]).name
     # model-index: the Hub shows each split's Score on the model page.
+    pipeline_name = "respiratory-event-detection" if detection else "audio-classification"
     metadata = ModelCardData(
-        library_name="transformers", pipeline_tag="audio-classification", license="apache-2.0",
-        tags=["audio-classification", "respiratory-sound", "stethoscope", *(["sprsound"] if task else []), "cwt", "respstf"],
+        library_name="transformers", pipeline_tag=None if detection else pipeline_name, license="apache-2.0",
+        tags=[pipeline_name, *(["sound-event-detection"] if detection else []), "respiratory-sound", "stethoscope",
+              *(["sprsound"] if task else []), "cwt", "respstf"],
         metrics=["sprsound_score"], model_name=repo_id or output_dir.name,
         eval_results=[
             EvalResult(task_type="audio-classification", dataset_type=dataset_name, dataset_name=dataset_name, dataset_split=split,
@@ -79,6 +86,10 @@ paper's BioCAS 2023 test set was not available, so these numbers are not directl
             for split, r in results.items()
         ] or None,
     )
+    input_text = f"""The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
+({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,
+with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
+imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed."""
     card = f"""---
 {metadata.to_yaml()}
 ---
@@ -89,9 +100,9 @@ A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal foc
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
 `respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
 
-Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}.{normal_text}
+{detection_classes(output_dir, detection) if detection else f"Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}."}{normal_text}
 
-## Measured scores (official SPRSound Score)
+## Measured scores (official SPRSound Score{' of the record classes its frames give' if detection else ''})
 
 {validation_text}{sprsound_splits if task else ''}
 
@@ -103,19 +114,34 @@ Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_
 
 ```python
 from transformers import pipeline
-classify = pipeline("audio-classification", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
-classify({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
+{'detect' if detection else 'classify'} = pipeline("{pipeline_name}", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
+{'detect' if detection else 'classify'}({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
 ```
 
 It needs `torch`, `scipy` and `transformers` 4.54 or later (with 4.50-4.53, also pass `pipeline` the same folder
 or repo as `feature_extractor=`).
 
-The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
-({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,
-with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
-imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed.
+{DETECTION_USE if detection else input_text}
 """
     (output_dir / "README.md").write_text(card)
+
+
+DETECTION_USE = """The pipeline reads the whole recording (any rate, resampled to 8 kHz; any length, long ones in overlapping
+chunks) and returns `{"events": [{"label", "start", "end", "score"}, ...], "record_label", "record_scores"}`, times in
+seconds."""
+
+
+def detection_classes(output_dir: Path, detection: dict) -> str:
+    """A detector card's paragraph on its frame classes and the record decision (the prior it assumes, how to change it)."""
+    config = RespSTFConfig.from_pretrained(output_dir)
+    frames = ", ".join(f"{i} = {config.id2label[i]}" for i in range(config.num_labels))
+    offsets = ", ".join(f"{kind} {value:+.2f}" for kind, value in detection["record_logit_adjustment"].items())
+    return (f"Frame classes (`id2label`): {frames}. The record class (`{'`, `'.join(detection['record_labels'])}`) comes from "
+            f"the frames: CAS where some {detection['evidence_seconds']:g} s stretch holds a continuous sound "
+            f"({', '.join(detection['continuous'])}), DAS likewise for discontinuous ones ({', '.join(detection['discontinuous'])}), "
+            f"Poor Quality from the mean {detection['poor_quality']} probability over the whole recording. The decision's "
+            f"log-odds offsets (the prior it assumes; 0 = the training prior): {offsets}; change them in "
+            "`model.config.detection[\"record_logit_adjustment\"]` (and `save_pretrained`).")
 
 
 def hub_repo_name(training_args) -> str:

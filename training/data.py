@@ -11,7 +11,7 @@ import numpy as np
 import respstf.hub_dataset as hub_dataset
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DatasetSource
-from respstf.hub_dataset.labels import frame_label
+from respstf.hub_dataset.labels import DETECTION_LABELS, DETECTION_TASK, POOR_QUALITY_LABEL, frame_label
 from respstf.modeling import RespSTFConfig
 
 from .arguments import CV_FOLDS
@@ -22,6 +22,10 @@ logger = logging.getLogger("respstf.training")
 
 def load_training_data(source: DatasetSource, task: str | None, label_column: str | None, on_missing: str) -> datasets.DatasetDict:
     """``source`` as a `DatasetDict` that has the ``train`` split a run carves its validation split from."""
+    if task == DETECTION_TASK and source.kind != "sprsound":
+        raise ValueError(f"--task {DETECTION_TASK} learns SPRSound's event types from an SPRSound release's event timestamps; "
+                         f"--dataset {source.location} is a {source.kind} dataset (a detector for other event types is not "
+                         "supported yet).")
     data = source.load(task, label_column, on_missing)
     if "train" not in data:
         # Even scoring needs train: validation is carved from it (for SPRSound, the same patients for every task).
@@ -178,23 +182,49 @@ def report_row_lengths(prepared: datasets.DatasetDict, extractor: RespSTFFeature
                    np.median(longer), longer.max(), advice)
 
 
-def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatureExtractor) -> np.ndarray:
-    """Per-frame classes (:data:`FRAME_LABELS`) of one recording from its events; -100 outside events."""
+def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatureExtractor,
+                  detection: bool = False) -> np.ndarray:
+    """Per-frame classes of one recording from its events, -100 outside events: :data:`FRAME_LABELS` (a record
+    model's frame head), or with ``detection`` the event types of :data:`DETECTION_LABELS`, where every frame of a
+    recording without events (Poor Quality: too poor to annotate) is Poor Quality."""
     targets = np.full(extractor.n_frames, -100, dtype=np.int64)
     # The extractor centre-crops recordings longer than its clip; shift the events the same way.
     offset = extractor.crop_start(round(duration_s * extractor.sampling_rate)) / extractor.sampling_rate
+    if detection and not events:
+        targets[:min(extractor.n_frames, int(round(duration_s / extractor.frame_seconds)))] = DETECTION_LABELS.index(POOR_QUALITY_LABEL)
     for event in events:
         first = max(0, int(round((event["start_s"] - offset) / extractor.frame_seconds)))
         last = min(extractor.n_frames, int(round((event["end_s"] - offset) / extractor.frame_seconds)))
-        targets[first:last] = frame_label(event["type"])
+        targets[first:last] = DETECTION_LABELS.index(event["type"]) if detection else frame_label(event["type"])
     return targets
 
 
+def detection_class_weights(split: datasets.Dataset, scheme: str) -> list[float] | None:
+    """The event detector's frame-loss class weights (:data:`DETECTION_LABELS`) for ``--imbalance scheme``: inverse
+    square-root of each class's annotated seconds in ``split`` (proportional to its frames; Poor Quality: the whole
+    of such recordings), mean 1; None for ``none``."""
+    if scheme not in ("weights", "none"):
+        raise ValueError(f"--imbalance {scheme}: event detection weighs its frame classes by 'weights' (inverse sqrt of "
+                         "their annotated seconds) or 'none'.")
+    if scheme == "none":
+        return None
+    seconds = np.zeros(len(DETECTION_LABELS))
+    for events, duration_s in zip(split["events"], split["duration_s"]):
+        if not events:
+            seconds[DETECTION_LABELS.index(POOR_QUALITY_LABEL)] += duration_s
+        for event in events:
+            seconds[DETECTION_LABELS.index(event["type"])] += event["end_s"] - event["start_s"]
+    weights = 1 / np.sqrt(np.maximum(seconds, seconds[seconds > 0].min()))
+    return (weights / weights.mean()).round(4).tolist()
+
+
 def featurize(
-    split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool, device: str = "cpu"
+    split: datasets.Dataset, extractor: RespSTFFeatureExtractor, label_column: str, with_frames: bool, device: str = "cpu",
+    detection: bool = False,
 ) -> datasets.Dataset:
     """Scalograms computed once, batched (``datasets.map``) on ``device``, kept next to the labels and to each
-    row's length before it was fitted to the clip (``seconds``)."""
+    row's length before it was fitted to the clip (``seconds``). With ``detection`` (an event detector's rows) the
+    ``labels`` are the frames' classes (`frame_targets`) and ``record_labels`` the rows' ``label_column``."""
 
     def compute(batch):
         clips = [hub_dataset.read_audio(audio) for audio in batch["audio"]]
@@ -223,7 +253,10 @@ def featurize(
                 parts = [extractor(array, sampling_rate=rate, truncation=True, device=device) for array, rate in clips]
                 out["input_features"] = [p["input_features"][0] for p in parts]
                 out["attention_mask"] = [p["attention_mask"][0] for p in parts]
-        if with_frames:
+        if detection:
+            out["record_labels"] = out["labels"]
+            out["labels"] = [frame_targets(e, d, extractor, detection=True) for e, d in zip(batch["events"], batch["duration_s"])]
+        elif with_frames:
             out["frame_labels"] = [frame_targets(e, d, extractor) for e, d in zip(batch["events"], batch["duration_s"])]
         return out
 

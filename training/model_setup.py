@@ -6,11 +6,12 @@ import logging
 import re
 
 import numpy as np
+import torch
 from transformers import AutoFeatureExtractor
 
 from respstf.feature_extraction import RespSTFFeatureExtractor
-from respstf.hub_dataset.labels import FRAME_LABELS, NORMAL_LABEL
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+from respstf.hub_dataset.labels import DETECTION_LABELS, DETECTION_TASK, EVENT_TYPES, FRAME_LABELS, NORMAL_LABEL, detection_rule
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, RespSTFForAudioFrameClassification
 
 from .arguments import LEVEL_FEATURES, RECORD_SECONDS
 
@@ -90,15 +91,26 @@ def check_checkpoint_labels(config: RespSTFConfig, source: str, label_names: lis
                      "pass --ignore-mismatched to replace the classification head.")
 
 
+# The event detector's record decision before cross-validation chooses it (see respstf.modeling.detection_respstf).
+DETECTION_DECISION = {"evidence_seconds": 1.0, "record_logit_adjustment": {"continuous": 0.0, "discontinuous": 0.0, "poor_quality": 0.0}}
+
+
 def build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames, training=True):
     """The model (``model_args.preset``, or ``model_args.from_checkpoint``) and feature extractor of a run, their
     config recording the task (``finetuning_task``) and ``annotation_level``. A model to be trained (``training``)
     starts without its parent's ``logit_adjustment``: that decision prior was chosen for the parent's classes and
-    data, and would steer validation. Returns ``(model, extractor)``."""
+    data, and would steer validation. For event detection (``task`` ``"events"``) the model is a
+    `RespSTFForAudioFrameClassification` over :data:`DETECTION_LABELS` with the record rule in its config, its
+    head new unless the parent is a detector (an event model's head starts it: each event type's weights, applied
+    to each frame). Returns ``(model, extractor)``."""
+    detection = task == DETECTION_TASK
+    if detection:
+        label_names = DETECTION_LABELS  # the frames' classes; label_names are the rows' record classes
     id2label = dict(enumerate(label_names))
     label2id = {name: i for i, name in enumerate(label_names)}
     settings = dict(loss="focal" if model_args.imbalance == "focal" else "cross_entropy", finetuning_task=task,
                     annotation_level=level)
+    model_class = RespSTFForAudioFrameClassification if detection else RespSTFForAudioClassification
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint
         config = RespSTFConfig.from_pretrained(source)
@@ -109,9 +121,14 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
             logger.info("--from %s: its logit_adjustment (a decision prior for its own data) is not carried into "
                         "training.", source)
             settings["logit_adjustment"] = None
-        check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
+        new_detector = detection and config.detection is None
+        if detection:
+            settings.update(detection=config.detection or {**detection_rule(), **DETECTION_DECISION}, num_frame_labels=0)
+        else:
+            check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
+        parent_labels = class_names(config)
         config.id2label, config.label2id = id2label, label2id  # also sets num_labels
-        if with_frames and not config.num_frame_labels:
+        if with_frames and not detection and not config.num_frame_labels:
             config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
         for name, value in settings.items():
             setattr(config, name, value)
@@ -135,9 +152,9 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
         if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
             extractor.n_frames = feature_args.n_frames
             extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
-        model = RespSTFForAudioClassification.from_pretrained(
-            source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched
-        )
+        model = model_class.from_pretrained(source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched or new_detector)
+        if new_detector:
+            start_detector_head(model, source, parent_labels)
         return model, extractor
     front = dict(LEVEL_FEATURES[level])
     front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
@@ -149,6 +166,23 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
             front[name] = getattr(feature_args, name)
     extractor = RespSTFFeatureExtractor(**front)
     settings.update(n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
-                    num_frame_labels=len(FRAME_LABELS) if with_frames else 0)
+                    num_frame_labels=len(FRAME_LABELS) if with_frames and not detection else 0)
+    if detection:
+        settings["detection"] = {**detection_rule(), **DETECTION_DECISION}
     config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
-    return RespSTFForAudioClassification(config), extractor
+    return model_class(config), extractor
+
+
+def start_detector_head(model: RespSTFForAudioFrameClassification, source: str, parent_labels: list[str]) -> None:
+    """Start a new detector's frame head from its parent event model's classifier (Task 1-2: the event types), whose
+    rows score a pooled event embedding by type; applied to each frame embedding they are a head that already tells
+    the types apart. Poor Quality (no parent row) keeps its fresh initialisation. Any other parent: a fresh head."""
+    if parent_labels != EVENT_TYPES:
+        logger.info("--from %s predicts %s, not the event types: the detector's frame head starts fresh.", source, parent_labels)
+        return
+    parent = RespSTFForAudioClassification.from_pretrained(source)
+    with torch.no_grad():
+        rows = [DETECTION_LABELS.index(name) for name in EVENT_TYPES]
+        model.classifier.weight[rows] = parent.classifier.weight
+        model.classifier.bias[rows] = parent.classifier.bias
+    logger.info("The detector's frame head starts from %s's event classifier (Poor Quality: new).", source)

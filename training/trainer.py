@@ -10,9 +10,13 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from respstf.modeling import RespSTFForAudioFrameClassification
+from respstf.modeling.modeling_respstf import frame_classification_loss
+
 
 class RespSTFTrainer(Trainer):
-    """`Trainer` whose clip loss weighs the classes by ``class_weights`` (one per class, or None: unweighted).
+    """`Trainer` whose clip loss (an event detector's: frame loss) weighs the classes by ``class_weights`` (one per
+    class, or None: unweighted).
 
     The weights are a choice of the run (they follow its training labels and ``--imbalance``), so they are given
     here rather than kept in the model's config, where they would go stale with a new label set. The loss stays
@@ -26,10 +30,13 @@ class RespSTFTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.class_weights is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs["labels"]
+        labels, unwrapped = inputs["labels"], self.accelerator.unwrap_model(model)
         # Without labels the model's loss is its frame loss alone (None without frame labels); the clip loss is added.
         outputs = model(**{name: value for name, value in inputs.items() if name != "labels"})
-        loss = self.accelerator.unwrap_model(model).clip_loss(outputs.logits, labels.long(), self.class_weights)
+        if isinstance(unwrapped, RespSTFForAudioFrameClassification):
+            loss = frame_classification_loss(outputs.logits, labels, unwrapped.frame_stride, self.class_weights)
+        else:
+            loss = unwrapped.clip_loss(outputs.logits, labels.long(), self.class_weights)
         if outputs.loss is not None:
             loss = outputs.loss + loss
         outputs["loss"] = loss

@@ -31,12 +31,17 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
+import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 
 from .configuration_respstf import RespSTFConfig
@@ -215,9 +220,11 @@ class RespSTFPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # Saving writes `auto_map` for the saved class only; a saved classifier also loads as its backbone
         # (AutoModel strips base_model_prefix), so map AutoModel too. An ensemble has no one backbone to load
-        # (RespSTFModel refuses its config), and its config, copied from a member's, may map one: drop it.
+        # (RespSTFModel refuses its config), and its config, copied from a member's, may map one: drop it. A head
+        # class inherited from the parent's config (a detector trained from a classifier) would load a random head.
         if self._auto_class is not None:
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map = {name: value for name, value in (getattr(self.config, "auto_map", None) or {}).items()
+                        if name in ("AutoConfig", "AutoModel")}
             if self.config.ensemble_size == 1:
                 auto_map["AutoModel"] = f"{RespSTFModel.__module__.split('.')[-1]}.RespSTFModel"
             else:
@@ -379,13 +386,19 @@ def settings_differences(reference: dict, other: dict, ignored: Sequence[str] = 
 _PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
 
 
-def frame_classification_loss(frame_logits: torch.Tensor, frame_labels: torch.Tensor, time_stride: int) -> torch.Tensor:
+def frame_classification_loss(frame_logits: torch.Tensor, frame_labels: torch.Tensor, time_stride: int,
+                              class_weights: Sequence[float] | None = None) -> torch.Tensor:
     """Cross-entropy of backbone-frame logits ``(B, T', C)`` against input-frame labels ``(B, T)`` (-100: no label):
-    each backbone frame answers for the input frame at its centre (NaN when no frame has a label)."""
+    each backbone frame answers for the input frame at its centre (NaN when no frame has a label); optionally
+    weighted per class by ``class_weights`` ``(C,)`` (a training choice, given by the trainer)."""
+    weight = None if class_weights is None else frame_logits.new_tensor(class_weights)
+    if weight is not None and len(weight) != frame_logits.shape[-1]:
+        raise ValueError(f"class_weights has {len(weight)} entries but the frame head gives {frame_logits.shape[-1]} "
+                         "logits: give one weight per class (or None).")
     centres = ((torch.arange(frame_logits.shape[1], device=frame_labels.device) + 0.5) * time_stride).long()
     centres = centres.clamp(max=frame_labels.shape[1] - 1)
     return F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), frame_labels[:, centres].reshape(-1).long(),
-                           ignore_index=-100)
+                           weight=weight, ignore_index=-100)
 
 
 class RespSTFForAudioClassification(RespSTFPreTrainedModel):
@@ -517,6 +530,8 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
     from the chunk it is most central in, so memory is bounded by one chunk however long the recording.
     """
 
+    accepts_loss_kwargs = False  # a per-batch mean, as RespSTFForAudioClassification's
+
     def __init__(self, config: RespSTFConfig):
         if config.ensemble_size != 1:
             raise ValueError("RespSTFForAudioFrameClassification is one model: an ensemble config "
@@ -525,6 +540,40 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
         self.respstf = RespSTFModel(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``; a detector (``config.detection`` set) also ships its
+        ``respiratory-event-detection`` pipeline: ``config.json`` names it under ``custom_pipelines`` and the folder
+        gets its code (``pipeline_respstf.py`` and the files it imports) beside the model's, so
+        ``pipeline("respiratory-event-detection", model=folder, trust_remote_code=True)`` runs where this package is
+        not installed. (``save_pretrained(..., push_to_hub=True)`` uploads only what the base class writes, as for any
+        pipeline's code: use ``push_to_hub``, which uploads the whole saved folder.)"""
+        task, module = "respiratory-event-detection", "pipeline_respstf"
+        code = []
+        if self.config.detection is not None:
+            # Beside this file (the package, or a detector folder's copy), else wherever this process loaded it from.
+            found = [Path(__file__).with_name(f"{module}.py")] + [
+                Path(loaded.__file__) for name, loaded in list(sys.modules.items())
+                if name.rsplit(".", 1)[-1] == module and getattr(loaded, "__file__", None)]
+            code = next(([path, *map(Path, get_relative_import_files(path))] for path in found if path.is_file()), [])
+            if not code:
+                warnings.warn(f"{module}.py is not beside {Path(__file__).name}: the saved detector holds no {task} "
+                              "pipeline; save it where the respstf package is installed to ship it.", UserWarning)
+        pipelines = dict(getattr(self.config, "custom_pipelines", None) or {})
+        pipelines.pop(task, None)
+        if code:
+            pipelines[task] = {"impl": f"{module}.RespiratoryEventDetectionPipeline",
+                               "pt": ["AutoModelForAudioFrameClassification"], "tf": [], "type": "audio"}
+        if pipelines:
+            self.config.custom_pipelines = pipelines
+        elif hasattr(self.config, "custom_pipelines"):
+            del self.config.custom_pipelines
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if code and (args[0] if args else kwargs.get("is_main_process", True)) and Path(save_directory).is_dir():
+            for path in code:
+                if path.resolve() != (Path(save_directory) / path.name).resolve():
+                    shutil.copyfile(path, Path(save_directory) / path.name)
+        return result
 
     @property
     def frame_stride(self) -> int:

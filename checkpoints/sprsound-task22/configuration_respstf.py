@@ -8,6 +8,7 @@ from transformers import PretrainedConfig
 
 _LOSSES = ("cross_entropy", "focal")
 _ANNOTATION_LEVELS = ("event", "record", None)
+_DETECTION_KEYS = ("continuous", "discontinuous", "normal", "poor_quality", "record_labels")
 
 
 class RespSTFConfig(PretrainedConfig):
@@ -57,6 +58,12 @@ class RespSTFConfig(PretrainedConfig):
             recordings. Training never applies them. To change them on a loaded model set
             ``model.config.logit_adjustment = [...]`` (or None to read the model's own probabilities), and
             ``save_pretrained`` to keep the choice.
+        detection: an event detector's record rule (``RespSTFForAudioFrameClassification`` trained on whole
+            recordings), else None: which of its classes are ``continuous`` and ``discontinuous`` adventitious sounds,
+            the ``normal`` and ``poor_quality`` class, the ``record_labels`` (none, continuous, discontinuous, both,
+            poor quality), and the decision's ``evidence_seconds`` and ``record_logit_adjustment`` (see
+            ``detection_respstf``; the ``respiratory-event-detection`` pipeline applies them). Change them on a loaded
+            model through ``model.config.detection`` and ``save_pretrained``.
     """
 
     model_type = "respstf"
@@ -94,6 +101,7 @@ class RespSTFConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         ensemble_size: int = 1,
         logit_adjustment: list[float] | None = None,
+        detection: dict | None = None,
         **kwargs,
     ):
         self.n_scales = n_scales
@@ -132,6 +140,7 @@ class RespSTFConfig(PretrainedConfig):
         # After the base class, which in transformers 4.x sets its own finetuning_task attribute.
         self.finetuning_task = finetuning_task
         self.annotation_level = annotation_level
+        self.detection = detection
         self._validate()
 
     def _validate(self) -> None:
@@ -181,6 +190,11 @@ class RespSTFConfig(PretrainedConfig):
         if not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
             raise ValueError(f"RespSTFConfig.ensemble_size must be a positive integer, got {self.ensemble_size!r}.")
         self.check_logit_adjustment(self.num_labels)
+        if self.detection is not None:
+            missing = [key for key in _DETECTION_KEYS if key not in self.detection]
+            if missing or len(self.detection["record_labels"]) != 5:
+                raise ValueError(f"RespSTFConfig.detection needs {', '.join(_DETECTION_KEYS)} (record_labels: 5 names), "
+                                 f"got {self.detection!r}.")
 
     def check_logit_adjustment(self, num_labels: int) -> None:
         """Raise ValueError unless ``logit_adjustment`` is None or ``num_labels`` finite offsets. The model checks
