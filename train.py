@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
     normal_label = training.resolve_normal_label(label_names, data_args.normal_label)
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
     training.check_selection_metric(training_args.metric_for_best_model, label_names)
-    record_data = level == "record" and "events" in data["train"].column_names
+    record_data = level == "record" and "events" in data["train"].column_names and not detection
     training.resolve_record_options(data_args, model_args, record_data)
     with_frames = record_data and model_args.frame_supervision
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                      training.loss_class_weights(data["train"][label_column], label_names, model_args.imbalance, normal_label))
     model, extractor = training.build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames,
                                                           training_args.do_train)
-    cropped = training_args.do_train and with_frames and not detection and data_args.record_crop_probability > 0
+    cropped = training_args.do_train and with_frames and data_args.record_crop_probability > 0
     crop_frames = training.crop_frames(extractor, data_args.record_crop_min_seconds) if cropped else None
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
     featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]

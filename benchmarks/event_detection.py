@@ -49,12 +49,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoFeatureExtractor, AutoModelForAudioFrameClassification
 
-import respstf.feature_extraction  # noqa: F401  (registers the respstf Auto classes)
+import respstf.feature_extraction  # noqa: F401  (registers the extractor with the Auto classes)
 from respstf import hub_dataset, training
 from respstf.hub_dataset import detection_metrics
-from respstf.modeling import RespiratoryEventDetectionPipeline, detection_respstf
+from respstf.modeling import RespiratoryEventDetectionPipeline, RespSTFConfig, detection_respstf, inference_respstf
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
@@ -71,9 +70,9 @@ MAX_NORMALS_POOR_QUALITY = 0.03
 
 
 def load_detector(path: str | Path) -> RespiratoryEventDetectionPipeline:
-    """The ``respiratory-event-detection`` pipeline of a saved detector (this package's code, no remote code)."""
-    model = AutoModelForAudioFrameClassification.from_pretrained(path).eval()
-    return detector_pipeline(model, AutoFeatureExtractor.from_pretrained(path))
+    """The ``respiratory-event-detection`` pipeline of a saved detector (this package's code, no remote code; the
+    folder checked as the demo checks it)."""
+    return inference_respstf.load_detector(path).pipeline
 
 
 def detector_pipeline(model, extractor) -> RespiratoryEventDetectionPipeline:
@@ -419,6 +418,8 @@ def main(argv: list[str] | None = None) -> dict:
                              "detectors' config.detection ones (what --choose_decision prints).")
     parser.add_argument("--choose_decision", action="store_true",
                         help="Search the record decision on the pooled recordings of the given models and folds.")
+    parser.add_argument("--write_decision", default=None, metavar="DIR",
+                        help="With --choose_decision: write the chosen decision into DIR/config.json (a detector to ship).")
     parser.add_argument("--latency", action="store_true", help="Measure the CPU latency and checkpoint size instead.")
     parser.add_argument("--latency_runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
@@ -426,6 +427,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args(argv)
     folds = args.cv_fold or []
+    if args.write_decision and not args.choose_decision:
+        parser.error("--write_decision writes what --choose_decision chooses: pass both")
     if folds and len(folds) != len(args.model):
         parser.error(f"give one --cv_fold per --model ({len(args.model)} models, {len(folds)} folds), or none for --split")
     torch.set_num_threads(args.threads)
@@ -475,8 +478,20 @@ def main(argv: list[str] | None = None) -> dict:
                                  detections[0], pooled["frame_seconds"])
         output["decision"] = choice
         text += "\n\n" + decision_text(choice, len(pooled["probabilities"]))
+        if args.write_decision:
+            write_decision(args.write_decision, choice)
+            text += f"\n\nWritten into `{args.write_decision}/config.json` (`--write_decision`)."
     _publish(text, args.results)
     return output
+
+
+def write_decision(model_dir: str | Path, choice: Mapping) -> None:
+    """Set ``model_dir``'s ``config.detection`` decision (``evidence_seconds``, ``record_logit_adjustment``) to
+    ``choice``'s, the rest of its config as it is."""
+    config = RespSTFConfig.from_pretrained(model_dir)
+    config.detection = {**config.detection, **{key: choice[key] for key in ("evidence_seconds", "record_logit_adjustment")}}
+    config._validate()
+    config.save_pretrained(model_dir)
 
 
 def decision_text(choice: Mapping, recordings: int) -> str:

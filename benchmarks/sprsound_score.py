@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.copy_to:
         for task in summaries:
-            source, target = Path(args.runs) / run_of(task), Path(args.copy_to) / f"sprsound-{run_of(task).removeprefix('task')}"
+            source, target = Path(args.runs) / run_of(task), Path(args.copy_to) / f"sprsound-{run_of(task)}"
             target.mkdir(parents=True, exist_ok=True)
             for name in SHIPPED:
                 if (source / name).is_file():

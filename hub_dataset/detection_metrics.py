@@ -77,7 +77,7 @@ ONSET_COLLAR_SECONDS = 0.2  # DCASE's t_collar
 OFFSET_COLLAR_FRACTION = 0.2  # of the annotated event's length (sed_eval's percentage_of_length)
 FRAME_SECONDS = 0.1
 # Groups of annotated types counted together by `frame_measures` (each event found as its own type or kind).
-EVENT_GROUPS = {"crackles": ("Coarse Crackle", "Fine Crackle"), "adventitious": tuple(ADVENTITIOUS_TYPES)}
+EVENT_GROUPS = {"crackles": ("Coarse Crackle", "Fine Crackle")}
 RECORD_TASKS = ("22", "21")
 MISSING_SED_EVAL = ('sed_eval is not installed; install the evaluation extra: pip install "respstf[eval]" '
                     '(sed_eval with dcase_util, and setuptools<82 for their pkg_resources)')
@@ -108,9 +108,9 @@ def annotated_events(events: Sequence[Mapping]) -> list[dict]:
 
 def detected_events(events: Sequence[Mapping]) -> list[dict]:
     """The ``events`` of ``detection_respstf.detect`` (``{"label", "start", "end", "score"}``) as ``{"label", "onset",
-    "offset", "score"}`` (an event that its cap at the recording's end left without length is dropped)."""
+    "offset", "score"}``."""
     return [{"label": e["label"], "onset": float(e["start"]), "offset": float(e["end"]), "score": float(e.get("score", 1.0))}
-            for e in events if float(e["end"]) > float(e["start"])]
+            for e in events]
 
 
 def _check_labels(recordings: Sequence[Sequence[Mapping]], what: str) -> None:

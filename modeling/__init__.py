@@ -13,7 +13,7 @@ from .inference_respstf import (
 from .modeling_respstf import (
     RespSTFForAudioClassification, RespSTFForAudioFrameClassification, RespSTFMember, RespSTFModel, RespSTFPreTrainedModel,
 )
-from .pipeline_respstf import TASK as DETECTION_TASK, RespiratoryEventDetectionPipeline
+from .pipeline_respstf import TASK as DETECTION_PIPELINE_TASK, RespiratoryEventDetectionPipeline
 from .prior_respstf import estimate_deployment_prior, prior_shift
 
 AutoConfig.register(RespSTFConfig.model_type, RespSTFConfig, exist_ok=True)
@@ -29,12 +29,12 @@ RespSTFForAudioFrameClassification.register_for_auto_class("AutoModelForAudioFra
 # pipeline("respiratory-event-detection", model=<loaded detector>, feature_extractor=...) in this process; a saved
 # detector's folder ships the same pipeline as Hub custom code (config.json's custom_pipelines, written by
 # RespSTFForAudioFrameClassification.save_pretrained), which needs trust_remote_code=True.
-PIPELINE_REGISTRY.register_pipeline(DETECTION_TASK, pipeline_class=RespiratoryEventDetectionPipeline,
+PIPELINE_REGISTRY.register_pipeline(DETECTION_PIPELINE_TASK, pipeline_class=RespiratoryEventDetectionPipeline,
                                     pt_model=AutoModelForAudioFrameClassification, type="audio")
 
 __all__ = [
     "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFForAudioFrameClassification", "RespSTFMember", "RespSTFPreTrainedModel",
-    "RespiratoryEventDetectionPipeline", "DETECTION_TASK",
+    "RespiratoryEventDetectionPipeline", "DETECTION_PIPELINE_TASK",
     "TaskModel", "Windows", "annotation_level", "classify_recording", "load_models", "load_task_model", "pack_ensemble", "resolve_model_source",
     "slide_windows", "stitch_windows", "estimate_deployment_prior", "prior_shift",
 ]

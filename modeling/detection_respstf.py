@@ -82,6 +82,22 @@ def record_scores(evidence: Mapping[str, float], detection: Mapping) -> dict[str
             discontinuous: good * (1 - cas) * das, both: good * cas * das, poor_quality: poor}
 
 
+def record_decision(probabilities: np.ndarray, id2label: Mapping[int, str], detection: Mapping,
+                    frame_seconds: float) -> tuple[str, dict[str, float]]:
+    """The record label and the record classes' probabilities of a recording's frame ``probabilities``
+    ``(frames, num_labels)`` under ``detection``'s rule and decision (adjusted evidence, `record_scores`)."""
+    evidence = adjust_evidence(record_evidence(probabilities, id2label, detection, frame_seconds),
+                               detection.get("record_logit_adjustment"))
+    scores = record_scores(evidence, detection)
+    return max(scores, key=scores.get), scores
+
+
+def real_output_frames(real_input_frames: int, frame_stride: int) -> int:
+    """How many of the detector's output frames hold real audio: those that cover any of the ``real_input_frames``
+    (the attention mask's ones) at ``frame_stride`` input frames each."""
+    return -(-int(real_input_frames) // frame_stride)
+
+
 def decode_events(probabilities: np.ndarray, id2label: Mapping[int, str], detection: Mapping, frame_seconds: float,
                   duration_seconds: float | None = None) -> list[dict]:
     """The adventitious events: runs of frames whose most probable class is the same event type (not normal, not
@@ -90,7 +106,7 @@ def decode_events(probabilities: np.ndarray, id2label: Mapping[int, str], detect
     joining runs across short gaps or dropping short runs did not raise the event F1 on a validation fold:
     benchmarks/RESULTS.md.)"""
     top = probabilities.argmax(-1)
-    quiet = set(class_indices(id2label, [detection["normal"], detection["poor_quality"]]))
+    background = set(class_indices(id2label, [detection["normal"], detection["poor_quality"]]))  # not events
     events, start = [], 0
     for frame in range(1, len(top) + 1):
         if frame < len(top) and top[frame] == top[start]:
@@ -98,7 +114,7 @@ def decode_events(probabilities: np.ndarray, id2label: Mapping[int, str], detect
         label = int(top[start])
         end = frame * frame_seconds if duration_seconds is None else min(frame * frame_seconds, duration_seconds)
         # Not a last frame that holds under half a millisecond of the recording (an event of 0 s once rounded).
-        if label not in quiet and round(end, 3) > round(start * frame_seconds, 3):
+        if label not in background and round(end, 3) > round(start * frame_seconds, 3):
             events.append({"label": id2label[label], "start": round(start * frame_seconds, 3), "end": round(end, 3),
                            "score": round(float(probabilities[start:frame, label].mean()), 4)})
         start = frame
@@ -109,9 +125,7 @@ def detect(probabilities: np.ndarray, id2label: Mapping[int, str], detection: Ma
            duration_seconds: float | None = None) -> dict:
     """Events and record verdict of one recording: ``{"events": [...], "record_label": str, "record_scores":
     {class: probability}}`` (see the module's docstring)."""
-    evidence = adjust_evidence(record_evidence(probabilities, id2label, detection, frame_seconds),
-                               detection.get("record_logit_adjustment"))
-    scores = record_scores(evidence, detection)
+    label, scores = record_decision(probabilities, id2label, detection, frame_seconds)
     return {"events": decode_events(probabilities, id2label, detection, frame_seconds, duration_seconds),
-            "record_label": max(scores, key=scores.get),
+            "record_label": label,
             "record_scores": {label: round(float(p), 4) for label, p in scores.items()}}

@@ -243,18 +243,23 @@ def save_png(image: np.ndarray, folder: Path, max_age_s: float = 3600.0) -> Path
     Image.fromarray(image).save(buffer, format="png")
     data = buffer.getvalue()
     path = folder / f"{hashlib.sha1(data).hexdigest()}.png"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, staging = tempfile.mkstemp(dir=folder, prefix=".staging-")
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(staging, path)
-        now = time.time()
-        if now - _LAST_PRUNE.get(folder, 0.0) > 60:
-            _LAST_PRUNE[folder] = now
-            for entry in os.scandir(folder):
+    try:
+        os.utime(path)  # used again: ages from now (never touch() a name a prune may just have deleted: an empty PNG)
+        return path
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, staging = tempfile.mkstemp(dir=folder, prefix=".staging-")
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+    os.replace(staging, path)
+    now = time.time()
+    if now - _LAST_PRUNE.get(folder, 0.0) > 60:
+        _LAST_PRUNE[folder] = now
+        for entry in os.scandir(folder):
+            try:
                 if now - entry.stat().st_mtime > max_age_s:
                     Path(entry.path).unlink(missing_ok=True)
-    else:
-        path.touch()  # used again: ages from now
+            except FileNotFoundError:  # another request's prune got there first
+                continue
     return path

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .detection_respstf import detect
+from .detection_respstf import detect, real_output_frames
 
 TASK = "respiratory-event-detection"
 
@@ -183,7 +183,7 @@ class RespiratoryEventDetectionPipeline(Pipeline):
         logits = model_outputs["logits"][0].float()
         mask = model_outputs["attention_mask"]
         if mask is not None:  # the output frames that hold real audio
-            logits = logits[: -(-int(mask[0].sum()) // self.model.frame_stride)]
+            logits = logits[:real_output_frames(mask[0].sum(), self.model.frame_stride)]
         probabilities = logits.softmax(-1).numpy()
         config = self.model.config
         result = detect(probabilities, config.id2label, config.detection, self.frame_seconds,

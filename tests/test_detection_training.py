@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import EvalPrediction
+from transformers import EvalPrediction, TrainingArguments
 
 import train
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_LABELS, RECORD_LABELS, DatasetSource, detection_rule
-from respstf.modeling import RespSTFConfig
+from respstf.modeling import RespSTFConfig, RespSTFForAudioFrameClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 PARENT = ROOT / "checkpoints" / "sprsound-task12"
@@ -46,7 +46,7 @@ def test_detector_is_a_frame_model_with_the_record_rule(detector_run):
     validation = summary["results"]["validation"]
     assert summary["labels"] == RECORD_LABELS and np.asarray(validation["confusion_matrix"]).shape == (5, 5)
     assert np.asarray(validation["confusion_matrix"]).sum() == validation["rows"] == 12
-    assert 0 <= validation["frame_f1"] <= 1 and 0 <= validation["score"] <= 1
+    assert 0 <= validation["output_frame_f1"] <= 1 and 0 <= validation["score"] <= 1
     card = (output / "README.md").read_text()
     assert 'pipeline("respiratory-event-detection"' in card and "record_logit_adjustment" in card
 
@@ -111,7 +111,7 @@ def test_detection_metrics_of_frames_that_match_the_annotation_score_one():
         logits[row, 40:, DETECTION_LABELS.index("Wheeze")] = 30  # padding
     compute = training.make_detection_metrics(config, stride, 0.016, RECORD_LABELS, "Normal")
     metrics = compute(EvalPrediction(predictions=logits, label_ids=(labels, mask, np.array([RECORD_LABELS.index(r) for r in records]))))
-    assert metrics["score"] == pytest.approx(1.0) and metrics["frame_f1"] == pytest.approx(1.0)
+    assert metrics["score"] == pytest.approx(1.0) and metrics["output_frame_f1"] == pytest.approx(1.0)
     assert np.trace(np.asarray(metrics["confusion_matrix"])) == 5
 
 
@@ -120,3 +120,58 @@ def test_detection_on_a_dataset_without_sprsound_event_types_is_refused(tmp_path
     (folder / "Normal").mkdir(parents=True)
     with pytest.raises(ValueError, match="--task events learns SPRSound's event types"):
         training.load_training_data(DatasetSource(str(folder), "folder"), "events", None, "error")
+
+
+def detector_args(parent: Path, *extra: str):
+    _, model_args, feature_args, _ = train.parse_args(["--from", str(parent), *extra])
+    return model_args, feature_args
+
+
+def test_a_classifier_from_the_detector_is_no_detector_and_scores_as_a_classifier(tmp_path):
+    """Fine-tuning Task 2-2 from the detector drops its record rule (the result is a classifier), and is scored with
+    the classifier's metrics."""
+    model_args, feature_args = detector_args(ROOT / "checkpoints" / "sprsound-events", "--ignore-mismatched")
+    model, extractor = training.build_model_and_extractor(model_args, feature_args, "22", RECORD_LABELS, "record", True)
+    assert type(model).__name__ == "RespSTFForAudioClassification" and model.config.detection is None
+    label_names, _ = training.evaluation_setup(model, extractor, RECORD_LABELS, "Normal")
+    assert label_names == ["labels"]
+
+
+def test_scoring_a_classifier_as_a_detector_is_refused():
+    model_args, feature_args = detector_args(ROOT / "checkpoints" / "sprsound-task22")
+    with pytest.raises(ValueError, match="is not an event detector"):
+        training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False, training=False)
+
+
+def test_a_detector_trained_from_a_detector_starts_from_the_default_decision():
+    """The shipped detector's decision was chosen for its own validation fold: a detector trained from it starts from
+    the default one (as a classifier drops its parent's logit_adjustment); scoring it keeps its own."""
+    model_args, feature_args = detector_args(ROOT / "checkpoints" / "sprsound-events")
+    shipped = RespSTFConfig.from_pretrained(ROOT / "checkpoints" / "sprsound-events").detection
+    trained, _ = training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False)
+    scored, _ = training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False,
+                                                   training=False)
+    assert {key: trained.config.detection[key] for key in training.model_setup.DETECTION_DECISION} == training.model_setup.DETECTION_DECISION
+    assert scored.config.detection == shipped and shipped["record_logit_adjustment"] != trained.config.detection["record_logit_adjustment"]
+
+
+def test_the_trainer_weighs_the_detectors_frame_classes(tmp_path):
+    """With class weights the detector's loss is the weighted frame cross-entropy of its output frames' centre labels."""
+    config = RespSTFConfig(id2label=dict(enumerate(DETECTION_LABELS)), max_frames=64,
+                           detection={**detection_rule(), "evidence_seconds": 1.0})
+    model = RespSTFForAudioFrameClassification(config).eval()
+    torch.manual_seed(0)
+    inputs = {"input_features": torch.randn(2, 1, 64, 256), "attention_mask": torch.ones(2, 256, dtype=torch.long),
+              "labels": torch.randint(0, len(DETECTION_LABELS), (2, 256))}
+    weights = [1.0, 2.0, 3.0, 1.0, 1.0, 4.0, 1.0, 0.5]
+    trainer = training.RespSTFTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to=[]),
+                                      class_weights=weights)
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, dict(inputs))
+        logits = model(inputs["input_features"], inputs["attention_mask"]).logits
+    centres = inputs["labels"][:, 8::16]  # each 16-frame output frame's centre input frame
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), centres.reshape(-1), weight=torch.tensor(weights))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    trainer.class_weights = weights[:3]
+    with pytest.raises(ValueError, match="class_weights has 3 entries"):
+        trainer.compute_loss(model, dict(inputs))

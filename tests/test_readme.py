@@ -31,14 +31,14 @@ def test_python_snippets_run():
     if not SPRSOUND.is_dir() or not (CHECKPOINTS / "sprsound-task12" / "model.safetensors").is_file():
         pytest.skip("needs the shared SPRSound data and the bundled checkpoints")
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-    assert len(blocks) == 4, "a new snippet: add the check of what it prints below"
+    assert len(blocks) == 5, "a new snippet: add the check of what it prints below"
     # A marker line before each block, to tell their outputs apart.
     script = "\n".join(f"print('<<snippet {i}>>', flush=True)\n{block}" for i, block in enumerate(blocks))
     completed = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     printed = re.split(r"^<<snippet \d+>>\n", completed.stdout, flags=re.M)[1:]
-    assert len(printed) == 4, completed.stdout[-3000:]
+    assert len(printed) == 5, completed.stdout[-3000:]
 
     # 0: the Task 2-2 pipeline on the release's example recording: all 5 classes, best first; the checkpoint hears Normal.
     scores = ast.literal_eval(printed[0].strip())
@@ -53,13 +53,22 @@ def test_python_snippets_run():
     ranked = sorted(probabilities, key=probabilities.get, reverse=True)
     assert ranked[:2] == ["Fine Crackle", "Normal"] and probabilities["Fine Crackle"] > 0.5
 
-    # 2: the event rows of the release (train + inter_test) and the carved validation split.
-    assert re.findall(r"(\w+): Dataset\(.*?num_rows: (\d+)", printed[2], flags=re.S) == [("train", "6656"), ("inter_test", "1429")]
-    assert printed[2].split()[-1] == "1058"
+    # 2: the event detector on the release's CAS example: a record class and the first events, each inside the
+    # 15.4 s recording, in order, with a score; its class holds CAS (three wheezes are annotated).
+    record_label, events = re.match(r"(.+?) (\[.*\])$", printed[2].strip()).groups()
+    events = ast.literal_eval(events)
+    assert record_label in task_labels("22") and 1 <= len(events) <= 3
+    assert all(set(e) == {"label", "start", "end", "score"} and 0 <= e["start"] < e["end"] <= 15.4 for e in events)
+    assert [e["start"] for e in events] == sorted(e["start"] for e in events)
+    assert "CAS" in record_label
 
-    # 3: predictions [0, 2, 1, 0] for references [0, 2, 2, 1], Normal = 0: SP = 1/1, SE = 1/3 (of the abnormal
+    # 3: the event rows of the release (train + inter_test) and the carved validation split.
+    assert re.findall(r"(\w+): Dataset\(.*?num_rows: (\d+)", printed[3], flags=re.S) == [("train", "6656"), ("inter_test", "1429")]
+    assert printed[3].split()[-1] == "1058"
+
+    # 4: predictions [0, 2, 1, 0] for references [0, 2, 2, 1], Normal = 0: SP = 1/1, SE = 1/3 (of the abnormal
     # rows 2, 2, 1 only the first is right), AS = (SE + SP) / 2, HS = 2 SE SP / (SE + SP), Score = (AS + HS) / 2.
-    result = ast.literal_eval(printed[3].strip())
+    result = ast.literal_eval(printed[4].strip())
     se, sp = 1 / 3, 1.0
     expected = {"se": se, "sp": sp, "as": (se + sp) / 2, "hs": 2 * se * sp / (se + sp)}
     expected["score"] = (expected["as"] + expected["hs"]) / 2

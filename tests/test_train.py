@@ -413,16 +413,18 @@ def test_finetune_on_a_new_dataset_replaces_the_head(task12_run, folder, labels,
 
 
 def test_recipe_chain_and_the_runs_each_seed_trains(tmp_path):
-    """benchmarks/sprsound_score.py's recipe: 12 -> 22-base -> 21 -> 22 (and 12 -> 11). Shipping 2-2 from nothing
+    """benchmarks/sprsound_score.py's recipe: 12 -> 22-base -> 21 -> 22 (and 12 -> 11, 12 -> the event detector). Shipping 2-2 from nothing
     trains the whole chain; with --seeds, the shipped runs and the step between them train per seed, a shipped
     run that is only a parent with the first seed; runs already trained are not retrained, nor their parents."""
     import argparse
     from benchmarks import sprsound_score
 
     parents = {run: parent for run, _, parent, _ in sprsound_score.RECIPE}
-    assert parents == {"task12": None, "task11": "task12", "task22-base": "task12", "task21": "task22-base", "task22": "task21"}
+    assert parents == {"task12": None, "task11": "task12", "task22-base": "task12", "task21": "task22-base", "task22": "task21",
+                       "events": "task12"}
     args = argparse.Namespace(runs=str(tmp_path), tasks=["22"], seeds=[7, 8], retrain=False)
     assert sprsound_score.runs_needed(args) == {"task22", "task21", "task22-base", "task12"}
+    assert sprsound_score.runs_needed(argparse.Namespace(**{**vars(args), "tasks": ["events"]})) == {"events", "task12"}
     assert [sprsound_score.seeds_of(run, args) for run in ("task22", "task22-base", "task21", "task12")] == [[7, 8], [7, 8], [7], [7]]
     assert sprsound_score.run_dirs("task21", args) == [tmp_path / "task21"]
     for seed in (7, 8):  # both seeds of the shipped 2-2 on record: nothing else is needed
@@ -1188,3 +1190,21 @@ def test_a_recipe_run_cut_short_resumes_from_its_newest_checkpoint(tmp_path, mon
     assert calls[-1][-2:] == ["--resume_from_checkpoint", "last"]
     sprsound_score.train_run(run, "12", None, [], 42, "none", sprsound_score.argparse.Namespace(**{**vars(args), "retrain": True}))
     assert "--resume_from_checkpoint" not in calls[-1]
+
+
+def test_copy_to_names_each_shipped_folder_after_its_run(tmp_path, capsys):
+    """--copy_to copies runs/task12 to <copy_to>/sprsound-task12 and the detector's runs/events to sprsound-events."""
+    from benchmarks import sprsound_score
+
+    runs, scores = tmp_path / "runs", {"score": 0.5, "se": 0.5, "sp": 0.5, "as": 0.5, "hs": 0.5}
+    for run, task in (("task12", "12"), ("events", "events")):
+        (runs / run).mkdir(parents=True)
+        (runs / run / "config.json").write_text("{}")
+        summary = {"task": task, "global_step": 1, "device": "CPU", "parameters": 1, "train_runtime_s": 1,
+                   "results": {"validation": scores, "inter_test": scores}}
+        (runs / run / "results.json").write_text(json.dumps(summary))
+    sprsound_score.main(["--runs", str(runs), "--tasks", "12", "events", "--copy_to", str(tmp_path / "out"),
+                         "--results", str(tmp_path / "RESULTS.md")])
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["sprsound-events", "sprsound-task12"]
+    assert (tmp_path / "out" / "sprsound-events" / "config.json").is_file()
+    assert "| events | 0.500 |" in (tmp_path / "RESULTS.md").read_text()

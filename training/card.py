@@ -13,7 +13,9 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_TASK, TASKS
-from respstf.modeling import RespSTFConfig
+from respstf.modeling import DETECTION_PIPELINE_TASK, RespSTFConfig
+
+from .model_setup import DETECTION_DECISION
 
 logger = logging.getLogger("respstf.training")
 
@@ -74,7 +76,7 @@ paper's BioCAS 2023 test set was not available, so these numbers are not directl
 0.810 / 0.667 / 0.744 / 0.608."""
     dataset_name = Path(summary["dataset"]).name
     # model-index: the Hub shows each split's Score on the model page.
-    pipeline_name = "respiratory-event-detection" if detection else "audio-classification"
+    pipeline_name = DETECTION_PIPELINE_TASK if detection else "audio-classification"
     metadata = ModelCardData(
         library_name="transformers", pipeline_tag=None if detection else pipeline_name, license="apache-2.0",
         tags=[pipeline_name, *(["sound-event-detection"] if detection else []), "respiratory-sound", "stethoscope",
@@ -136,12 +138,15 @@ def detection_classes(output_dir: Path, detection: dict) -> str:
     config = RespSTFConfig.from_pretrained(output_dir)
     frames = ", ".join(f"{i} = {config.id2label[i]}" for i in range(config.num_labels))
     offsets = ", ".join(f"{kind} {value:+.2f}" for kind, value in detection["record_logit_adjustment"].items())
+    decision = {key: detection[key] for key in DETECTION_DECISION}
+    chosen = ("" if decision == DETECTION_DECISION else " They and the evidence length were chosen on the validation split "
+              "below (`benchmarks/event_detection.py --choose_decision`), so its validation Score is in-sample for them.")
     return (f"Frame classes (`id2label`): {frames}. The record class (`{'`, `'.join(detection['record_labels'])}`) comes from "
             f"the frames: CAS where some {detection['evidence_seconds']:g} s stretch holds a continuous sound "
             f"({', '.join(detection['continuous'])}), DAS likewise for discontinuous ones ({', '.join(detection['discontinuous'])}), "
             f"Poor Quality from the mean {detection['poor_quality']} probability over the whole recording. The decision's "
             f"log-odds offsets (the prior it assumes; 0 = the training prior): {offsets}; change them in "
-            "`model.config.detection[\"record_logit_adjustment\"]` (and `save_pretrained`).")
+            "`model.config.detection[\"record_logit_adjustment\"]` (and `save_pretrained`)." + chosen)
 
 
 def hub_repo_name(training_args) -> str:

@@ -9,7 +9,8 @@ import evaluate
 import numpy as np
 
 from respstf.hub_dataset import SPRSOUND_SCORE_PATH
-from respstf.modeling.detection_respstf import adjust_evidence, class_indices, record_evidence, record_scores
+from respstf.modeling import RespSTFForAudioFrameClassification
+from respstf.modeling.detection_respstf import class_indices, real_output_frames, record_decision
 
 def recall_keys(label_names: list[str]) -> list[str]:
     """The metric keys of the classes' recalls, in class order: ``recall_wheeze_crackle`` for ``Wheeze+Crackle``,
@@ -70,30 +71,30 @@ def make_compute_metrics(label_names: list[str], normal_label: str):
 def make_detection_metrics(config, frame_stride: int, frame_seconds: float, label_names: list[str], normal_label: str):
     """Validation metrics of an event detector (``config``: its `RespSTFConfig`; ``frame_stride`` input frames of
     ``frame_seconds`` each per output frame): the official Score of the record labels (``label_names``) its frames
-    give by ``config.detection``'s rule, and ``frame_f1``, the F1 of adventitious (any event type) against normal
-    over the output frames inside annotated events. The Trainer gives the label ids ``(frame labels, attention mask,
+    give by ``config.detection``'s rule, and ``output_frame_f1``, the F1 of adventitious (any event type) against
+    normal over the output frames whose centre lies inside an annotated event (benchmarks/event_detection.py's frame
+    F1 reads the decoded events at 0.1 s frames instead). The Trainer gives the label ids ``(frame labels, attention mask,
     record labels)``."""
     score, detection, id2label = make_score(label_names, normal_label), config.detection, config.id2label
-    quiet = class_indices(id2label, [detection["normal"], detection["poor_quality"]])
+    normal, poor_quality = class_indices(id2label, [detection["normal"], detection["poor_quality"]])
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
         frame_labels, attention_mask, references = eval_pred.label_ids
         predicted, hits, truths, calls = [], 0, 0, 0
         for row_logits, row_labels, row_mask in zip(logits, frame_labels, attention_mask):
-            frames = -(-int(row_mask.sum()) // frame_stride)
+            frames = real_output_frames(row_mask.sum(), frame_stride)
             logit = row_logits[:frames] - row_logits[:frames].max(-1, keepdims=True)
             probabilities = np.exp(logit) / np.exp(logit).sum(-1, keepdims=True)
-            evidence = adjust_evidence(record_evidence(probabilities, id2label, detection, frame_stride * frame_seconds),
-                                       detection.get("record_logit_adjustment"))
-            scores = record_scores(evidence, detection)
-            predicted.append(label_names.index(max(scores, key=scores.get)))
+            label, _ = record_decision(probabilities, id2label, detection, frame_stride * frame_seconds)
+            predicted.append(label_names.index(label))
             centres = row_labels[np.minimum(((np.arange(frames) + 0.5) * frame_stride).astype(int), len(row_labels) - 1)]
-            inside = (centres >= 0) & (centres != quiet[1])  # frames inside annotated events (not Poor Quality)
-            truth, call = centres[inside] != quiet[0], ~np.isin(probabilities.argmax(-1)[inside], quiet)
+            inside = (centres >= 0) & (centres != poor_quality)  # output frames inside annotated events
+            truth = centres[inside] != normal
+            call = ~np.isin(probabilities.argmax(-1)[inside], [normal, poor_quality])
             hits, truths, calls = hits + int((truth & call).sum()), truths + int(truth.sum()), calls + int(call.sum())
         metrics = score(np.array(predicted), references)
-        metrics["frame_f1"] = 2 * hits / max(truths + calls, 1)
+        metrics["output_frame_f1"] = 2 * hits / max(truths + calls, 1)
         return metrics
 
     return compute_metrics
@@ -103,7 +104,7 @@ def evaluation_setup(model, extractor, label_names: list[str], normal_label: str
     """The Trainer's ``label_names`` and ``compute_metrics`` for ``model``. A classifier's frame_labels are an input
     of its loss, not a prediction target; an event detector's metrics also need its rows' real frames and record
     labels (`make_detection_metrics`)."""
-    if model.config.detection is None:
+    if not isinstance(model, RespSTFForAudioFrameClassification):
         return ["labels"], make_compute_metrics(label_names, normal_label)
     return (["labels", "attention_mask", "record_labels"],
             make_detection_metrics(model.config, model.frame_stride, extractor.frame_seconds, label_names, normal_label))

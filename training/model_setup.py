@@ -122,13 +122,20 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
                         "training.", source)
             settings["logit_adjustment"] = None
         new_detector = detection and config.detection is None
+        if new_detector and not training:
+            raise ValueError(f"--task {DETECTION_TASK} --do_train false: --from {source} is not an event detector (its "
+                             "config.json has no detection); train one from it (leave --do_train out).")
         if detection:
-            settings.update(detection=config.detection or {**detection_rule(), **DETECTION_DECISION}, num_frame_labels=0)
+            # A detector trained from another starts from the default decision, as a classifier drops its parent's
+            # logit_adjustment: the parent's was chosen for its own validation data.
+            rule = {**config.detection, **DETECTION_DECISION} if training and config.detection else config.detection
+            settings.update(detection=rule or {**detection_rule(), **DETECTION_DECISION}, num_frame_labels=0)
         else:
+            settings["detection"] = None  # a classifier fine-tuned from a detector is no detector
             check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
         parent_labels = class_names(config)
         config.id2label, config.label2id = id2label, label2id  # also sets num_labels
-        if with_frames and not detection and not config.num_frame_labels:
+        if with_frames and not config.num_frame_labels:
             config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
         for name, value in settings.items():
             setattr(config, name, value)
@@ -166,7 +173,7 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
             front[name] = getattr(feature_args, name)
     extractor = RespSTFFeatureExtractor(**front)
     settings.update(n_scales=extractor.n_scales, id2label=id2label, label2id=label2id,
-                    num_frame_labels=len(FRAME_LABELS) if with_frames and not detection else 0)
+                    num_frame_labels=len(FRAME_LABELS) if with_frames else 0)
     if detection:
         settings["detection"] = {**detection_rule(), **DETECTION_DECISION}
     config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)

@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 _LOSSES = ("cross_entropy", "focal")
 _ANNOTATION_LEVELS = ("event", "record", None)
 _DETECTION_KEYS = ("continuous", "discontinuous", "normal", "poor_quality", "record_labels")
+_EVIDENCE_KINDS = ("continuous", "discontinuous", "poor_quality")  # detection_respstf.EVIDENCE_KINDS
 
 
 class RespSTFConfig(PretrainedConfig):
@@ -195,6 +196,14 @@ class RespSTFConfig(PretrainedConfig):
             if missing or len(self.detection["record_labels"]) != 5:
                 raise ValueError(f"RespSTFConfig.detection needs {', '.join(_DETECTION_KEYS)} (record_labels: 5 names), "
                                  f"got {self.detection!r}.")
+            evidence_seconds = self.detection.get("evidence_seconds", 1.0)
+            if not (isinstance(evidence_seconds, (int, float)) and evidence_seconds > 0):
+                raise ValueError(f"RespSTFConfig.detection['evidence_seconds'] must be a positive number of seconds, "
+                                 f"got {evidence_seconds!r}.")
+            offsets = self.detection.get("record_logit_adjustment") or {}
+            if not (set(offsets) <= set(_EVIDENCE_KINDS) and all(math.isfinite(float(v)) for v in offsets.values())):
+                raise ValueError(f"RespSTFConfig.detection['record_logit_adjustment'] maps {', '.join(_EVIDENCE_KINDS)} to "
+                                 f"finite log-odds offsets, got {offsets!r}.")
 
     def check_logit_adjustment(self, num_labels: int) -> None:
         """Raise ValueError unless ``logit_adjustment`` is None or ``num_labels`` finite offsets. The model checks
