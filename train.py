@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
         data, label_names = training.align_with_model(data, label_column, label_names, model_args.from_checkpoint)
     normal_label = training.resolve_normal_label(label_names, data_args.normal_label)
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
-    training.check_selection_metric(training_args.metric_for_best_model, label_names)
+    training.check_selection_metric(training_args.metric_for_best_model, label_names, detection)
     record_data = level == "record" and "events" in data["train"].column_names and not detection
     training.resolve_record_options(data_args, model_args, record_data)
     with_frames = record_data and model_args.frame_supervision

@@ -760,6 +760,9 @@ def test_selection_settings(tmp_path):
     assert (args.save_strategy, args.save_steps) == ("steps", 10)
     training.check_selection_metric("eval_loss", ["Normal", "Wheeze+Crackle"])
     training.check_selection_metric("recall_wheeze_crackle", ["Normal", "Wheeze+Crackle"])
+    training.check_selection_metric("output_frame_f1", ["Normal", "CAS"], detection=True)  # an event detector's
+    with pytest.raises(ValueError, match="output_frame_f1"):
+        training.check_selection_metric("output_frame_f1", ["Normal", "CAS"])
     with pytest.raises(ValueError, match="'accuracy' is not a validation metric; expected one of score, se, sp"):
         training.check_selection_metric("accuracy", ["Normal", "Wheeze"])
 

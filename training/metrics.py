@@ -20,9 +20,10 @@ def recall_keys(label_names: list[str]) -> list[str]:
     return [f"{key}_{index}" if keys.count(key) > 1 else key for index, key in enumerate(keys)]
 
 
-def check_selection_metric(metric: str, label_names: list[str]) -> None:
-    """``--metric_for_best_model`` must be a key of the validation metrics (the Trainer adds ``eval_``)."""
-    keys = ["score", "se", "sp", "as", "hs", "loss", *recall_keys(label_names)]
+def check_selection_metric(metric: str, label_names: list[str], detection: bool = False) -> None:
+    """``--metric_for_best_model`` must be a key of the validation metrics (the Trainer adds ``eval_``); an event
+    detector's (``detection``) also have ``output_frame_f1`` (`make_detection_metrics`)."""
+    keys = ["score", "se", "sp", "as", "hs", "loss", *recall_keys(label_names), *(["output_frame_f1"] if detection else [])]
     if metric.removeprefix("eval_") not in keys:
         raise ValueError(f"--metric_for_best_model {metric!r} is not a validation metric; expected one of {', '.join(keys)}.")
 
