@@ -249,10 +249,9 @@ def choose_decision(probabilities: Sequence[np.ndarray], record_labels: Sequence
         rule = {**detection, "evidence_seconds": float(seconds)}
         evidence = np.array([[detection_respstf.record_evidence(p, id2label, rule, frame_seconds)[kind] for kind in kinds]
                              for p in probabilities])
-        log_odds = detection_respstf._logit(evidence)  # the detector's own clipping
         for shift in itertools.product(offsets, repeat=len(kinds)):
-            adjusted = 1 / (1 + np.exp(-(log_odds + np.asarray(shift))))
-            scores = detection_respstf.record_scores(dict(zip(kinds, adjusted.T)), rule)
+            adjusted = detection_respstf.adjust_evidence(dict(zip(kinds, evidence.T)), dict(zip(kinds, shift)))
+            scores = detection_respstf.record_scores(adjusted, rule)
             predicted = [names[i] for i in np.stack([scores[name] for name in names]).argmax(0)]
             result = figures(predicted)
             candidates += 1

@@ -42,7 +42,8 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
     """``output_dir/README.md`` from a run's summary (task, labels, dataset, parent, measured scores); the usage
     snippet loads ``repo_id`` when the folder is pushed to the Hub under that id."""
     task, label_names, results = summary["task"], summary["labels"], summary["results"]
-    detection = RespSTFConfig.from_pretrained(output_dir).detection
+    config = RespSTFConfig.from_pretrained(output_dir)
+    detection = config.detection
     if task == DETECTION_TASK:
         task_text = "SPRSound event detection in whole recordings"
     else:
@@ -102,7 +103,7 @@ A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal foc
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
 `respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
 
-{detection_classes(output_dir, detection) if detection else f"Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}."}{normal_text}
+{detection_classes(config) if detection else f"Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}."}{normal_text}
 
 ## Measured scores (official SPRSound Score{' of the record classes its frames give' if detection else ''})
 
@@ -133,9 +134,9 @@ chunks) and returns `{"events": [{"label", "start", "end", "score"}, ...], "reco
 seconds."""
 
 
-def detection_classes(output_dir: Path, detection: dict) -> str:
+def detection_classes(config: RespSTFConfig) -> str:
     """A detector card's paragraph on its frame classes and the record decision (the prior it assumes, how to change it)."""
-    config = RespSTFConfig.from_pretrained(output_dir)
+    detection = config.detection
     frames = ", ".join(f"{i} = {config.id2label[i]}" for i in range(config.num_labels))
     offsets = ", ".join(f"{kind} {value:+.2f}" for kind, value in detection["record_logit_adjustment"].items())
     decision = {key: detection[key] for key in DETECTION_DECISION}

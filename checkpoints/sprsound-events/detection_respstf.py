@@ -66,10 +66,11 @@ def record_evidence(probabilities: np.ndarray, id2label: Mapping[int, str], dete
     return evidence
 
 
-def adjust_evidence(evidence: Mapping[str, float], adjustment: Mapping[str, float] | None) -> dict[str, float]:
-    """``evidence`` with each kind's log-odds moved by ``adjustment[kind]`` (missing: 0)."""
+def adjust_evidence(evidence: Mapping[str, float | np.ndarray], adjustment: Mapping[str, float] | None) -> dict:
+    """``evidence`` with each kind's log-odds moved by ``adjustment[kind]`` (missing: 0); each kind's value a number,
+    or an array of them (one per recording, as a search over decisions takes them)."""
     adjustment = adjustment or {}
-    return {kind: float(1 / (1 + np.exp(-(_logit(value) + adjustment.get(kind, 0.0))))) for kind, value in evidence.items()}
+    return {kind: 1 / (1 + np.exp(-(_logit(value) + adjustment.get(kind, 0.0)))) for kind, value in evidence.items()}
 
 
 def record_scores(evidence: Mapping[str, float], detection: Mapping) -> dict[str, float]:
