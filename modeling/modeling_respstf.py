@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
-import sys
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput, TokenClassifierOutput
 
 from .configuration_respstf import RespSTFConfig
+# Imported so that the pipelines' code ships with the model's: save_pretrained and remote code copy the files the
+# model's file imports.
+from .pipeline_respstf import (
+    TASK as DETECTION_PIPELINE_TASK, RespiratoryEventDetectionPipeline, RespSTFAudioClassificationPipeline,
+)
 
 
 class ConvNormAct(nn.Sequential):
@@ -217,12 +217,20 @@ class RespSTFPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RespSTFModel):
             nn.init.trunc_normal_(module.positions, std=self.config.initializer_range)
 
+    def shipped_pipeline(self) -> tuple[str, type, str] | None:
+        """``(task, pipeline class, Auto class it loads)`` of the pipeline a saved folder of this model names in
+        ``custom_pipelines``, or None."""
+        return None
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # Saving writes `auto_map` for the saved class only; a saved classifier also loads as its backbone
-        # (AutoModel strips base_model_prefix), so map AutoModel too. An ensemble has no one backbone to load
-        # (RespSTFModel refuses its config), and its config, copied from a member's, may map one: drop it. A head
-        # class inherited from the parent's config (a detector trained from a classifier) would load a random head.
+        """``PreTrainedModel.save_pretrained``, writing ``auto_map`` and the folder's pipeline (`shipped_pipeline`)
+        under ``custom_pipelines`` so that ``pipeline(task, model=folder, trust_remote_code=True)`` runs where this
+        package is not installed (the pipelines' code is copied with the model's, which imports it)."""
         if self._auto_class is not None:
+            # Saving writes `auto_map` for the saved class only; a saved classifier also loads as its backbone
+            # (AutoModel strips base_model_prefix), so map AutoModel too. An ensemble has no one backbone to load
+            # (RespSTFModel refuses its config), and its config, copied from a member's, may map one: drop it. A head
+            # class inherited from the parent's config (a detector trained from a classifier) would load a random head.
             auto_map = {name: value for name, value in (getattr(self.config, "auto_map", None) or {}).items()
                         if name in ("AutoConfig", "AutoModel")}
             if self.config.ensemble_size == 1:
@@ -230,6 +238,17 @@ class RespSTFPreTrainedModel(PreTrainedModel):
             else:
                 auto_map.pop("AutoModel", None)
             self.config.auto_map = auto_map
+            # A pipeline inherited from the parent's config (a classifier trained from a detector) is not this one's.
+            pipelines = {task: spec for task, spec in (getattr(self.config, "custom_pipelines", None) or {}).items()
+                         if task not in ("audio-classification", DETECTION_PIPELINE_TASK)}
+            if (shipped := self.shipped_pipeline()) is not None:
+                task, pipeline_class, auto_class = shipped
+                pipelines[task] = {"impl": f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}",
+                                   "pt": [auto_class], "tf": [], "type": "audio"}
+            if pipelines:
+                self.config.custom_pipelines = pipelines
+            elif hasattr(self.config, "custom_pipelines"):
+                del self.config.custom_pipelines
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -421,6 +440,10 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
             self.members = nn.ModuleList(RespSTFMember(member_config) for _ in range(config.ensemble_size))
         self.post_init()
 
+    def shipped_pipeline(self) -> tuple[str, type, str]:
+        """``audio-classification``, through `RespSTFAudioClassificationPipeline` (files read at their own rate)."""
+        return "audio-classification", RespSTFAudioClassificationPipeline, "AutoModelForAudioClassification"
+
     @classmethod
     def from_members(cls, models: Sequence["RespSTFForAudioClassification"]) -> "RespSTFForAudioClassification":
         """An ensemble (``ensemble_size = len(models)``, in eval mode) of trained single models, their weights copied:
@@ -541,39 +564,11 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained``; a detector (``config.detection`` set) also ships its
-        ``respiratory-event-detection`` pipeline: ``config.json`` names it under ``custom_pipelines`` and the folder
-        gets its code (``pipeline_respstf.py`` and the files it imports) beside the model's, so
-        ``pipeline("respiratory-event-detection", model=folder, trust_remote_code=True)`` runs where this package is
-        not installed. (``save_pretrained(..., push_to_hub=True)`` uploads only what the base class writes, as for any
-        pipeline's code: use ``push_to_hub``, which uploads the whole saved folder.)"""
-        task, module = "respiratory-event-detection", "pipeline_respstf"
-        code = []
-        if self.config.detection is not None:
-            # Beside this file (the package, or a detector folder's copy), else wherever this process loaded it from.
-            found = [Path(__file__).with_name(f"{module}.py")] + [
-                Path(loaded.__file__) for name, loaded in list(sys.modules.items())
-                if name.rsplit(".", 1)[-1] == module and getattr(loaded, "__file__", None)]
-            code = next(([path, *map(Path, get_relative_import_files(path))] for path in found if path.is_file()), [])
-            if not code:
-                warnings.warn(f"{module}.py is not beside {Path(__file__).name}: the saved detector holds no {task} "
-                              "pipeline; save it where the respstf package is installed to ship it.", UserWarning)
-        pipelines = dict(getattr(self.config, "custom_pipelines", None) or {})
-        pipelines.pop(task, None)
-        if code:
-            pipelines[task] = {"impl": f"{module}.RespiratoryEventDetectionPipeline",
-                               "pt": ["AutoModelForAudioFrameClassification"], "tf": [], "type": "audio"}
-        if pipelines:
-            self.config.custom_pipelines = pipelines
-        elif hasattr(self.config, "custom_pipelines"):
-            del self.config.custom_pipelines
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if code and (args[0] if args else kwargs.get("is_main_process", True)) and Path(save_directory).is_dir():
-            for path in code:
-                if path.resolve() != (Path(save_directory) / path.name).resolve():
-                    shutil.copyfile(path, Path(save_directory) / path.name)
-        return result
+    def shipped_pipeline(self) -> tuple[str, type, str] | None:
+        """A detector (``config.detection`` set) ships the ``respiratory-event-detection`` pipeline."""
+        if self.config.detection is None:
+            return None
+        return DETECTION_PIPELINE_TASK, RespiratoryEventDetectionPipeline, "AutoModelForAudioFrameClassification"
 
     @property
     def frame_stride(self) -> int:

@@ -33,7 +33,7 @@ import app  # the repository root is on the path (pyproject's pytest pythonpath)
 from benchmarks import app_browser, app_load
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_LABELS, TASKS, detection_rule, parse_annotation, task_labels
-from respstf.hub_dataset import audio as hub_audio
+from respstf.modeling import audio_file_respstf
 from respstf.modeling import (
     RespSTFConfig, RespSTFForAudioClassification, RespSTFForAudioFrameClassification, load_task_model, slide_windows,
 )
@@ -435,7 +435,7 @@ def test_files_soundfile_cannot_read_are_decoded_with_ffmpeg_whatever_their_name
         demo.analyse(video)
     with pytest.raises(ValueError, match=r"missing.wav: audio file not found"):
         demo.analyse(tmp_path / "missing.wav")
-    monkeypatch.setattr(hub_audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(audio_file_respstf.shutil, "which", lambda name: None)
     with pytest.raises(ValueError, match=r"phone.m4a: not a readable audio file .*: expected a WAV, FLAC, OGG or MP3 "
                                          r"recording \(other formats need FFmpeg, which is not installed here\)\. "
                                          r"soundfile: Error opening 'phone.m4a'"):
@@ -480,10 +480,10 @@ def test_over_long_recording_is_refused_before_it_is_decoded(demo, tmp_path, mon
     waveform, rate = sf.read(real(CRACKLE_RECORDING), dtype="int16")
     sf.write(tmp_path / "long.wav", np.tile(waveform, 14), rate)  # 129 s of real audio
 
-    def no_decoding(path):
+    def no_decoding(path, name):
         raise AssertionError(f"{path} was decoded")
 
-    monkeypatch.setattr(hub_audio, "read_audio", no_decoding)
+    monkeypatch.setattr(audio_file_respstf, "decode_file", no_decoding)
     with pytest.raises(ValueError, match=r"long.wav is 129.0 s long: this demo accepts at most 120 s"):
         demo.analyse(tmp_path / "long.wav")
     # Just past the limit (120.04 s) is not said to be at it; nor is just short of the shortest (0.2499 s).

@@ -11,17 +11,16 @@ from huggingface_hub import ModelCard
 from conftest import CHECKPOINTS, CRACKLE_RECORDING, REPO_ROOT, read_recording
 from respstf.hub_dataset import TASKS, task_labels
 
+# Every folder holds the model's code and its pipelines' (config.json's custom_pipelines names one of them).
 CODE_FILES = {
     "configuration_respstf.py": REPO_ROOT / "modeling",
     "modeling_respstf.py": REPO_ROOT / "modeling",
+    "pipeline_respstf.py": REPO_ROOT / "modeling",
+    "detection_respstf.py": REPO_ROOT / "modeling",
+    "audio_file_respstf.py": REPO_ROOT / "modeling",
     "feature_extraction_respstf.py": REPO_ROOT / "feature_extraction",
     "cwt.py": REPO_ROOT / "feature_extraction",
     "audio_checks.py": REPO_ROOT / "feature_extraction",
-}
-# An event detector's folder (config.json's custom_pipelines) also holds its pipeline's code.
-DETECTOR_CODE_FILES = {
-    "pipeline_respstf.py": REPO_ROOT / "modeling",
-    "detection_respstf.py": REPO_ROOT / "modeling",
 }
 
 
@@ -37,6 +36,7 @@ def test_bundled_checkpoint(task):
         "AutoModel": "modeling_respstf.RespSTFModel",
         "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
     }
+    assert config["custom_pipelines"]["audio-classification"]["impl"] == "pipeline_respstf.RespSTFAudioClassificationPipeline"
     for name, source in CODE_FILES.items():
         assert (folder / name).read_text() == (source / name).read_text(), f"{folder / name} differs from {source / name}"
     results = json.loads((folder / "results.json").read_text())
@@ -52,20 +52,16 @@ def test_bundled_checkpoint(task):
 
 
 def test_every_bundled_folder_holds_the_packages_code():
-    """Any checkpoint folder (a task's, an event detector's), not only the tasks': its code files are the package's,
-    and a detector's (custom_pipelines in its config) include its pipeline's."""
+    """Any checkpoint folder (a task's, an event detector's), not only the tasks': its code files, its pipeline's
+    included, are the package's."""
     folders = [folder for folder in sorted(CHECKPOINTS.iterdir()) if (folder / "config.json").is_file()]
     if not folders:
         pytest.skip(f"no checkpoint folder in {CHECKPOINTS}")
     for folder in folders:
-        expected = dict(CODE_FILES)
-        if json.loads((folder / "config.json").read_text()).get("custom_pipelines"):
-            expected.update(DETECTOR_CODE_FILES)
-        for name in expected:
+        assert json.loads((folder / "config.json").read_text())["custom_pipelines"], f"{folder} names no pipeline"
+        for name, source in CODE_FILES.items():
             assert (folder / name).is_file(), f"{folder} lacks {name}"
-        for name, source in {**CODE_FILES, **DETECTOR_CODE_FILES}.items():
-            if (folder / name).is_file():
-                assert (folder / name).read_text() == (source / name).read_text(), f"{folder / name} differs from {source / name}"
+            assert (folder / name).read_text() == (source / name).read_text(), f"{folder / name} differs from {source / name}"
 
 
 def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):

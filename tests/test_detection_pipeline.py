@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def timeline(answer: dict, frames: int) -> list[str | None]:
 
 def test_a_saved_detector_ships_its_pipeline(detector_folder, tmp_path):
     """config.json names the pipeline under custom_pipelines, and the folder holds its code, byte-equal to the
-    package's; a model without config.detection (and a detector whose rule was removed) saves none."""
+    package's; a model without config.detection (and a detector whose rule was removed) names none."""
     saved = json.loads((detector_folder / "config.json").read_text())
     assert saved["custom_pipelines"] == CUSTOM_PIPELINES
     assert saved["auto_map"]["AutoModelForAudioFrameClassification"] == "modeling_respstf.RespSTFForAudioFrameClassification"
@@ -124,7 +125,6 @@ def test_a_saved_detector_ships_its_pipeline(detector_folder, tmp_path):
     reloaded.config.detection = None
     reloaded.save_pretrained(tmp_path / "no-rule")
     assert "custom_pipelines" not in json.loads((tmp_path / "no-rule" / "config.json").read_text())
-    assert not (tmp_path / "no-rule" / "pipeline_respstf.py").exists()
 
 
 def test_schema_of_real_recordings(answers):
@@ -165,6 +165,24 @@ def test_a_path_and_dicts_at_8_and_16_khz_give_the_same_events(detector, answers
         for event in ours["events"]:
             assert any(other["label"] == event["label"] and other["start"] < event["end"] and event["start"] < other["end"]
                        for other in theirs["events"]), event
+
+
+def test_a_file_cut_short_is_detected_on_the_part_present_with_a_warning(detector, tmp_path):
+    """Issue 32, defect 2, for the detector's pipeline: a FLAC cut short (soundfile stops partway) and a WAV cut short
+    (soundfile reads what is there without a word) were read without a warning."""
+    data = CAS_AND_DAS_RECORDING.read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"cut.flac is cut short: its header announces [\d,]+ samples of audio") as caught:
+        answer = detector(str(tmp_path / "cut.flac"))
+    present = int(re.search(r"([\d,]+) decode", str(caught[0].message)).group(1).replace(",", ""))
+    waveform, rate = read_recording(CAS_AND_DAS_RECORDING)
+    assert answer == detector({"raw": waveform[:present], "sampling_rate": rate})
+    check_answer(answer, present / rate, frame_scores=False)
+    cut = tmp_path / "cut.wav"
+    soundfile.write(cut, waveform, rate, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"cut.wav is cut short: its header announces [\d,]+ bytes of audio"):
+        detector(str(cut))
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no FFmpeg here")
@@ -221,7 +239,7 @@ def test_bad_inputs_get_one_line_errors(detector, detector_folder, tmp_path):
         detector(np.zeros(0, np.float32))
     empty = tmp_path / "empty.wav"
     soundfile.write(empty, np.zeros(0, np.int16), 8000)
-    with pytest.raises(ValueError, match=rf"^{empty} is empty"):
+    with pytest.raises(ValueError, match=rf"^{empty}: the audio file holds no samples\.$"):
         detector(str(empty))
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("not a recording")

@@ -225,7 +225,7 @@ def test_logit_adjustment_shifts_the_decision_at_inference_only(shipped, member_
     RespSTFFeatureExtractor.from_pretrained(SHIPPED).save_pretrained(tmp_path / "adjusted")
     assert json.loads((tmp_path / "adjusted" / "config.json").read_text())["logit_adjustment"] == pytest.approx(offsets)
     waveform, rate = read_recording(CRACKLE_RECORDING)
-    rows = pipeline("audio-classification", model=str(tmp_path / "adjusted"), top_k=None)({"raw": waveform, "sampling_rate": rate})
+    rows = pipeline("audio-classification", model=str(tmp_path / "adjusted"), trust_remote_code=True, top_k=None)({"raw": waveform, "sampling_rate": rate})
     scores = {row["label"]: row["score"] for row in rows}
     np.testing.assert_allclose([scores[model.config.id2label[i]] for i in range(5)], adjusted[0].softmax(-1), atol=1e-5)
 

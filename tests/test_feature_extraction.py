@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ from conftest import (
 from scipy.signal import resample_poly
 
 from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import task_labels
 
 # A real recording of the inter-patient test set (8.1 s).
 TEST_RECORDING = SPRSOUND / "test_wav" / "40512331_8.1_1_p4_3547.flac"
@@ -371,12 +373,68 @@ def test_recording_too_short_to_judge_warns_through_pipeline():
     if not (folder / "config.json").is_file():
         pytest.skip(f"no bundled checkpoint at {folder}")
     classify = pipeline("audio-classification", model=str(folder), trust_remote_code=True)
-    with pytest.warns(UserWarning, match=r"audio input 0 is 200 ms long, shorter than the 0.25 s a recording needs to "
+    with pytest.warns(UserWarning, match=r"the audio input is 200 ms long, shorter than the 0.25 s a recording needs to "
                                          r"be judged \(a crackle's context\): its clip is mostly padding"):
         classify({"raw": waveform[: rate // 5], "sampling_rate": rate})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an event front end (repeat padding) takes SPRSound's shortest events
         RespSTFFeatureExtractor(padding_mode="repeat")(waveform[: rate // 5], sampling_rate=rate)
+
+
+def test_input_names_name_each_input_in_errors_and_warnings(extractor, crackle):
+    """What the pipelines give the extractor so that its messages name a file, not "audio input 0"."""
+    with pytest.warns(UserWarning, match=r"^short.wav is 50 ms long"):
+        extractor([crackle[:400]], sampling_rate=8000, input_names=["short.wav"])
+    with pytest.warns(UserWarning, match=r"^low.wav is sampled at 4000 Hz"):
+        extractor([crackle[::2]], sampling_rate=4000, input_names=["low.wav"])
+    with pytest.raises(ValueError, match=r"^nan.wav has \d+ NaN/Inf samples"):
+        extractor([np.full(8000, np.nan, dtype=np.float32)], sampling_rate=8000, input_names=["nan.wav"])
+    with pytest.raises(ValueError, match=r"^input_names names 1 inputs, the call gives 2: one name per input\.$"):
+        extractor([crackle, crackle], sampling_rate=8000, input_names=["a.wav"])
+
+
+def test_pipeline_on_files_warns_as_the_demo_does(tmp_path):
+    """Issue 32, defects 2 and 3: stock pipeline decoded a file with FFmpeg at 8 kHz and classified a FLAC cut short
+    (3.6 s of a 9.2 s recording), a WAV cut short and a 4 kHz recording without a word, and resampled a dict with
+    torchaudio (not installed here). The checkpoints' own audio-classification pipeline reads a file at its own rate,
+    says when it is cut short, and classifies the part present exactly as its samples."""
+    from transformers import pipeline
+
+    folder = CHECKPOINTS / "sprsound-task22"
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"no bundled checkpoint at {folder}")
+    classify = pipeline("audio-classification", model=str(folder), trust_remote_code=True, top_k=None)
+
+    data = CRACKLE_RECORDING.read_bytes()  # 9.2 s, 73,728 frames
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match=r"cut.flac is cut short: its header announces 73,728 samples of audio, "
+                                         r"\d\d,\d+ decode \(\d\d%\); only the part present is classified\.") as caught:
+        answer = classify(str(tmp_path / "cut.flac"))
+    present = int(re.search(r"(\d\d,\d+) decode", str(caught[0].message)).group(1).replace(",", ""))
+    waveform, rate = read_recording(CRACKLE_RECORDING)
+    assert answer == classify({"raw": waveform[:present], "sampling_rate": rate})
+    assert answer != classify({"raw": waveform, "sampling_rate": rate})
+
+    wav = EXAMPLE_WAV.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(wav[: len(wav) // 2])
+    with pytest.warns(UserWarning, match=r"cut.wav is cut short: its header announces [\d,]+ bytes of audio, the file "
+                                         r"holds [\d,]+ \(50%\)"):
+        classify(str(tmp_path / "cut.wav"))
+
+    littmann = ICBHI_44K_RECORDING.parent / "104_1b1_Al_sc_Litt3200.wav"  # a 4 kHz stethoscope
+    read_recording(littmann)  # skips with the shared-data reason when absent
+    with pytest.warns(UserWarning, match=r"104_1b1_Al_sc_Litt3200.wav is sampled at 4000 Hz, so sounds above 2000 Hz "
+                                         r"are missing"):
+        classify(str(littmann))
+
+    meditron, meditron_rate = read_recording(ICBHI_44K_RECORDING)
+    assert meditron_rate == 44_100  # resampled by the extractor, not torchaudio
+    assert classify({"raw": meditron, "sampling_rate": meditron_rate})[0]["label"] in task_labels(22)
+
+    (tmp_path / "notes.wav").write_text("not audio")
+    with pytest.raises(ValueError, match=r"^\S*notes.wav: not a readable audio file") as refused:
+        classify(str(tmp_path / "notes.wav"))
+    assert "\n" not in str(refused.value)
 
 
 def test_model_refuses_too_long_input_before_running_the_cnn():

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,7 +356,8 @@ def test_save_pretrained_writes_safetensors_configs_and_code(saved, features):
     folder, logits = saved
     files = {p.name for p in folder.iterdir()}
     assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= files
-    assert {"configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py"} <= files
+    assert {"configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
+            "pipeline_respstf.py", "audio_file_respstf.py"} <= files  # the folder's pipeline and its file reader
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
 
     config = json.loads((folder / "config.json").read_text())
@@ -365,12 +367,16 @@ def test_save_pretrained_writes_safetensors_configs_and_code(saved, features):
         "AutoModel": "modeling_respstf.RespSTFModel",
         "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
     }
+    assert config["custom_pipelines"] == {"audio-classification": {
+        "impl": "pipeline_respstf.RespSTFAudioClassificationPipeline", "pt": ["AutoModelForAudioClassification"],
+        "tf": [], "type": "audio"}}
     preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
     assert preprocessor["auto_map"] == {"AutoFeatureExtractor": "feature_extraction_respstf.RespSTFFeatureExtractor"}
     assert preprocessor["n_scales"] == 64 and preprocessor["sampling_rate"] == 8000
 
     # the shipped code imports only its own folder's files and third-party libraries
-    for name in ("configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py"):
+    for name in ("configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py",
+                 "pipeline_respstf.py", "detection_respstf.py", "audio_file_respstf.py"):
         assert not re.search(r"^\s*(from|import)\s+respstf\b", (folder / name).read_text(), re.MULTILINE), name
 
     # round trip, through the Auto classes of this (installed) package
@@ -404,13 +410,15 @@ _REMOTE_CODE_SCRIPT = textwrap.dedent(
         model = AutoModelForAudioClassification.from_pretrained(reference, trust_remote_code=True).eval()
         extractor = AutoFeatureExtractor.from_pretrained(reference, trust_remote_code=True)
         backbone = AutoModel.from_pretrained(reference, trust_remote_code=True)
+        classify = pipeline("audio-classification", model=reference, trust_remote_code=True)
         with torch.no_grad():
             logits = model(**extractor(clips, sampling_rate=rate, return_tensors="pt")).logits
         reports[reference] = {
             "logits": logits.tolist(),
             "modules": [type(model).__module__, type(extractor).__module__, type(backbone).__module__],
             "backbone": type(backbone).__name__,
-            "pipeline": pipeline("audio-classification", model=reference, trust_remote_code=True)(waveform),
+            "pipeline": classify(waveform),
+            "pipeline_class": f"{type(classify).__module__}.{type(classify).__name__}",
         }
     print(json.dumps(reports))
     """
@@ -453,23 +461,47 @@ def test_remote_code_loads_without_respstf(saved, without_respstf):
     assert report["backbone"] == "RespSTFModel"
     np.testing.assert_allclose(report["logits"], logits.numpy(), atol=1e-5)
     assert report["pipeline"][0]["label"] == id2label(TASK)[int(logits[0].argmax())]
+    # The folder's own pipeline, from its code: it reads a file at the file's own rate.
+    assert re.fullmatch(r"transformers_modules\..+\.pipeline_respstf\.RespSTFAudioClassificationPipeline",
+                        report["pipeline_class"]), report["pipeline_class"]
 
 
 def test_pipeline_with_array_dict_and_file(saved, crackle):
+    """The folder's audio-classification pipeline gives the stock pipeline's answer for every kind of input, and for
+    a file path the same as for its samples; it is the folder's, so transformers asks for trust_remote_code."""
     folder, logits = saved
-    classifier = pipeline("audio-classification", model=str(folder))
+    classifier = pipeline("audio-classification", model=str(folder), trust_remote_code=True)
+    assert type(classifier).__name__ == "RespSTFAudioClassificationPipeline"
+    stock = pipeline("audio-classification", model=RespSTFForAudioClassification.from_pretrained(folder),
+                     feature_extractor=RespSTFFeatureExtractor.from_pretrained(folder))
+    assert type(stock).__name__ == "AudioClassificationPipeline"
     expected = logits[0].softmax(-1)
-    inputs = [crackle, {"raw": crackle, "sampling_rate": 8000}]
-    if shutil.which("ffmpeg"):  # a file path is decoded by ffmpeg
-        inputs.append(str(CRACKLE_RECORDING))
+    inputs = [crackle, torch.from_numpy(crackle), {"raw": crackle, "sampling_rate": 8000},
+              {"array": crackle, "sampling_rate": 8000}, str(CRACKLE_RECORDING), CRACKLE_RECORDING,
+              CRACKLE_RECORDING.read_bytes()]
     for audio in inputs:
         with pytest.warns(UserWarning, match="centre-cropped"):  # a whole recording into a 3.07 s clip: the user is told
             scores = classifier(audio)
         assert [s["label"] for s in scores] == [id2label(TASK)[int(i)] for i in expected.argsort(descending=True)]
         np.testing.assert_allclose([s["score"] for s in scores], expected.sort(descending=True).values, atol=1e-5)
+        if not isinstance(audio, (bytes, Path)) and (shutil.which("ffmpeg") or not isinstance(audio, str)):
+            with pytest.warns(UserWarning, match="centre-cropped"):
+                assert same_answer(stock(audio), scores)
     assert len(classifier(crackle, top_k=2)) == 2
-    if not shutil.which("ffmpeg"):
-        pytest.skip("ffmpeg is not installed: the file-path input was not checked")
+    assert classifier(crackle, function_to_apply="none")[0]["score"] == pytest.approx(float(logits[0].max()), abs=1e-4)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("audio-classification", model=str(folder))
+    from respstf.modeling import RespSTFAudioClassificationPipeline
+
+    package = pipeline("audio-classification", model=str(folder), pipeline_class=RespSTFAudioClassificationPipeline)
+    with pytest.warns(UserWarning, match="centre-cropped"):
+        assert same_answer(package(str(CRACKLE_RECORDING)), scores)
+
+
+def same_answer(answer: list[dict], expected: list[dict]) -> bool:
+    """Two audio-classification answers: the same labels in the same order, scores equal to 1e-5."""
+    return ([row["label"] for row in answer] == [row["label"] for row in expected]
+            and np.allclose([row["score"] for row in answer], [row["score"] for row in expected], atol=1e-5))
 
 
 def test_hub_cache_folder_resolves_offline(saved, without_respstf):

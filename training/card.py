@@ -92,7 +92,9 @@ paper's BioCAS 2023 test set was not available, so these numbers are not directl
     input_text = f"""The feature extractor resamples any rate to 8 kHz and fits each input to {extractor.n_frames} frames
 ({extractor.clip_seconds:.2f} s), as in training: {SHORTER_INPUT[extractor.padding_mode]}, a longer one is centre-cropped,
 with a warning (call the feature extractor with `truncation=False` to keep it whole). With `respstf` installed and
-imported (`import respstf.modeling, respstf.feature_extraction`) no `trust_remote_code` is needed."""
+imported (`import respstf.modeling, respstf.feature_extraction`) the Auto classes need no `trust_remote_code`;
+`pipeline` does, as the folder ships its own (a file read at its own rate, a warning when it is cut short), or pass
+`pipeline_class=respstf.modeling.RespSTFAudioClassificationPipeline`."""
     card = f"""---
 {metadata.to_yaml()}
 ---
@@ -118,11 +120,12 @@ attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `t
 ```python
 from transformers import pipeline
 {'detect' if detection else 'classify'} = pipeline("{pipeline_name}", model="{repo_id or '<this folder or repo id>'}", trust_remote_code=True)
-{'detect' if detection else 'classify'}({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (needs ffmpeg)
+{'detect' if detection else 'classify'}({{"raw": waveform, "sampling_rate": 8000}})  # or a file path (read at its own rate)
 ```
 
 It needs `torch`, `scipy` and `transformers` 4.54 or later (with 4.50-4.53, also pass `pipeline` the same folder
-or repo as `feature_extractor=`).
+or repo as `feature_extractor=`), and `soundfile` to read files (FFmpeg for other formats; without `soundfile`, FFmpeg
+at 8 kHz, which cannot tell a file cut short).
 
 {DETECTION_USE if detection else input_text}
 """

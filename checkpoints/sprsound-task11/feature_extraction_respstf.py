@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -146,24 +147,23 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     # -- input checking -------------------------------------------------------------------------
-    def _check_input(self, array: np.ndarray, sampling_rate: int, index: int) -> None:
+    def _check_input(self, array: np.ndarray, sampling_rate: int, name: str) -> None:
         """Refuse an input with nothing to read (`check_audio`); warn about one that holds too little for a model to
         hear, or is clipped (a model still answers for it)."""
         # Zero padding is masked, so the model reads only the input's own frames: too few below a crackle's context.
         # Repeats are real signal, so a repeated input is only too short below the shortest sound of the data.
         shortest = self.SHORTEST_SOUND_SECONDS if self.padding_mode == "repeat" else SHORTEST_RECORDING_SECONDS
         filler = "repeats of it" if self.padding_mode == "repeat" else "padding"
-        for message in check_audio(array, sampling_rate, f"audio input {index}", refuse_silence=False,
+        for message in check_audio(array, sampling_rate, name, refuse_silence=False,
                                    shortest_seconds=shortest, padding=filler):
             warnings.warn(message, UserWarning, stacklevel=3)
 
-    def _to_mono_float(self, waveform: Any, index: int) -> np.ndarray:
+    def _to_mono_float(self, waveform: Any, where: str) -> np.ndarray:
         if isinstance(waveform, torch.Tensor):
             # numpy has no bfloat16, and every float becomes float32 below anyway.
             waveform = waveform.detach().cpu()
             waveform = (waveform.float() if waveform.is_floating_point() else waveform).numpy()
         array = np.asarray(waveform)
-        where = f"audio input {index}"
         if array.dtype == object or array.dtype.kind not in "iuf":
             raise ValueError(f"{where}: expected a numeric waveform (float or int8/int16/int32 PCM), got dtype {array.dtype}.")
         if array.ndim not in (1, 2):
@@ -233,6 +233,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask: bool | None = None,
         return_tensors: str | None = None,
         device: str | torch.device | None = None,
+        input_names: Sequence[str] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Compute scalograms.
@@ -252,6 +253,7 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
                 default, what ``pipeline`` uses) is ``True`` plus a warning when an input is longer
                 than the clip, so a cropped recording never goes unnoticed.
             device: where the CWT runs (``"cuda"`` for GPU); outputs stay there with ``return_tensors="pt"``.
+            input_names: how errors and warnings name each input (a file name; default ``"audio input <i>"``).
 
         Returns:
             ``BatchFeature`` with ``input_features`` ``(batch, 1, n_scales, frames)`` and, unless
@@ -280,22 +282,26 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         if not clips:
             raise ValueError("audio input is an empty batch: expected at least one waveform.")
 
+        names = [f"audio input {index}" for index in range(len(clips))] if input_names is None else list(input_names)
+        if len(names) != len(clips):
+            raise ValueError(f"input_names names {len(names)} inputs, the call gives {len(clips)}: one name per input.")
         arrays = []
-        for index, clip in enumerate(clips):
-            mono = self._to_mono_float(clip, index)
+        for name, clip in zip(names, clips):
+            mono = self._to_mono_float(clip, name)
             # Before resampling: its ripple hides a constant, and a rate refused here is not worth resampling.
-            self._check_input(mono, int(sampling_rate), index)
+            self._check_input(mono, int(sampling_rate), name)
             array = self._resample(mono, int(sampling_rate))
             if len(array) < self.min_samples:
                 raise ValueError(
-                    f"audio input {index} has {len(array)} samples at {self.sampling_rate} Hz: expected at least "
+                    f"{name} has {len(array)} samples at {self.sampling_rate} Hz: expected at least "
                     f"{self.min_samples} (the support of the smallest wavelet)."
                     + (f" It came from a 2-D array of shape {tuple(raw_speech.shape)}: {self._layout_rule}."
                        if from_batch_array else "")
                 )
             arrays.append(array)
         # Once per call, not per input: every input of a call has this rate.
-        for message in band_warnings(int(sampling_rate), "audio input", (self.fmin, self.fmax), self.sampling_rate):
+        band_name = names[0] if input_names is not None and len(names) == 1 else "audio input"
+        for message in band_warnings(int(sampling_rate), band_name, (self.fmin, self.fmax), self.sampling_rate):
             warnings.warn(message, UserWarning, stacklevel=2)
 
         fit_to_clip = truncation is None or truncation
