@@ -18,11 +18,19 @@ machine while two training runs and a benchmark held its cores (load average ~6)
 timeline, no window sliding) 24-28 s (3.6-4.2/s), p50 4.3-4.7 s, p95 6.4-7.6 s, 0 failures; the server then
 spends ~180 ms of CPU per request, the 20 clients of this process ~150 ms.
 
-``--request-cost`` serves nothing: in this process, with one torch thread (as app.py serves on 2 cores), it times
-what one request costs the server (analysis, both images, their PNG encoding as gradio does it) for app.py at
-``--baseline`` (default: the commit before issue 35's numpy plots and event detector) and for this app.py without and
-with the event detector, alternating them so that a background load hits all alike, and prints the median CPU time
-(process time, all threads) and wall time of each and their ratio to the baseline's.
+``--request-cost`` measures the demo as a program, one request at a time: it serves ``python app.py`` three times on
+loopback ports, as of ``--baseline`` (default: the commit before issue 35's numpy plots and event detector; that
+app.py alone, from ``git show``, in a temporary folder, so it runs on today's installed library), and this app.py
+without a detector (``--detector none``) and with the event detector (``--detector``, default
+checkpoints/sprsound-events), all with the same ``--model``. Each server classifies with the torch threads today's
+app.py picks for itself (one on 2 cores; the baseline, which picked none, gets as many through OMP_NUM_THREADS).
+After one warm-up request each, it sends ``--repeats`` requests to each server's ``/classify`` with gradio_client
+(upload, analysis, both images, their download), taking turns between the servers so that a background load hits
+all alike, and prints for each the median CPU time the server process used for a request (its /proc times, children
+included) and the median wall time the client saw, and their ratio to the baseline's. Until 2026-12-07 this mode
+timed the request's work in this process instead (one torch thread, the analysis and the PNG encoding, no server);
+measured that way, with a development detector on 2 cores shared with a training run (benchmarks/RESULTS.md):
+320 ms of CPU per request at 43d9350, 164 ms now without a detector, 120 ms with one.
 """
 
 from __future__ import annotations
@@ -36,7 +44,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,14 +70,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_app(model: str | None = None, start_timeout_s: float = 300.0, detector: str | None = None,
-              started: list | None = None) -> Iterator[str]:
+              started: list | None = None, app_dir: Path = REPO_ROOT,
+              env: dict[str, str] | None = None) -> Iterator[str]:
     """``python app.py`` (the program, as people start it) on a free loopback port; yields its URL once it answers.
-    ``started``: a list the server's ``Popen`` is appended to."""
+    ``started``: a list the server's ``Popen`` is appended to. ``app_dir``: the folder of the app.py to run (its
+    working directory); ``env``: variables set for the server on top of this process's environment."""
     port = free_port()
-    command = [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, str(app_dir / "app.py"), "--host", "127.0.0.1", "--port", str(port)]
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a server that logs much never blocks on it
     command += (["--model", model] if model else []) + (["--detector", detector] if detector else [])
-    server = subprocess.Popen(command, cwd=REPO_ROOT,
+    server = subprocess.Popen(command, cwd=app_dir, env={**os.environ, **env} if env else None,
                               stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/"
     if started is not None:
@@ -165,57 +174,98 @@ def process_cpu_s(pid: int) -> float:
         return float("nan")
 
 
-def load_app_at(rev: str) -> types.ModuleType:
-    """app.py as it was at commit ``rev``, imported as the module ``app_at_<rev>`` (it runs on today's library)."""
-    source = subprocess.run(["git", "show", f"{rev}:app.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    module = types.ModuleType(f"app_at_{rev}")
-    module.__file__ = str(REPO_ROOT / "app.py")
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source.stdout, f"app.py@{rev}", "exec"), module.__dict__)
-    return module
+def _proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: [0] state, [1] parent pid, [11:15] utime, stime, cutime,
+    cstime (clock ticks)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def request_cost(model: str | None, detector: str | None, recording: Path, baseline: str, repeats: int) -> str:
-    """One request's CPU and wall time, median of ``repeats``, for app.py at ``baseline`` and now (see the module
-    docstring); the report as text."""
-    import torch
-    from gradio.processing_utils import encode_pil_to_bytes
-    from PIL import Image
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` and its descendants have used so far: each live one's own times and
+    those of its children that have ended and been waited for; NaN where /proc does not tell."""
+    try:
+        root = _proc_stat(pid)
+    except (OSError, IndexError):
+        return float("nan")
+    children: dict[int, list[list[str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _proc_stat(entry.name)
+                children.setdefault(int(fields[1]), []).append([entry.name, *fields])
+            except (OSError, IndexError, ValueError):
+                continue  # ended while we looked
+    ticks, pending = 0, [[str(pid), *root]]
+    while pending:
+        process = pending.pop()
+        ticks += sum(int(value) for value in process[12:16])
+        pending += children.get(int(process[0]), [])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO_ROOT))
-    import app
 
-    before = load_app_at(baseline)
-    spec = model or app.DEFAULT_MODEL
-    models = app.load_models(spec)
-    demos = {f"app.py@{baseline}": before.RespSTFDemo(models), "now, no detector": app.RespSTFDemo(models)}
-    found = app.load_event_detector(detector, spec)
-    if found is not None:
-        demos[f"now, detector {found.source}"] = app.RespSTFDemo(models, None, found)
+@dataclass
+class Server:
+    name: str
+    url: str
+    pid: int
+    runs: list[tuple[float, float]] = field(default_factory=list)  # (server CPU s, client wall s) per request
 
-    def request(demo) -> None:
-        outputs = demo.outputs(demo.analyse(recording))
-        for image in outputs[1:3]:
-            if image is not None:
-                encode_pil_to_bytes(Image.fromarray(image), "png")
 
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in demos}
-    for demo in demos.values():
-        request(demo)  # warm-up
-    for _ in range(repeats):
-        for name, demo in demos.items():
-            cpu, wall = time.process_time(), time.perf_counter()
-            request(demo)
-            times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
-    base_cpu = np.median([cpu for cpu, _ in times[f"app.py@{baseline}"]])
-    base_wall = np.median([wall for _, wall in times[f"app.py@{baseline}"]])
-    lines = [f"one /classify request's work for {recording.name} ({sf_duration(recording):.2f} s), {os.cpu_count()} CPU "
-             f"cores, torch threads 1, median of {repeats} (alternated), models: {spec}",
-             f"{'':44s} {'CPU ms':>8s} {'wall ms':>8s} {'CPU ratio':>10s} {'wall ratio':>10s}"]
-    for name, runs in times.items():
-        cpu, wall = np.median([c for c, _ in runs]), np.median([w for _, w in runs])
-        lines.append(f"{name[:44]:44s} {1000 * cpu:8.1f} {1000 * wall:8.1f} {cpu / base_cpu:10.2f} {wall / base_wall:10.2f}")
+def request_cost(model: str | None, detector: str | None, recording: Path, baseline: str, repeats: int,
+                 timeout_s: float = 300.0) -> str:
+    """One /classify request's server CPU time and client wall time, median of ``repeats``, for app.py at ``baseline``
+    and now without and with the event detector, each served as a program (see the module docstring); the report as
+    text."""
+    from gradio_client import Client, handle_file
+
+    spec = model or os.environ.get("RESPSTF_MODEL") or str(REPO_ROOT / "checkpoints")
+    detector = detector or str(REPO_ROOT / "checkpoints" / "sprsound-events")
+    threads = max(1, (os.cpu_count() or 1) // 2)  # app.py: cpu_count // CONCURRENCY (2 classifications at a time)
+    source = subprocess.run(["git", "show", f"{baseline}:app.py"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            check=True).stdout
+    base_name = f"app.py@{baseline}"
+    with tempfile.TemporaryDirectory(prefix=f"app-at-{baseline}-") as folder, contextlib.ExitStack() as stack:
+        Path(folder, "app.py").write_text(source)
+        variants = [(base_name, dict(app_dir=Path(folder), env={
+                        "OMP_NUM_THREADS": str(threads),
+                        "RESPSTF_DATA_DIR": str(DATA_DIR)})),  # its examples from the data folder, as today's
+                    ("now, no detector", dict(detector="none"))]
+        if detector != "none":
+            shown = Path(detector).resolve()
+            shown = shown.relative_to(REPO_ROOT) if shown.is_relative_to(REPO_ROOT) else detector
+            variants.append((f"now, detector {shown}", dict(detector=detector)))
+        servers = []
+        for name, options in variants:
+            started: list[subprocess.Popen] = []
+            url = stack.enter_context(serve_app(spec, started=started, **options))
+            servers.append(Server(name, url, started[0].pid))
+        clients = {server.name: Client(server.url, verbose=False) for server in servers}
+
+        def request(server: Server) -> tuple[float, float]:
+            cpu, wall = process_tree_cpu_s(server.pid), time.perf_counter()
+            job = clients[server.name].submit(handle_file(str(recording)), api_name="/classify")
+            label = job.result(timeout=timeout_s)[0]
+            wall, cpu = time.perf_counter() - wall, process_tree_cpu_s(server.pid) - cpu
+            if not label.get("confidences"):
+                raise ValueError(f"{server.name}: answer without class probabilities: {label}")
+            return cpu, wall
+
+        for server in servers:
+            request(server)  # warm-up
+        for _ in range(repeats):
+            for server in servers:
+                server.runs.append(request(server))
+    base_cpu = np.median([cpu for cpu, _ in servers[0].runs])
+    base_wall = np.median([wall for _, wall in servers[0].runs])
+    lines = [f"one /classify request for {recording.name} ({sf_duration(recording):.2f} s), each app.py served on "
+             f"loopback, {os.cpu_count()} CPU cores, torch threads {threads}, median of {repeats} (alternated), "
+             f"models: {spec}",
+             f"{'':44s} {'CPU ms':>8s} {'wall ms':>8s} {'CPU ratio':>10s} {'wall ratio':>10s}   "
+             f"(CPU: the server's; wall: the client's)"]
+    for server in servers:
+        cpu, wall = np.median([c for c, _ in server.runs]), np.median([w for _, w in server.runs])
+        lines.append(f"{server.name[:44]:44s} {1000 * cpu:8.1f} {1000 * wall:8.1f} {cpu / base_cpu:10.2f} "
+                     f"{wall / base_wall:10.2f}")
     return "\n".join(lines)
 
 
@@ -230,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="as app.py --model (default: app.py's default)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
-    parser.add_argument("--detector", default=None, help="as app.py --detector (default: app.py's default)")
+    parser.add_argument("--detector", default=None,
+                        help="as app.py --detector (default: app.py's default; with --request-cost "
+                             "checkpoints/sprsound-events, 'none' to leave that server out)")
     parser.add_argument("--recording", type=Path, default=None,
                         help=f"default: {DEFAULT_RECORDING.name}, with --request-cost {COST_RECORDING.name}")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take")
-    parser.add_argument("--request-cost", action="store_true", help="time one request against --baseline instead")
+    parser.add_argument("--request-cost", action="store_true", help="time one served request against --baseline")
     parser.add_argument("--baseline", default=BASELINE_REV, help="commit of the app.py to compare with")
     parser.add_argument("--repeats", type=int, default=10, help="requests per variant with --request-cost")
     args = parser.parse_args(argv)
@@ -243,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recording {args.recording} not found; pass --recording or set RESPSTF_DATA_DIR.")
         return 1
     if args.request_cost:
-        print(request_cost(args.model, args.detector, args.recording, args.baseline, args.repeats))
+        print(request_cost(args.model, args.detector, args.recording, args.baseline, args.repeats, args.timeout))
         return 0
     servers: list[subprocess.Popen] = []
     with serve_app(args.model, detector=args.detector, started=servers) as url:

@@ -200,7 +200,7 @@ def test_cross_entropy_loss_with_and_without_class_weights(features):
     torch.testing.assert_close(out.loss, F.cross_entropy(out.logits, labels))
 
     weights = [1.0, 4.0, 3.0, 5.0, 2.0]  # a training run's choice: given to the loss, not kept in the config
-    weighted = tiny_model().clip_loss(out.logits, labels, weights)
+    weighted = tiny_model().weighted_loss(out.logits, labels, weights)
     torch.testing.assert_close(weighted, F.cross_entropy(out.logits, labels, weight=torch.tensor(weights)))
     assert not torch.isclose(weighted, out.loss)
 
@@ -218,7 +218,7 @@ def test_class_weights_of_another_label_set(features):
     out = model(**features, labels=torch.tensor([1, 0]))
     assert out.logits.shape == (2, 2) and torch.isfinite(out.loss)
     with pytest.raises(ValueError, match="class_weights has 3 entries but the classifier gives 2 logits"):
-        model.clip_loss(out.logits, torch.tensor([1, 0]), [1.0, 2.0, 3.0])
+        model.weighted_loss(out.logits, torch.tensor([1, 0]), [1.0, 2.0, 3.0])
 
 
 def test_focal_loss(features):
@@ -232,7 +232,7 @@ def test_focal_loss(features):
     assert focal.loss < cross_entropy.loss
 
     weights = [1.0, 4.0, 3.0, 5.0, 2.0]
-    weighted = tiny_model(loss="focal", focal_gamma=2.0).clip_loss(cross_entropy.logits, labels, weights)
+    weighted = tiny_model(loss="focal", focal_gamma=2.0).weighted_loss(cross_entropy.logits, labels, weights)
     w = torch.tensor(weights)[labels]
     torch.testing.assert_close(weighted, (w * -((1 - p) ** 2) * p.log()).sum() / w.sum())
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoFeatureExtractor, HfArgumentParser
 
-from respstf.hub_dataset import task_spec
+from respstf.hub_dataset import DETECTION_TASK, normalize_task, task_spec
 from respstf.modeling import RespSTFConfig, annotation_level
 
 logger = logging.getLogger("respstf.training")
@@ -61,6 +61,13 @@ def implied_by_evaluation_schedule(parser: HfArgumentParser, argv: list[str]) ->
     return implied
 
 
+def check_detection_imbalance(scheme: str) -> None:
+    """Refuse an ``--imbalance`` scheme the event detector's frame loss does not have."""
+    if scheme not in ("weights", "none"):
+        raise ValueError(f"--imbalance {scheme}: event detection weighs its frame classes by 'weights' (inverse sqrt of "
+                         "their annotated seconds) or 'none'.")
+
+
 def check_arguments(data_args, model_args, training_args) -> None:
     """Refuse options that are out of range, or that would be ignored, before the data is read."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -79,6 +86,8 @@ def check_arguments(data_args, model_args, training_args) -> None:
         raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor:g}: RespSTF's loss smooths "
                          "labels itself (RespSTFConfig.label_smoothing, kept with its class weights and frame loss); "
                          "leave the option out.")
+    if data_args.task and normalize_task(data_args.task) == DETECTION_TASK:
+        check_detection_imbalance(model_args.imbalance)
     if model_args.preset not in (None, "small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
     if model_args.from_checkpoint:

@@ -14,7 +14,7 @@ from respstf.hub_dataset import DatasetSource
 from respstf.hub_dataset.labels import DETECTION_LABELS, DETECTION_TASK, POOR_QUALITY_LABEL, frame_label
 from respstf.modeling import RespSTFConfig
 
-from .arguments import CV_FOLDS
+from .arguments import CV_FOLDS, check_detection_imbalance
 from .model_setup import class_names
 
 logger = logging.getLogger("respstf.training")
@@ -203,9 +203,7 @@ def detection_class_weights(split: datasets.Dataset, scheme: str) -> list[float]
     """The event detector's frame-loss class weights (:data:`DETECTION_LABELS`) for ``--imbalance scheme``: inverse
     square-root of each class's annotated seconds in ``split`` (proportional to its frames; Poor Quality: the whole
     of such recordings), mean 1; None for ``none``."""
-    if scheme not in ("weights", "none"):
-        raise ValueError(f"--imbalance {scheme}: event detection weighs its frame classes by 'weights' (inverse sqrt of "
-                         "their annotated seconds) or 'none'.")
+    check_detection_imbalance(scheme)
     if scheme == "none":
         return None
     seconds = np.zeros(len(DETECTION_LABELS))

@@ -10,9 +10,6 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from respstf.modeling import RespSTFForAudioFrameClassification
-from respstf.modeling.modeling_respstf import frame_classification_loss
-
 
 class RespSTFTrainer(Trainer):
     """`Trainer` whose clip loss (an event detector's: frame loss) weighs the classes by ``class_weights`` (one per
@@ -33,16 +30,11 @@ class RespSTFTrainer(Trainer):
         labels, unwrapped = inputs["labels"], self.accelerator.unwrap_model(model)
         # Without labels the model's loss is its frame loss alone (None without frame labels); the clip loss is added.
         outputs = model(**{name: value for name, value in inputs.items() if name != "labels"})
-        if isinstance(unwrapped, RespSTFForAudioFrameClassification):
-            loss = frame_classification_loss(outputs.logits, labels, unwrapped.frame_stride, self.class_weights)
-        else:
-            loss = unwrapped.clip_loss(outputs.logits, labels.long(), self.class_weights)
+        loss = unwrapped.weighted_loss(outputs.logits, labels, self.class_weights)
         if outputs.loss is not None:
             loss = outputs.loss + loss
         outputs["loss"] = loss
         return (loss, outputs) if return_outputs else loss
-
-
 
 
 def describe_device(device, precision: str | None = None) -> str:

@@ -476,9 +476,11 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
             member.load_state_dict(model.state_dict())
         return ensemble.eval()
 
-    def clip_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         """The clip-level loss (``config.loss``) of ``logits`` ``(B, num_labels)`` against ``labels`` ``(B,)``,
         optionally weighted per class by ``class_weights`` ``(num_labels,)`` (a training choice, given by the trainer)."""
+        labels = labels.long()
         weight = None if class_weights is None else logits.new_tensor(class_weights)
         if weight is not None and len(weight) != logits.shape[-1]:
             raise ValueError(
@@ -532,7 +534,7 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
             logits = logits + logits.new_tensor(self.config.logit_adjustment)
         loss = None
         if labels is not None:
-            loss = self.clip_loss(logits, labels.long())
+            loss = self.weighted_loss(logits, labels)
         if frame_labels is not None:
             if self.frame_classifier is None:
                 raise ValueError("frame_labels were given but config.num_frame_labels is 0 (the model has no frame head).")
@@ -613,6 +615,12 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         logits = self.classifier(self.frame_states(input_features.to(self.dtype), attention_mask))
-        loss = None if labels is None else frame_classification_loss(logits, labels, self.frame_stride)
+        loss = None if labels is None else self.weighted_loss(logits, labels)
         output = TokenClassifierOutput(loss=loss, logits=logits)
         return output if return_dict else output.to_tuple()
+
+    def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """The frame loss of ``logits`` ``(B, T', num_labels)`` against input-frame ``labels`` ``(B, T)``, optionally
+        weighted per class by ``class_weights`` ``(num_labels,)`` (a training choice, given by the trainer)."""
+        return frame_classification_loss(logits, labels, self.frame_stride, class_weights)
