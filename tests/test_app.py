@@ -646,7 +646,7 @@ def test_predict_command_works_without_the_installed_package(checkpoints, tmp_pa
     real(app.DEFAULT_PREDICT_FILE)
     script = (
         "import runpy, sys\n"
-        "sys.path = [p for p in sys.path if '__editable__' not in p]  # hide the editable install\n"
+        "sys.modules['respstf'] = None  # as if not installed: find_spec('respstf') is None\n"
         "sys.argv = ['app.py'] + sys.argv[1:]\n"
         "runpy.run_path('app.py', run_name='__main__')\n"
         "print('respstf from source folders:', sys.modules['respstf'].__spec__ is None)\n"
