@@ -12,12 +12,11 @@ Examples::
     # Several GPUs / nodes: the same script through Accelerate
     accelerate launch train.py --task 22 --preset paper --bf16 --output_dir runs/task22-paper
 
-Data: ``--dataset`` is an SPRSound release folder, an ICBHI 2017 folder, a folder saved with
-``DatasetDict.save_to_disk``, a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with
-``file,label[,start,end]`` or one subfolder per label). Model selection (best epoch, early stopping)
-looks only at a patient-disjoint validation split carved from ``train``; ``--eval_split`` (default: the
-dataset's ``inter_test`` split on SPRSound, else its ``test`` split, else none) is scored once at the end
-and never used for a choice.
+Data: ``--dataset`` is an SPRSound release folder, an ICBHI 2017 folder, a folder saved with ``DatasetDict.save_to_disk``,
+a Hub dataset id, or a folder of audio + labels (``metadata.csv`` with ``file,label[,start,end]`` or one subfolder per
+label). Model selection (best epoch, early stopping) looks only at a patient-disjoint validation split carved from
+``train``; ``--eval_split`` (default: the dataset's ``inter_test`` split on SPRSound, else its ``test`` split, else
+none) is scored once at the end and never used for a choice. Each scored split's answers go to predictions_<split>.npz.
 """
 
 from __future__ import annotations
@@ -278,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
         prediction = trainer.predict(prepared[name], metric_key_prefix=name)  # every process takes its share
         metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
         summary["results"][name] = {**metrics, "rows": len(prepared[name]), "device": device}
+        if trainer.is_world_process_zero():  # the rows' answers, for choices made on cross-validation
+            training.write_predictions(output_dir, name, prediction)
     if not trainer.is_world_process_zero():
         return summary
     for name in ["validation", *eval_splits]:

@@ -50,10 +50,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
 from respstf import training
-from respstf.hub_dataset import DETECTION_TASK, TASKS
+from respstf.hub_dataset import DETECTION_TASK
+from respstf.modeling import pack_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = Path(os.environ.get("RESPSTF_DATA_DIR", ROOT.parent / "shared" / "data")) / "sprsound"
@@ -161,6 +162,10 @@ def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
     summary = json.loads((output_dir / "results.json").read_text())
     if eval_split != "none" and eval_split not in summary["results"]:
         print(f"{output_dir.name}: not yet scored on {eval_split}", flush=True)
+        summary = score_in_place(output_dir, task, eval_split, args)
+    elif (args.cv_fold is not None and task != DETECTION_TASK
+          and not training.predictions_path(output_dir, "validation").is_file()):
+        print(f"{output_dir.name}: no out-of-fold predictions yet (scored before train.py wrote them)", flush=True)
         summary = score_in_place(output_dir, task, eval_split, args)
     return summary
 
@@ -357,9 +362,9 @@ def run_recipe(args) -> dict[str, dict]:
     return summaries
 
 
-def normals_called_poor_quality(summary: dict) -> tuple[int, int]:
-    """``(normal recordings called Poor Quality, normal recordings)`` in a record run's validation split."""
-    labels, matrix = summary["labels"], summary["results"]["validation"]["confusion_matrix"]
+def normals_called_poor_quality(summary: dict, split: str = "validation") -> tuple[int, int]:
+    """``(normal recordings called Poor Quality, normal recordings)`` in a record run's ``split``."""
+    labels, matrix = summary["labels"], summary["results"][split]["confusion_matrix"]
     normal = labels.index("Normal")
     return matrix[normal][labels.index("Poor Quality")], sum(matrix[normal])
 
@@ -385,6 +390,88 @@ def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
         lines.append(f"| {task_title(task)} | {scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f} | "
                      + " | ".join(f"{score:.3f}" for score in scores) + f" | {poor} |")
     return "\n".join(lines)
+
+
+def decision_table(by_fold: dict[int, dict[str, dict]], runs: Path) -> str:
+    """The logit adjustment each task's pooled out-of-fold predictions favour (`training.choose_logit_adjustment`:
+    the best mean Score with at most 1.5 % of normal recordings called Poor Quality), beside the Scores without it."""
+    folds = sorted(by_fold)
+    lines = ["", f"Decisions chosen on these folds' out-of-fold predictions (per-class logit offsets added to the "
+             f"log-probabilities, `RespSTFConfig.logit_adjustment`; at most {training.MAX_NORMALS_POOR_QUALITY:.1%} of "
+             "normal recordings called Poor Quality), and the CV Score with and without them:", "",
+             "| task | offsets | CV Score without → with | normals called Poor Quality without → with |", "|---|---|---|---|"]
+    for task in ("11", "12", "21", "22"):
+        if not all(task in by_fold[fold] for fold in folds):
+            continue
+        labels = by_fold[folds[0]][task]["labels"]
+        choice = training.choose_logit_adjustment(
+            [training.read_predictions(resolve_run(runs / "cv" / f"fold{fold}", run_of(task))) for fold in folds],
+            labels, "Normal")
+        offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(labels, choice["offsets"]) if value) or "none"
+
+        def cells(result: dict) -> tuple[str, str]:
+            scores = np.array(result["scores"])
+            spread = scores.std(ddof=1) if len(scores) > 1 else 0.0
+            share = result["normals_called_poor_quality"] / max(result["normals"], 1)
+            return (f"{scores.mean():.3f} ± {spread:.3f}",
+                    f"{result['normals_called_poor_quality']} of {result['normals']} ({share:.1%})")
+
+        (before_score, before_poor), (after_score, after_poor) = cells(choice["before"]), cells(choice["chosen"])
+        poor = f"{before_poor} → {after_poor}" if "Poor Quality" in labels else "–"
+        lines.append(f"| {task_title(task)} | {offsets} | {before_score} → {after_score} | {poor} |")
+    return "\n".join(lines)
+
+
+def ensemble_table(shipped: dict[str, dict], split: str, copy_to: str) -> str:
+    """The RESULTS.md lines of the fold ensembles shipped to ``copy_to`` (`ship_cv_ensemble` summaries by task): each
+    one's single Score on ``split`` beside its CV Score and the paper's."""
+    lines = ["", f"The fold ensembles copied to `{copy_to}` (every fold's model, probabilities averaged, the decision "
+             f"above), scored once on `{split}` after these choices:", "",
+             "| task | Score | SE | SP | AS | HS | paper Score | CV Score (with the decision) | normals called Poor Quality | members |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for task in TASK_ORDER:
+        if task not in shipped:
+            continue
+        summary, test = shipped[task], shipped[task]["results"][split]
+        cv = np.asarray(summary["cv_ensemble"]["chosen"]["scores"])
+        poor = "–"
+        if "Poor Quality" in summary["labels"]:
+            called, normals = normals_called_poor_quality(summary, split)
+            poor = f"{called} of {normals} ({called / normals:.1%})"
+        lines.append(f"| {task_title(task)} | " + " | ".join(f"{test[name]:.3f}" for name in ("score", "se", "sp", "as", "hs"))
+                     + f" | {PAPER[task]:.3f} | {cv.mean():.3f} ± {cv.std(ddof=1) if len(cv) > 1 else 0:.3f} | {poor} | "
+                     f"{len(cv)} |")
+    return "\n".join(lines)
+
+
+def ship_cv_ensemble(task: str, folds: list[int], runs: Path, copy_to: Path, split: str, dataset: str) -> dict:
+    """``<copy_to>/sprsound-task<id>``: the folds' runs of ``task`` as one fold ensemble (`pack_ensemble`) with the logit
+    adjustment chosen on their out-of-fold predictions, scored once on ``split``, with its results.json and card;
+    its summary."""
+    fold_runs = [resolve_run(runs / "cv" / f"fold{fold}", run_of(task)) for fold in folds]
+    first = json.loads((fold_runs[0] / "results.json").read_text())
+    labels = first["labels"]
+    choice = training.choose_logit_adjustment([training.read_predictions(run) for run in fold_runs], labels, "Normal")
+    target = copy_to / f"sprsound-{run_of(task)}"
+    if target.exists():
+        shutil.rmtree(target)
+    pack_ensemble(fold_runs, target)
+    config = AutoConfig.from_pretrained(target)
+    config.logit_adjustment = choice["offsets"] if any(choice["offsets"]) else None
+    config.save_pretrained(target)
+    metrics, _, _ = training.score_checkpoint(target, dataset, task, split)
+    summary = {
+        "task": task, "labels": labels, "normal_label": "Normal", "dataset": dataset, "preset": first["preset"], "from": None,
+        "parameters": sum(json.loads((run / "results.json").read_text())["parameters"] for run in fold_runs),
+        "selection": "fold ensemble", "device": training.describe_device("cpu"),
+        "cv_ensemble": {"folds": folds, "runs": [str(run) for run in fold_runs],
+                        "max_normals_poor_quality": training.MAX_NORMALS_POOR_QUALITY, **choice},
+        "results": {split: {**metrics, "device": training.describe_device("cpu")}},
+    }
+    training.write_results(target, summary)
+    training.write_model_card(target, summary)
+    print(f"{target}: fold ensemble of {', '.join(map(str, fold_runs))}; {split} Score {metrics['score']:.3f}", flush=True)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -422,11 +509,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{', '.join(respelled)}: this script's own options, spelled with underscores as in --help")
     if args.side_by_side < 1:
         parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
-    if args.cv_folds and (args.copy_to or args.eval_split != "inter_test"):
-        parser.error("--cv_folds scores validation folds only: leave out --copy_to and --eval_split")
-    args.cv_fold = None
+    if args.cv_folds and args.copy_to and DETECTION_TASK in args.tasks:
+        parser.error("--cv_folds with --copy_to ships the task models' fold ensembles; the detector ships from "
+                     "benchmarks/event_detection.py: leave 'events' out of --tasks")
+    args.cv_fold, ship_split = None, args.eval_split
     if args.cv_folds:
-        args.eval_split = "none"
+        args.eval_split = "none"  # the folds' runs score their validation folds only
     if args.runs is None:
         # Relative, so that results.json and the cards name a parent run the same way on every machine.
         args.runs = os.path.relpath(ROOT / "runs" / "paper" if args.preset == "paper" else ROOT / "runs")
@@ -440,7 +528,11 @@ def main(argv: list[str] | None = None) -> None:
                                               "cv_fold": fold})
             by_fold[fold] = run_recipe(fold_args)
         heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · cross-validation"
-        table = cv_table(by_fold, heading)
+        table = cv_table(by_fold, heading) + "\n" + decision_table(by_fold, Path(args.runs))
+        if args.copy_to:
+            shipped = {task: ship_cv_ensemble(task, sorted(by_fold), Path(args.runs), Path(args.copy_to), ship_split,
+                                              args.dataset) for task in args.tasks}
+            table += "\n\n" + ensemble_table(shipped, ship_split, args.copy_to)
         print(table)
         with open(args.results, "a") as handle:
             handle.write("\n" + table + "\n")

@@ -63,6 +63,12 @@ def test_short_real_run_writes_a_complete_checkpoint(task12_run):
     assert not (task12_run / "training_args.bin").exists(), "no pickles in a shipped folder"
     card = (task12_run / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card and "inter_test" in card
+    # Each scored split's answers, row by row: its recorded Score again, for choices made on cross-validation.
+    for split in ("validation", "inter_test"):
+        logits, labels = training.read_predictions(task12_run, split)
+        assert logits.shape == (16, 7) and labels.shape == (16,)
+        figures = training.fold_figures([(logits, labels)], [0.0] * 7, task_labels(12), "Normal")
+        assert figures["mean"] == pytest.approx(summary["results"][split]["score"], abs=1e-9)
 
 
 def test_scoring_a_trained_run_adds_the_split_and_keeps_the_model(task12_run, sprsound_root, tmp_path):

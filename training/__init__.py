@@ -7,6 +7,7 @@
 * `trainer` — `RespSTFTrainer` (class-weighted loss) and `TrainingClock`;
 * `metrics` — the official Score and per-class recalls as validation metrics, confusion plots;
 * `card` — results.json, the model card and the Hub upload;
+* `selection` — out-of-fold predictions and the logit adjustment chosen on them;
 * `cli` — user errors as one line.
 """
 
@@ -28,10 +29,15 @@ from .model_setup import (
     IMBALANCE_SCHEMES, build_model_and_extractor, check_checkpoint_labels, class_names, class_weights, loss_class_weights,
     resolve_normal_label,
 )
+from .selection import (
+    MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, score_checkpoint,
+    write_predictions,
+)
 from .trainer import RespSTFTrainer, TrainingClock, describe_device
 
 __all__ = [
-    "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
+    "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "MAX_NORMALS_POOR_QUALITY", "choose_logit_adjustment", "fold_figures",
+    "predictions_path", "read_predictions", "score_checkpoint", "write_predictions", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
     "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
     "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "detection_class_weights", "evaluation_setup", "describe_device", "describe_selection", "featurize",

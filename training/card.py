@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 from huggingface_hub import EvalResult, ModelCardData, create_branch, create_repo, get_token, upload_folder
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -69,6 +70,8 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
     else:
         validation_text = ("These are the weights of the last training step (none was chosen on validation); validation is "
                            "a patient-disjoint split carved from `train`.")
+    if "cv_ensemble" in summary:  # set by benchmarks/sprsound_score.py --cv_folds ... --copy_to
+        validation_text = cv_ensemble_text(summary["cv_ensemble"], label_names)
     normal_text = f" The Score's specificity (SP) is the recall of `{summary['normal_label']}`." if not task and "normal_label" in summary else ""
     extractor = RespSTFFeatureExtractor.from_pretrained(output_dir)
     sprsound_splits = """
@@ -135,6 +138,31 @@ at 8 kHz, which cannot tell a file cut short).
 DETECTION_USE = """The pipeline reads the whole recording (any rate, resampled to 8 kHz; any length, long ones in overlapping
 chunks) and returns `{"events": [{"label", "start", "end", "score"}, ...], "record_label", "record_scores"}`, times in
 seconds."""
+
+
+def cv_ensemble_text(ensemble: dict, label_names: list[str]) -> str:
+    """A fold ensemble's card paragraph: its members, the CV Scores and the decision chosen on them."""
+    chosen, before = ensemble["chosen"], ensemble["before"]
+
+    def mean_sd(result: dict) -> str:
+        scores = np.asarray(result["scores"])
+        return f"{scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f}"
+
+    offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(label_names, ensemble["offsets"]) if value)
+    poor = (f" Normal recordings called Poor Quality over the folds: {before['normals_called_poor_quality']} of "
+            f"{before['normals']} without it, {chosen['normals_called_poor_quality']} with it."
+            if "Poor Quality" in label_names else "")
+    decision = (f"`config.logit_adjustment` adds {offsets} to the log-probabilities (0 for the other classes): the decision "
+                "with the best mean Score over the folds' out-of-fold predictions that calls at most "
+                f"{ensemble['max_normals_poor_quality']:.1%} of their normal recordings Poor Quality. Set it to `None` for the "
+                "models' own prior, or to other offsets for another deployment prevalence (`respstf.modeling.prior_shift`)."
+                if offsets else "No logit adjustment: none raised the folds' mean Score within the Poor Quality limit.")
+    return (f"A fold ensemble: the {len(ensemble['folds'])} models of a patient-grouped cross-validation over `train` (folds "
+            f"{', '.join(map(str, ensemble['folds']))} of `hub_dataset/sprsound_folds.json`), each trained without one fold's "
+            "patients and its epoch chosen on them; it averages their probabilities. Cross-validation Score (each model on "
+            f"its own fold's patients): {mean_sd(before)} (folds {', '.join(f'{v:.3f}' for v in before['scores'])}), "
+            f"{mean_sd(chosen)} with the decision below.{poor} {decision} The ensemble itself has no held-out validation: "
+            "every patient of `train` trained some member. The split below was scored once, after these choices.")
 
 
 def detection_classes(config: RespSTFConfig) -> str:

@@ -1,0 +1,169 @@
+"""Choices made on cross-validation: each fold's out-of-fold predictions (what ``train.py`` writes beside a run's
+results.json) and the deployment decision they favour, a logit adjustment (``RespSTFConfig.logit_adjustment``, per-class
+offsets) with at most a given share of normal recordings called Poor Quality."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import EvalPrediction
+
+from respstf.feature_extraction import RespSTFFeatureExtractor
+from respstf.hub_dataset import POOR_QUALITY_LABEL, TASKS, load_sprsound
+from respstf.hub_dataset.sprsound_score import compute_sprsound_score
+from respstf.modeling import RespSTFForAudioClassification
+
+from .data import featurize
+from .metrics import make_compute_metrics
+from .model_setup import class_names
+
+# The share of normal recordings a shipped record model may call Poor Quality is 3 % (the cross-validation issue);
+# the choice keeps half of it on the pooled folds, as unseen patients and another prevalence move it.
+MAX_NORMALS_POOR_QUALITY = 0.015
+OFFSET_GRID = np.round(np.arange(-3.0, 2.01, 0.25), 2)
+EVAL_BATCH = 64  # train.py's per_device_eval_batch_size
+
+
+def predictions_path(run_dir: str | Path, split: str) -> Path:
+    return Path(run_dir) / f"predictions_{split}.npz"
+
+
+def write_predictions(run_dir: str | Path, split: str, prediction) -> Path | None:
+    """``predictions_<split>.npz`` in ``run_dir`` from ``Trainer.predict``'s output: a classifier's logits
+    ``(rows, classes)`` and the rows' labels ``(rows,)``, in the split's row order. None (nothing written) for an
+    event detector, whose frame logits are not one answer per row."""
+    logits, labels = (value[0] if isinstance(value, tuple) else value
+                      for value in (prediction.predictions, prediction.label_ids))
+    if np.ndim(logits) != 2:
+        return None
+    path = predictions_path(run_dir, split)
+    np.savez(path, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64))
+    return path
+
+
+def read_predictions(run_dir: str | Path, split: str = "validation") -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)`` a run wrote for ``split`` (`write_predictions`).
+
+    Raises:
+        FileNotFoundError: the run has none (scored before train.py wrote them: score it again with --do_train false).
+    """
+    path = predictions_path(run_dir, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no predictions; score the run again (train.py --from {run_dir} --output_dir "
+                                f"{run_dir} --do_train false, with its --cv_fold) to write them.")
+    with np.load(path) as saved:
+        return saved["logits"], saved["labels"]
+
+
+def adjusted_predictions(logits: np.ndarray, offsets: Sequence[float]) -> np.ndarray:
+    """The class each row gets with ``offsets`` added to its log-probabilities (as the model adds
+    ``config.logit_adjustment``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    log_probabilities = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    return (log_probabilities + np.asarray(offsets)).argmax(axis=1)
+
+
+def fold_figures(folds: Sequence[tuple[np.ndarray, np.ndarray]], offsets: Sequence[float], label_names: Sequence[str],
+                 normal_label: str) -> dict:
+    """Each fold's Score with ``offsets`` (``scores``), and over all folds the normal recordings called Poor Quality
+    (``normals_called_poor_quality`` of ``normals``; 0 where the classes have no Poor Quality)."""
+    normal = list(label_names).index(normal_label)
+    poor = list(label_names).index(POOR_QUALITY_LABEL) if POOR_QUALITY_LABEL in label_names else None
+    scores, called, normals = [], 0, 0
+    for logits, labels in folds:
+        predicted = adjusted_predictions(logits, offsets)
+        scores.append(compute_sprsound_score(predicted, labels, normal_label=normal, num_labels=len(label_names))["score"])
+        normals += int(np.sum(labels == normal))
+        if poor is not None:
+            called += int(np.sum((labels == normal) & (predicted == poor)))
+    return {"scores": scores, "mean": float(np.mean(scores)), "normals_called_poor_quality": called, "normals": normals}
+
+
+def choose_logit_adjustment(folds: Sequence[tuple[np.ndarray, np.ndarray]], label_names: Sequence[str],
+                            normal_label: str, max_normals_poor_quality: float = MAX_NORMALS_POOR_QUALITY,
+                            grid: Sequence[float] = OFFSET_GRID, passes: int = 4) -> dict:
+    """The per-class logit offsets with the best mean Score over the folds whose pooled normal recordings are called
+    Poor Quality at most ``max_normals_poor_quality`` of the time (where the classes have Poor Quality).
+
+    Coordinate ascent from no offsets over ``grid``, one non-normal class at a time (the normal class stays at 0:
+    only differences between offsets matter), for at most ``passes`` rounds; a tie keeps the smaller offset. Where no
+    offsets meet the limit at first, Poor Quality's is lowered until they do.
+
+    Args:
+        folds: each fold's ``(logits (rows, classes), labels (rows,))`` on its own patients (`read_predictions`).
+
+    Returns:
+        ``{"offsets": [...], "chosen": fold_figures(...), "before": fold_figures(...) without offsets}``.
+    """
+    label_names = list(label_names)
+    normal = label_names.index(normal_label)
+    poor = label_names.index(POOR_QUALITY_LABEL) if POOR_QUALITY_LABEL in label_names else None
+    offsets = np.zeros(len(label_names))
+
+    def figures(candidate) -> dict:
+        return fold_figures(folds, candidate, label_names, normal_label)
+
+    def allowed(result: dict) -> bool:
+        return result["normals_called_poor_quality"] <= max_normals_poor_quality * result["normals"]
+
+    before = best = figures(offsets)
+    if poor is not None and not allowed(best):
+        for value in sorted((g for g in grid if g < 0), reverse=True):
+            offsets[poor] = value
+            best = figures(offsets)
+            if allowed(best):
+                break
+    for _ in range(passes):
+        moved = False
+        for index in range(len(label_names)):
+            if index == normal:
+                continue
+            for value in sorted(grid, key=abs):
+                candidate = offsets.copy()
+                candidate[index] = value
+                result = figures(candidate)
+                if (allowed(result) or not allowed(best)) and result["mean"] > best["mean"] + 1e-9:
+                    offsets, best, moved = candidate, result, True
+        if not moved:
+            break
+    return {"offsets": [float(value) for value in offsets], "chosen": best, "before": before}
+
+
+def score_checkpoint(folder: str | Path, sprsound_root: str | Path, task: str, split: str,
+                     scalograms: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A task checkpoint (one model or a fold ensemble, with its ``logit_adjustment``) classifying an SPRSound split
+    as train.py scores one: the task's rows, scalograms by `featurize` (the checkpoint's extractor), the model in eval
+    mode and the official metric (`make_compute_metrics`).
+
+    Args:
+        scalograms: a cache shared between calls, by level and extractor settings (Tasks 1-1 and 1-2, 2-1 and 2-2,
+            read the same rows).
+
+    Returns:
+        ``(metrics with "rows", logits (rows, classes), labels (rows,))``.
+
+    Raises:
+        ValueError: the checkpoint's classes are not the task's.
+    """
+    model = RespSTFForAudioClassification.from_pretrained(folder).eval()
+    extractor = RespSTFFeatureExtractor.from_pretrained(folder)
+    label_names, column = class_names(model.config), TASKS[task]["column"]
+    rows = load_sprsound(sprsound_root, task=task, splits=[split], decode=False, progress=False)[split]
+    if rows.features[column].names != label_names:
+        raise ValueError(f"{folder}: its classes {label_names} are not Task {task}'s {rows.features[column].names}.")
+    scalograms = {} if scalograms is None else scalograms
+    key = (TASKS[task]["level"], split, extractor.to_json_string())
+    if key not in scalograms:
+        features = featurize(rows, extractor, column, with_frames=False).with_format("torch")
+        scalograms[key] = features["input_features"], features["attention_mask"]
+    inputs, masks = scalograms[key]
+    with torch.no_grad():
+        logits = torch.cat([model(input_features=inputs[start:start + EVAL_BATCH],
+                                  attention_mask=masks[start:start + EVAL_BATCH]).logits
+                            for start in range(0, len(inputs), EVAL_BATCH)]).numpy()
+    labels = np.asarray(rows[column])
+    metrics = make_compute_metrics(label_names, "Normal")(EvalPrediction(predictions=logits, label_ids=labels))
+    return {**metrics, "rows": len(labels)}, logits, labels
