@@ -9,6 +9,7 @@ Training, evaluation and the demo read data only through this package:
 * `load_dataset_dict` (`DatasetSource`) — any supported source (SPRSound, ICBHI, a folder, ``save_to_disk``,
   a Hub id) as a `DatasetDict`;
 * `load_audio_folder`, `load_icbhi` (`is_icbhi_release`) — new datasets for fine-tuning, in the same row schema;
+  `load_event_folder` — a folder's annotated events, one row per recording (an event detector's rows);
 * `read_audio` — soundfile decoding (no FFmpeg needed) of files, bytes or undecoded rows; `wav_shortfall`
   — whether a WAV file holds less audio than its header announces (soundfile reads such a file silently);
   `read_recording` — one recording a user gives, in any format FFmpeg decodes, with warnings when it is cut
@@ -23,7 +24,7 @@ Training, evaluation and the demo read data only through this package:
 from .audio import AUDIO_EXTENSIONS, READABLE_FORMATS, read_audio, read_recording, wav_shortfall
 from .builder import DataQualityWarning, LoadingSummary, count_labels
 from .card import build_dataset_card
-from .folder import load_audio_folder
+from .folder import load_audio_folder, load_event_folder
 from .hub import push_to_hub, save_hub_folder
 from .icbhi import LABEL_COLUMNS as ICBHI_LABEL_COLUMNS
 from .icbhi import is_icbhi_release, load_icbhi
@@ -67,7 +68,7 @@ __all__ = [
     "AUDIO_EXTENSIONS", "CONTINUOUS_EVENTS", "DETECTION_LABELS", "DETECTION_TASK", "DISCONTINUOUS_EVENTS", "DataQualityWarning", "DatasetSource", "EVENT_TYPES",
     "EVENT_TYPE_ALIASES", "ICBHI_CYCLE_LABELS", "ICBHI_DIAGNOSES", "ICBHI_LABEL_COLUMNS", "LABEL_DESCRIPTIONS", "LoadingSummary", "NORMAL_LABEL", "POOR_QUALITY_LABEL",
     "RECORD_LABELS", "SPRSOUND_SCORE_PATH", "TASKS", "build_dataset_card", "count_labels", "detection_rule", "event_task_label", "example_key", "example_recordings", "icbhi_cycle_label",
-    "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_dataset_dict", "load_icbhi", "load_sprsound", "load_sprsound_levels",
+    "id2label", "is_icbhi_release", "label2id", "load_audio_folder", "load_dataset_dict", "load_event_folder", "load_icbhi", "load_sprsound", "load_sprsound_levels",
     "normalize_task", "parse_annotation", "parse_file_name", "patient_disjoint_split", "patient_folds", "push_to_hub",
     "READABLE_FORMATS", "read_audio", "read_recording", "record_label_from_events", "record_task_label", "save_hub_folder", "sprsound_folds", "task_labels",
     "task_of_labels", "task_spec", "wav_shortfall",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-from datasets import Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, Value
 from datasets.utils.logging import is_progress_bar_enabled
 from tqdm.auto import tqdm
 
@@ -24,6 +24,8 @@ from .audio import RecordingAudio, UnreadableAudioError, read_and_cut_from_args,
 logger = logging.getLogger(__name__)
 
 RECORD, SPAN = "record", "span"  # the two kinds of level: whole recordings, or spans cut from them
+# The feature of a record row's ``events`` column (`_record_row`): each annotated span's times in the recording, and type.
+EVENT_LIST = List({"start_s": Value("float64"), "end_s": Value("float64"), "type": Value("string")})
 
 
 # How to go on past unusable files, in each loader's error about them (the CLIs spell the option --on-missing).

@@ -20,6 +20,10 @@ or the ``split`` column) are taken in lower case, and ``valid``, ``val`` and ``d
 Rows follow the event-level schema of the SPRSound loader: ``audio``, ``recording_id``,
 ``patient_id``, ``label`` (a `ClassLabel` of this dataset's classes), ``event_index``, ``start_s``,
 ``end_s``, ``audio_offset_s``.
+
+`load_event_folder` reads a table whose rows are annotated events (``start``/``end`` on every row, labels naming
+SPRSound event types) as an event detector's training data (``train.py --task events``): one row per recording, as
+the SPRSound loader's record level gives them.
 """
 
 from __future__ import annotations
@@ -35,8 +39,26 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, Value
 
 from .audio import AUDIO_EXTENSIONS, is_hidden
-from .builder import SKIP_HINT, DataQualityWarning, LoadingSummary, Recording, SPAN, Span, build_levels, check_on_missing
-from .labels import NORMAL_LABEL
+from .builder import (
+    EVENT_LIST,
+    RECORD,
+    SKIP_HINT,
+    SPAN,
+    DataQualityWarning,
+    LoadingSummary,
+    Recording,
+    Span,
+    build_levels,
+    check_on_missing,
+)
+from .labels import (
+    DETECTION_SPEC,
+    NORMAL_LABEL,
+    RECORD_LABELS,
+    event_type_of_label,
+    record_label_from_events,
+    unknown_event_label_message,
+)
 
 METADATA_FILES = ("metadata.csv", "labels.csv", "metadata.jsonl", "metadata.json", "labels.jsonl", "labels.json")
 TABLE_COLUMNS = ("file", "file_name", "label", "start", "end", "patient_id", "split")
@@ -189,7 +211,8 @@ def _entries_from_table(path: Path) -> list[dict]:
             raise ValueError(f"{where}: split {split!r} is not a valid split name (letters, digits and '_', "
                              "e.g. 'train', 'test', 'validation').")
         entries.append({"file": path.parent / file, "label": label, "start": start or 0.0, "end": end,
-                        "patient_id": _text(row.get("patient_id")), "split": split, "where": where})
+                        "timed": start is not None and end is not None, "patient_id": _text(row.get("patient_id")),
+                        "split": split, "where": where})
     return entries
 
 
@@ -236,12 +259,46 @@ def _entries_from_folders(root: Path) -> list[dict]:
             for file in sorted(label_dir.rglob("*")):
                 hidden = any(is_hidden(part) for part in file.relative_to(label_dir).parts)
                 if file.is_file() and not hidden:
-                    entries.append({"file": file, "label": label_dir.name, "start": 0.0, "end": None,
+                    entries.append({"file": file, "label": label_dir.name, "start": 0.0, "end": None, "timed": False,
                                     "patient_id": None, "split": split, "where": str(file)})
     if not entries:
         raise FileNotFoundError(f"{root}: no metadata file ({', '.join(METADATA_FILES)}) and no label subfolders "
                                 "with audio; see `load_audio_folder` for the accepted layouts.")
     return entries
+
+
+def _metadata_file(root: Path, metadata_file: str | Path | None, on_missing: str) -> Path | None:
+    """The table of ``root`` (``metadata_file``, else the first of METADATA_FILES there; None: no table), the root and
+    ``on_missing`` checked."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"Dataset root {root} does not exist or is not a folder.")
+    check_on_missing(on_missing)
+    if metadata_file is None:
+        return next((root / name for name in METADATA_FILES if (root / name).is_file()), None)
+    if not Path(metadata_file).is_file():
+        raise FileNotFoundError(f"Metadata file {metadata_file} not found.")
+    return Path(metadata_file)
+
+
+def _usable_by_file(entries: list[dict], on_missing: str, summary: LoadingSummary) -> dict[Path, list[dict]]:
+    """The entries of files that exist and are audio, by file (in table order); the others raise, or with
+    ``on_missing="skip"`` are counted in ``summary``."""
+    grouped: dict[Path, list[dict]] = defaultdict(list)  # one split and patient per file, checked by the caller
+    for entry in entries:
+        file = entry["file"]
+        problem = (None if file.suffix.lower() in AUDIO_EXTENSIONS and file.is_file() else
+                   "file not found" if not file.exists() else f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
+        if problem and on_missing == "error":
+            raise FileNotFoundError(f"{entry['where']}: {file}: {problem}. {SKIP_HINT}")
+        if problem:
+            summary.skipped.append((str(file), problem))
+        else:
+            grouped[file].append(entry)
+    return grouped
+
+
+def _recording_id(root: Path, file: Path) -> str:
+    return file.relative_to(root).with_suffix("").as_posix() if file.is_relative_to(root) else file.stem
 
 
 def load_audio_folder(
@@ -274,14 +331,8 @@ def load_audio_folder(
             with two patient ids or in two splits, an empty table, or nothing left to load.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"Dataset root {root} does not exist or is not a folder.")
-    check_on_missing(on_missing)
-    if metadata_file is None:
-        metadata_file = next((root / name for name in METADATA_FILES if (root / name).is_file()), None)
-    elif not Path(metadata_file).is_file():
-        raise FileNotFoundError(f"Metadata file {metadata_file} not found.")
-    entries = _entries_from_table(Path(metadata_file)) if metadata_file else _entries_from_folders(root)
+    metadata_file = _metadata_file(root, metadata_file, on_missing)
+    entries = _entries_from_table(metadata_file) if metadata_file else _entries_from_folders(root)
     for key in ("patient_id", "split"):
         _check_consistent(entries, key)
     # The classes come from every entry, so that skipping a file never drops a class and shifts the ids.
@@ -300,28 +351,12 @@ def load_audio_folder(
             raise ValueError(f"{entry['where']}: unknown label {entry['label']!r}; expected one of {label_names}.")
 
     summary = LoadingSummary(f"audio folder {root.name}", str(root))
-    usable = []
-    for entry in entries:
-        file = entry["file"]
-        problem = (None if file.suffix.lower() in AUDIO_EXTENSIONS and file.is_file() else
-                   "file not found" if not file.exists() else f"not an audio file ({', '.join(AUDIO_EXTENSIONS)})")
-        if problem and on_missing == "error":
-            raise FileNotFoundError(f"{entry['where']}: {file}: {problem}. {SKIP_HINT}")
-        if problem:
-            summary.skipped.append((str(file), problem))
-        else:
-            usable.append(entry)
-
-    grouped: dict[Path, list[dict]] = defaultdict(list)  # one split and patient per file, checked above
-    for entry in usable:
-        grouped[entry["file"]].append(entry)
     recordings = []
-    for file, file_entries in grouped.items():
+    for file, file_entries in _usable_by_file(entries, on_missing, summary).items():
         spans = sorted((Span(entry["start"], entry["end"], entry["label"], {"label": entry["label"]}, entry["where"])
                         for entry in file_entries), key=lambda span: span.start_s)
-        recording_id = file.relative_to(root).with_suffix("").as_posix() if file.is_relative_to(root) else file.stem
         metadata = {"patient_id": file_entries[0]["patient_id"]}
-        recordings.append(Recording(file_entries[0]["split"], file, recording_id, metadata, {}, spans))
+        recordings.append(Recording(file_entries[0]["split"], file, _recording_id(root, file), metadata, {}, spans))
 
     features = Features({"recording_id": Value("string"), "patient_id": Value("string"),
                          "label": ClassLabel(names=label_names), "event_index": Value("int32"),
@@ -329,3 +364,66 @@ def load_audio_folder(
     info = DatasetInfo(description=f"Labelled respiratory audio from {root.name}")
     return build_levels(recordings, {"segment": (SPAN, features)}, summary, info, context_s=context_s, decode=decode,
                         num_proc=num_proc, progress=progress, skip_unreadable=on_missing == "skip")["segment"]
+
+
+def load_event_folder(
+    root: str | Path,
+    metadata_file: str | Path | None = None,
+    on_missing: str = "error",
+    decode: bool = True,
+    num_proc: int | None = None,
+    progress: bool | None = None,
+) -> DatasetDict:
+    """Load a folder whose table lists annotated events (``file,label,start,end[,patient_id][,split]``, one row per
+    event, times in seconds) as an event detector's data: one row per recording, as SPRSound's record level.
+
+    Each label must name an SPRSound event type (:data:`~respstf.hub_dataset.labels.EVENT_TYPES`, in any case, or an
+    alias of :data:`~respstf.hub_dataset.labels.EVENT_TYPE_ALIASES`; ``Normal`` is a normal breath), since the
+    detector's frame classes and its record rule are SPRSound's; every row needs ``start`` and ``end``. Stretches of a
+    recording no row covers are unannotated (the frame loss ignores them), as between SPRSound's events. Every listed
+    recording has events, so none is Poor Quality.
+
+    Rows: ``audio`` (the whole file), ``recording_id``, ``patient_id``, ``task22`` (the record class its events make by
+    SPRSound's rule, `record_label_from_events`: what a detector's validation scores), ``duration_s`` and ``events``
+    (``[{start_s, end_s, type}]`` sorted by start, an end past the recording clipped to it and counted in the summary).
+    Other arguments as in `load_audio_folder`.
+
+    Raises:
+        ValueError: no table (a folder of label subfolders has no event times), a row without ``start`` or ``end``,
+            a label that names no SPRSound event type (one line naming the row and the accepted labels), or anything
+            `load_audio_folder` refuses in a table.
+        FileNotFoundError: (``on_missing="error"``) a listed file that is missing or not audio.
+    """
+    root = Path(root)
+    table = _metadata_file(root, metadata_file, on_missing)
+    if table is None:
+        raise ValueError(f"--task events learns SPRSound's event types from their start and end times: {root} needs a "
+                         f"metadata table ({', '.join(METADATA_FILES)}) with the columns file, label, start, end (seconds; "
+                         "one row per event) and patient_id; it has none.")
+    entries = _entries_from_table(table)
+    for key in ("patient_id", "split"):
+        _check_consistent(entries, key)
+    for entry in entries:
+        where = f"{entry['where']} ({entry['file'].name})"
+        if not entry["timed"]:
+            raise ValueError(f"{where}: no start and end: --task events learns from each event's times; give every row "
+                             "the start and end (seconds) of its event.")
+        entry["type"] = event_type_of_label(entry["label"])
+        if entry["type"] is None:
+            raise ValueError(unknown_event_label_message(entry["label"], where))
+
+    summary = LoadingSummary(f"audio folder {root.name} (events)", str(root))
+    column = DETECTION_SPEC["column"]
+    recordings = []
+    for file, file_entries in _usable_by_file(entries, on_missing, summary).items():
+        spans = sorted((Span(entry["start"], entry["end"], entry["type"], {}, entry["where"]) for entry in file_entries),
+                       key=lambda span: (span.start_s, span.end_s))
+        labels = {column: record_label_from_events([span.type for span in spans])}
+        metadata = {"patient_id": file_entries[0]["patient_id"]}
+        recordings.append(Recording(file_entries[0]["split"], file, _recording_id(root, file), metadata, labels, spans))
+
+    features = Features({"recording_id": Value("string"), "patient_id": Value("string"),
+                         column: ClassLabel(names=RECORD_LABELS), "duration_s": Value("float64"), "events": EVENT_LIST})
+    info = DatasetInfo(description=f"Respiratory recordings with annotated events from {root.name}")
+    return build_levels(recordings, {"record": (RECORD, features)}, summary, info, decode=decode, num_proc=num_proc,
+                        progress=progress, skip_unreadable=on_missing == "skip")["record"]

@@ -7,6 +7,8 @@ always class 0, which is also the official Score's Normal class when it is given
 
 from __future__ import annotations
 
+import re
+
 EVENT_TYPES = ["Normal", "Rhonchi", "Wheeze", "Stridor", "Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"]
 RECORD_LABELS = ["Normal", "CAS", "DAS", "CAS & DAS", "Poor Quality"]
 
@@ -26,8 +28,12 @@ LABEL_DESCRIPTIONS = {
     "Poor Quality": "too noisy or unclear to judge (e.g. friction, crying, talking).",
 }
 
-# Spellings seen in copies of the release, mapped to the canonical event type.
-EVENT_TYPE_ALIASES = {"Wheeze & Crackle": "Wheeze+Crackle", "Wheeze+crackle": "Wheeze+Crackle"}
+# Spellings seen in copies of the release, mapped to the canonical event type; and, for a new dataset's event labels
+# (compared in any case, see `event_type_of_label`), the plurals and singulars that name one type only. An unqualified
+# "Crackle(s)" is no alias: it could be a Coarse or a Fine Crackle.
+EVENT_TYPE_ALIASES = {"Wheeze & Crackle": "Wheeze+Crackle", "Wheeze+crackle": "Wheeze+Crackle",
+                      "Wheezes": "Wheeze", "Rhonchus": "Rhonchi", "Coarse Crackles": "Coarse Crackle",
+                      "Fine Crackles": "Fine Crackle"}
 
 CONTINUOUS_EVENTS = {"Rhonchi", "Wheeze", "Stridor", "Wheeze+Crackle"}  # CAS
 DISCONTINUOUS_EVENTS = {"Coarse Crackle", "Fine Crackle", "Wheeze+Crackle"}  # DAS
@@ -84,6 +90,39 @@ def id2label(task: str | int) -> dict[int, str]:
 
 def label2id(task: str | int) -> dict[str, int]:
     return {name: i for i, name in enumerate(task_labels(task))}
+
+
+def _folded(name: str) -> str:
+    """A label compared in any case and spacing ("wheeze + crackle" is "Wheeze+Crackle")."""
+    return re.sub(r"\s*([+&])\s*", r"\1", " ".join(str(name).split())).casefold()
+
+
+_EVENT_TYPE_OF_FOLDED = {_folded(name): name for name in EVENT_TYPES} | {
+    _folded(alias): name for alias, name in EVENT_TYPE_ALIASES.items()}
+
+
+def event_type_of_label(label: str) -> str | None:
+    """The SPRSound event type (:data:`EVENT_TYPES`) a dataset's event label names: the type itself or one of
+    :data:`EVENT_TYPE_ALIASES`, in any case and spacing (``"fine crackles"`` is ``Fine Crackle``); None when it names
+    none of them (``"crackle"``: Coarse or Fine?)."""
+    return _EVENT_TYPE_OF_FOLDED.get(_folded(label))
+
+
+def unknown_event_label_message(label: str, where: str) -> str:
+    """The one-line error for an event label that names no SPRSound event type, saying how to rename it."""
+    word = _folded(label).removesuffix("s")
+    candidates = [name for name in EVENT_TYPES if len(word) >= 4 and word in _folded(name)]
+    if _folded(label) == _folded(POOR_QUALITY_LABEL):
+        hint = "a recording too poor to annotate has no events: leave its rows out"
+    elif len(candidates) > 1:
+        hint = f"{label!r} could be any of {', '.join(candidates)}: rename each such row to the type it is"
+    elif candidates:
+        hint = f"if it is a {candidates[0]}, rename it so"
+    else:
+        hint = f"rename it to the SPRSound event type it is (a normal breath is {NORMAL_LABEL!r})"
+    aliases = sorted(alias for alias in EVENT_TYPE_ALIASES if _folded(alias) not in map(_folded, EVENT_TYPES))
+    return (f"{where}: label {label!r} is not an SPRSound event type, which --task events learns; accepted labels (any "
+            f"case): {', '.join(EVENT_TYPES)} (or {', '.join(aliases)}); {hint}.")
 
 
 def event_task_label(event_type: str, task: str | int) -> str:

@@ -3,6 +3,9 @@
 A source is an SPRSound release folder (either layout), an ICBHI 2017 folder, a folder of audio + labels
 (a metadata table or one subfolder per label), a folder written by ``save_to_disk`` (a DatasetDict or one
 Dataset), or a Hub dataset id. Audio stays undecoded (``decode=False``): read rows with `read_audio`.
+
+For the event detector (task ``"events"``) an SPRSound release gives its record rows, and a folder whose table lists
+events (``file,label,start,end``, labels naming SPRSound event types) the same rows (`load_event_folder`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from pathlib import Path
 
 import datasets
 
-from .folder import METADATA_FILES, load_audio_folder
+from .folder import METADATA_FILES, load_audio_folder, load_event_folder
 from .icbhi import LABEL_COLUMNS as ICBHI_LABEL_COLUMNS
 from .icbhi import is_icbhi_release, load_icbhi
-from .labels import task_labels, task_spec
+from .labels import DETECTION_TASK, normalize_task, task_labels, task_spec
 from .splits import patient_disjoint_split
 from .sprsound import find_splits, load_sprsound, sprsound_folds
 
@@ -59,8 +62,10 @@ class DatasetSource:
 
     def load(self, task: str | None = None, label_column: str | None = None, on_missing: str = "error") -> datasets.DatasetDict:
         """The dataset with undecoded audio. ``task`` (SPRSound's ``"11"`` … ``"22"``) picks the level and label column
-        of an SPRSound release (which needs it) and checks a folder's labels; ``label_column`` ``diagnosis`` loads ICBHI
-        one row per recording (else one per breathing cycle)."""
+        of an SPRSound release (which needs it) and checks a folder's labels; ``"events"`` (the event detector) loads an
+        SPRSound release's, or a folder's (`load_event_folder`: its table's rows are events), one row per recording with
+        its ``events``; ``label_column`` ``diagnosis`` loads ICBHI one row per recording (else one per breathing
+        cycle)."""
         if self.kind == "saved":
             data = datasets.load_from_disk(self.location)
             if isinstance(data, datasets.Dataset):  # one split saved alone
@@ -72,6 +77,8 @@ class DatasetSource:
         elif self.kind == "icbhi":
             level = "patient" if label_column == ICBHI_LABEL_COLUMNS["patient"] else "cycle"
             data = load_icbhi(self.location, level=level, decode=False, on_missing=on_missing)
+        elif self.kind == "folder" and task is not None and normalize_task(task) == DETECTION_TASK:
+            data = load_event_folder(self.location, decode=False, on_missing=on_missing)
         elif self.kind == "folder":
             data = load_audio_folder(self.location, label_names=task_labels(task) if task else None, decode=False,
                                      on_missing=on_missing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,13 +10,16 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import soundfile
 from safetensors.torch import load_file
-from transformers import EvalPrediction, TrainingArguments
+from transformers import EvalPrediction, TrainingArguments, pipeline
 
 import train
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_LABELS, RECORD_LABELS, DatasetSource, detection_rule
+from respstf.hub_dataset.labels import event_type_of_label
+from respstf.hub_dataset.sprsound import parse_annotation, parse_file_name
 from respstf.modeling import RespSTFConfig, RespSTFForAudioFrameClassification
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,11 +119,145 @@ def test_detection_metrics_of_frames_that_match_the_annotation_score_one():
     assert np.trace(np.asarray(metrics["confusion_matrix"])) == 5
 
 
-def test_detection_on_a_dataset_without_sprsound_event_types_is_refused(tmp_path):
+def test_detection_on_a_dataset_without_sprsound_event_times_is_refused(tmp_path):
+    """A folder of label subfolders has no event times, and a saved or Hub dataset no known layout of them."""
     folder = tmp_path / "mine"
     (folder / "Normal").mkdir(parents=True)
-    with pytest.raises(ValueError, match="--task events learns SPRSound's event types"):
+    with pytest.raises(ValueError, match="--task events learns SPRSound's event types.*needs a metadata table"):
         training.load_training_data(DatasetSource(str(folder), "folder"), "events", None, "error")
+    with pytest.raises(ValueError, match="--task events learns SPRSound's event types.*is a saved dataset"):
+        training.load_training_data(DatasetSource(str(folder), "saved"), "events", None, "error")
+
+
+# -- A new dataset with event times: a folder whose metadata.csv lists file,label,start,end,patient_id ------------------
+
+# Real SPRSound train recordings (6 patients, 2 with two recordings): Normal, CAS, DAS (fine and coarse crackles) and
+# CAS & DAS (with a Wheeze+Crackle event), as a new dataset would list them.
+EVENT_FOLDER_RECORDINGS = ["40138127_14.7_0_p3_139", "40138127_14.7_0_p4_140", "40490865_8.4_1_p1_1884",
+                           "40638274_9.7_1_p1_1789", "40638274_9.7_1_p3_1765", "40797382_4.8_0_p3_3441",
+                           "40877908_4.0_0_p2_3440", "40969263_4.0_0_p2_2067"]
+
+
+def write_event_table(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "metadata.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def event_rows(sprsound_root) -> list[dict]:
+    """Each recording's JSON events as metadata.csv rows (seconds), the audio referenced in the shared data."""
+    rows = []
+    for stem in EVENT_FOLDER_RECORDINGS:
+        _, events = parse_annotation(sprsound_root / "train_json" / f"{stem}.json")
+        rows += [{"file": str(sprsound_root / "train_wav" / f"{stem}.flac"), "label": event["type"],
+                  "start": f"{event['start_s']:.3f}", "end": f"{event['end_s']:.3f}",
+                  "patient_id": parse_file_name(stem)["patient_id"]} for event in events]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def event_folder(event_rows, tmp_path_factory) -> Path:
+    return write_event_table(tmp_path_factory.mktemp("events-folder") / "mine", event_rows)
+
+
+def test_an_event_folder_gives_one_row_per_recording_with_its_events(event_folder, sprsound_root):
+    source = DatasetSource.detect(event_folder)
+    data = source.load("events")
+    assert source.kind == "folder" and list(data) == ["train"]
+    rows = data["train"]
+    assert rows.column_names == ["audio", "recording_id", "patient_id", "task22", "duration_s", "events"]
+    assert rows.features["task22"].names == RECORD_LABELS
+    assert rows["recording_id"] == EVENT_FOLDER_RECORDINGS  # one row per recording (not per event), in table order
+    for row in rows:
+        stem = row["recording_id"]
+        record_label, events = parse_annotation(sprsound_root / "train_json" / f"{stem}.json")
+        audio = sprsound_root / "train_wav" / f"{stem}.flac"
+        assert row["events"] == pytest.approx(events)  # types and times (s), sorted by start
+        assert RECORD_LABELS[row["task22"]] == record_label  # SPRSound's rule on the events' types
+        assert row["patient_id"] == parse_file_name(stem)["patient_id"]
+        assert row["duration_s"] == pytest.approx(soundfile.info(audio).duration)
+        assert row["audio"]["bytes"] == audio.read_bytes()  # the whole recording
+    assert {RECORD_LABELS[label] for label in rows["task22"]} == {"Normal", "CAS", "DAS", "CAS & DAS"}
+
+
+def test_an_event_folder_is_split_by_patient_and_weighs_no_poor_quality(event_folder):
+    """Validation is carved by patient as for any dataset (a fraction, or a cross-validation fold); the frame-loss
+    weights stay finite without Poor Quality recordings (its weight: the mean, 1)."""
+    source = DatasetSource.detect(event_folder)
+    for cv_fold in (None, 0):
+        data = training.load_training_data(source, "events", None, "error")
+        training.add_validation_split(data, source, "task22", 0.3, 0, cv_fold=cv_fold)
+        train_patients, validation_patients = set(data["train"]["patient_id"]), set(data["validation"]["patient_id"])
+        assert train_patients and validation_patients and not train_patients & validation_patients
+        assert data["train"].num_rows + data["validation"].num_rows == len(EVENT_FOLDER_RECORDINGS)
+    weights = np.asarray(training.detection_class_weights(data["train"], "weights"))
+    assert np.isfinite(weights).all() and (weights > 0).all()
+    seconds = {name: sum(event["end_s"] - event["start_s"] for events in data["train"]["events"] for event in events
+                         if event["type"] == name) for name in DETECTION_LABELS}
+    present = [i for i, name in enumerate(DETECTION_LABELS) if seconds[name] > 0]
+    assert seconds["Poor Quality"] == 0 and weights[DETECTION_LABELS.index("Poor Quality")] == 1.0
+    assert weights[present].mean() == pytest.approx(1.0, abs=1e-3) and weights.mean() == pytest.approx(1.0, abs=1e-3)
+    normal, crackle = DETECTION_LABELS.index("Normal"), DETECTION_LABELS.index("Fine Crackle")
+    assert weights[crackle] / weights[normal] == pytest.approx(np.sqrt(seconds["Normal"] / seconds["Fine Crackle"]), rel=1e-3)
+
+
+def test_detection_class_weights_without_poor_quality_are_finite():
+    rows = {"events": [[{"start_s": 0, "end_s": 4.0, "type": "Normal"}], [{"start_s": 1, "end_s": 2.0, "type": "Wheeze"}]],
+            "duration_s": [10.0, 9.0]}
+    weights = np.asarray(training.detection_class_weights(datasets.Dataset.from_dict(rows), "weights"))
+    normal, wheeze = DETECTION_LABELS.index("Normal"), DETECTION_LABELS.index("Wheeze")
+    assert np.isfinite(weights).all() and weights[wheeze] / weights[normal] == pytest.approx(2.0, rel=1e-3)
+    assert [w for i, w in enumerate(weights) if i not in (normal, wheeze)] == [1.0] * (len(DETECTION_LABELS) - 2)
+
+
+def test_the_detector_fine_tunes_on_an_event_folder(event_folder, sprsound_root, tmp_path):
+    """--task events --dataset <folder> --from the shipped detector: two real steps, validated on the record classes,
+    and the saved folder's pipeline detects events in a recording."""
+    output = tmp_path / "detector"
+    summary = train.main(["--task", "events", "--dataset", str(event_folder), "--from", str(ROOT / "checkpoints" / "sprsound-events"),
+                          "--output_dir", str(output), "--max_steps", "2", "--learning_rate", "1e-4", "--validation_fraction",
+                          "0.3", "--eval_strategy", "steps", "--eval_steps", "2", *QUICK])
+    config = json.loads((output / "config.json").read_text())
+    assert config["architectures"] == ["RespSTFForAudioFrameClassification"] and config["finetuning_task"] == "events"
+    assert [config["id2label"][str(i)] for i in range(len(DETECTION_LABELS))] == DETECTION_LABELS
+    assert summary["labels"] == RECORD_LABELS and summary["global_step"] == 2
+    validation = summary["results"]["validation"]
+    assert summary["train_rows"] + validation["rows"] == len(EVENT_FOLDER_RECORDINGS)
+    assert np.asarray(validation["confusion_matrix"]).sum() == validation["rows"] and 0 <= validation["score"] <= 1
+    detector = pipeline("respiratory-event-detection", model=str(output), trust_remote_code=True)
+    answer = detector(str(sprsound_root / "train_wav" / f"{EVENT_FOLDER_RECORDINGS[3]}.flac"))
+    assert answer["record_label"] in RECORD_LABELS
+    assert all(event["label"] in DETECTION_LABELS for event in answer["events"])
+
+
+def test_event_labels_must_name_sprsound_event_types(event_rows, tmp_path):
+    """Any case and the aliases name a type; "crackle" (Coarse or Fine?) and a row without times are refused in one
+    line naming the row, its file and the accepted labels."""
+    assert [event_type_of_label(name) for name in ("fine crackles", "WHEEZE", "Wheeze & Crackle", "wheeze + crackle",
+                                                   "Rhonchus", "normal")] == \
+        ["Fine Crackle", "Wheeze", "Wheeze+Crackle", "Wheeze+Crackle", "Rhonchi", "Normal"]
+    assert event_type_of_label("crackle") is None and event_type_of_label("Poor Quality") is None
+
+    renamed = [dict(row) for row in event_rows]
+    renamed[3]["label"] = "coarse CRACKLE"  # any case: accepted
+    renamed[5]["label"] = "crackle"
+    source = DatasetSource.detect(write_event_table(tmp_path / "crackle", renamed))
+    with pytest.raises(ValueError) as refused:
+        training.load_training_data(source, "events", None, "error")
+    message = str(refused.value)
+    assert "\n" not in message and "metadata.csv, entry 6" in message and Path(renamed[5]["file"]).name in message
+    assert "'crackle' is not an SPRSound event type" in message and "Coarse Crackle, Fine Crackle" in message
+    assert all(name in message for name in DETECTION_LABELS[:-1]) and "rename" in message
+
+    untimed = [dict(row) for row in event_rows]
+    untimed[2]["end"] = ""
+    source = DatasetSource.detect(write_event_table(tmp_path / "untimed", untimed))
+    with pytest.raises(ValueError, match=r"metadata.csv, entry 3 \(.*\.flac\): no start and end"):
+        training.load_training_data(source, "events", None, "error")
 
 
 def detector_args(parent: Path, *extra: str):

@@ -21,11 +21,13 @@ logger = logging.getLogger("respstf.training")
 
 
 def load_training_data(source: DatasetSource, task: str | None, label_column: str | None, on_missing: str) -> datasets.DatasetDict:
-    """``source`` as a `DatasetDict` that has the ``train`` split a run carves its validation split from."""
-    if task == DETECTION_TASK and source.kind != "sprsound":
-        raise ValueError(f"--task {DETECTION_TASK} learns SPRSound's event types from an SPRSound release's event timestamps; "
-                         f"--dataset {source.location} is a {source.kind} dataset (a detector for other event types is not "
-                         "supported yet).")
+    """``source`` as a `DatasetDict` that has the ``train`` split a run carves its validation split from. For the event
+    detector, an SPRSound release or a folder whose metadata table lists events (``file,label,start,end``, labels naming
+    SPRSound event types: `respstf.hub_dataset.folder.load_event_folder`), one row per recording either way."""
+    if task == DETECTION_TASK and source.kind not in ("sprsound", "folder"):
+        raise ValueError(f"--task {DETECTION_TASK} learns SPRSound's event types from event timestamps: an SPRSound release, "
+                         "or a folder with a metadata.csv of file,label,start,end[,patient_id] whose labels are SPRSound "
+                         f"event types; --dataset {source.location} is a {source.kind} dataset.")
     data = source.load(task, label_column, on_missing)
     if "train" not in data:
         # Even scoring needs train: validation is carved from it (for SPRSound, the same patients for every task).
@@ -202,7 +204,11 @@ def frame_targets(events: list[dict], duration_s: float, extractor: RespSTFFeatu
 def detection_class_weights(split: datasets.Dataset, scheme: str) -> list[float] | None:
     """The event detector's frame-loss class weights (:data:`DETECTION_LABELS`) for ``--imbalance scheme``: inverse
     square-root of each class's annotated seconds in ``split`` (proportional to its frames; Poor Quality: the whole
-    of such recordings), mean 1; None for ``none``."""
+    of such recordings), those of the classes present scaled to mean 1; None for ``none``.
+
+    A class with no annotated seconds in ``split`` (Poor Quality in a new dataset, whose listed recordings all have
+    events; a rare type in a small one) gets weight 1, the mean: it has no training target, so its weight changes no
+    training loss, and a validation frame of it counts as much as an average one in the evaluation loss."""
     check_detection_imbalance(scheme)
     if scheme == "none":
         return None
@@ -212,8 +218,12 @@ def detection_class_weights(split: datasets.Dataset, scheme: str) -> list[float]
             seconds[DETECTION_LABELS.index(POOR_QUALITY_LABEL)] += duration_s
         for event in events:
             seconds[DETECTION_LABELS.index(event["type"])] += event["end_s"] - event["start_s"]
-    weights = 1 / np.sqrt(np.maximum(seconds, seconds[seconds > 0].min()))
-    return (weights / weights.mean()).round(4).tolist()
+    present = seconds > 0
+    weights = np.ones(len(DETECTION_LABELS))
+    if present.any():
+        weights[present] = 1 / np.sqrt(seconds[present])
+        weights[present] /= weights[present].mean()
+    return weights.round(4).tolist()
 
 
 def featurize(
