@@ -33,7 +33,13 @@ trains up to three of a run's seeds at the same time, one process each (on a GPU
 ``--cv_folds 0 1 2 3 4`` runs the recipe once per patient fold instead, under ``runs/cv/fold<k>/`` (each run validated
 on fold k, ``train.py --cv_fold k``, the test split never scored; finished runs are read back, and ``runs/cv/`` is
 kept in git without Trainer checkpoints, so the folds can be run over several sessions and machines), and prints each task's cross-validation Score, mean ± sd over the folds, with the count of
-normal recordings called Poor Quality: the yardstick for choosing a recipe.
+normal recordings called Poor Quality: the yardstick for choosing a recipe. It also prints the decision each task's
+pooled out-of-fold predictions favour (``predictions_validation.npz``, written by train.py; a fold run scored before
+they were is scored again first): per-class logit offsets, `training.choose_logit_adjustment`. With ``--copy_to`` it
+then ships each task's folds as one fold ensemble with that decision (``<copy_to>/sprsound-task<id>``, the folds' models
+averaged), scored once on ``--eval_split``, its card saying how it was chosen:
+
+    python benchmarks/sprsound_score.py --cv_folds 0 1 2 3 4 --copy_to checkpoints
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,9 +85,9 @@ TASK_ORDER = ("11", "12", "21", "22", DETECTION_TASK)
 # train.py options the recipe sets for each run: passed on as well, they would break the recipe.
 RECIPE_OWNED = ["--task", "--output_dir", "--from", "--from_checkpoint", "--do_train", "--no_do_train",
                 "--resume_from_checkpoint", "--cv_fold"]
+# What --copy_to ships of a run, besides its code (every .py file save_pretrained copied beside the weights).
 SHIPPED = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json",
-           "configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "cwt.py", "audio_checks.py",
-           "pipeline_respstf.py", "detection_respstf.py", "confusion_validation.png"]  # the detector's pipeline code too
+           "confusion_validation.png"]
 
 
 def run_of(task: str) -> str:
@@ -163,7 +170,7 @@ def read_back(output_dir: Path, task: str, eval_split: str, args) -> dict:
     if eval_split != "none" and eval_split not in summary["results"]:
         print(f"{output_dir.name}: not yet scored on {eval_split}", flush=True)
         summary = score_in_place(output_dir, task, eval_split, args)
-    elif (args.cv_fold is not None and task != DETECTION_TASK
+    elif (args.cv_fold is not None and output_dir.name == run_of(task) and task != DETECTION_TASK
           and not training.predictions_path(output_dir, "validation").is_file()):
         print(f"{output_dir.name}: no out-of-fold predictions yet (scored before train.py wrote them)", flush=True)
         summary = score_in_place(output_dir, task, eval_split, args)
@@ -392,33 +399,42 @@ def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
     return "\n".join(lines)
 
 
-def decision_table(by_fold: dict[int, dict[str, dict]], runs: Path) -> str:
-    """The logit adjustment each task's pooled out-of-fold predictions favour (`training.choose_logit_adjustment`:
-    the best mean Score with at most 1.5 % of normal recordings called Poor Quality), beside the Scores without it."""
+def cv_decisions(by_fold: dict[int, dict[str, dict]], runs: Path) -> dict[str, dict]:
+    """Each task model's decision (`training.choose_logit_adjustment`) on the folds' pooled out-of-fold predictions,
+    for the tasks every fold has."""
     folds = sorted(by_fold)
+    return {task: training.choose_logit_adjustment(
+                [training.read_predictions(resolve_run(runs / "cv" / f"fold{fold}", run_of(task))) for fold in folds],
+                by_fold[folds[0]][task]["labels"], "Normal")
+            for task in ("11", "12", "21", "22") if all(task in by_fold[fold] for fold in folds)}
+
+
+def decision_table(decisions: dict[str, dict], labels: dict[str, list[str]]) -> str:
+    """The RESULTS.md lines of `cv_decisions` (``labels``: each task's classes), beside the Scores without them."""
     lines = ["", f"Decisions chosen on these folds' out-of-fold predictions (per-class logit offsets added to the "
-             f"log-probabilities, `RespSTFConfig.logit_adjustment`; at most {training.MAX_NORMALS_POOR_QUALITY:.1%} of "
-             "normal recordings called Poor Quality), and the CV Score with and without them:", "",
-             "| task | offsets | CV Score without → with | normals called Poor Quality without → with |", "|---|---|---|---|"]
-    for task in ("11", "12", "21", "22"):
-        if not all(task in by_fold[fold] for fold in folds):
-            continue
-        labels = by_fold[folds[0]][task]["labels"]
-        choice = training.choose_logit_adjustment(
-            [training.read_predictions(resolve_run(runs / "cv" / f"fold{fold}", run_of(task))) for fold in folds],
-            labels, "Normal")
-        offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(labels, choice["offsets"]) if value) or "none"
+             f"log-probabilities, `RespSTFConfig.logit_adjustment`): the best mean Score with Poor Quality weighted to "
+             f"{training.DEPLOYMENT_POOR_QUALITY:.0%} of recordings, at most {training.MAX_NORMALS_POOR_QUALITY:.1%} of "
+             "normal recordings called Poor Quality. The CV Score (each fold's single model on its own patients) without "
+             "→ with them, at train's prevalence and at that one:",
+             "", "| task | offsets | CV Score | CV Score, Poor Quality at "
+             f"{training.DEPLOYMENT_POOR_QUALITY:.0%} | normals called Poor Quality |", "|---|---|---|---|---|"]
+    for task, choice in decisions.items():
+        offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(labels[task], choice["offsets"]) if value)
+        offsets = (offsets or "none") + ("" if choice["allowed"] else " (none meets the Poor Quality limit)")
 
-        def cells(result: dict) -> tuple[str, str]:
-            scores = np.array(result["scores"])
-            spread = scores.std(ddof=1) if len(scores) > 1 else 0.0
+        def mean_sd(values: list[float]) -> str:
+            return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+        def change(cell) -> str:
+            return f"{cell(choice['before'])} → {cell(choice['chosen'])}"
+
+        def poor_share(result: dict) -> str:
             share = result["normals_called_poor_quality"] / max(result["normals"], 1)
-            return (f"{scores.mean():.3f} ± {spread:.3f}",
-                    f"{result['normals_called_poor_quality']} of {result['normals']} ({share:.1%})")
+            return f"{result['normals_called_poor_quality']} of {result['normals']} ({share:.1%})"
 
-        (before_score, before_poor), (after_score, after_poor) = cells(choice["before"]), cells(choice["chosen"])
-        poor = f"{before_poor} → {after_poor}" if "Poor Quality" in labels else "–"
-        lines.append(f"| {task_title(task)} | {offsets} | {before_score} → {after_score} | {poor} |")
+        poor = change(poor_share) if "Poor Quality" in labels[task] else "–"
+        lines.append(f"| {task_title(task)} | {offsets} | {change(lambda r: mean_sd(r['scores']))} | "
+                     f"{change(lambda r: mean_sd(r['deployment_scores']))} | {poor} |")
     return "\n".join(lines)
 
 
@@ -444,32 +460,45 @@ def ensemble_table(shipped: dict[str, dict], split: str, copy_to: str) -> str:
     return "\n".join(lines)
 
 
-def ship_cv_ensemble(task: str, folds: list[int], runs: Path, copy_to: Path, split: str, dataset: str) -> dict:
+def ship_cv_ensemble(task: str, folds: list[int], choice: dict, runs: Path, copy_to: Path, split: str, dataset: str,
+                     scalograms: dict | None = None) -> dict:
     """``<copy_to>/sprsound-task<id>``: the folds' runs of ``task`` as one fold ensemble (`pack_ensemble`) with the logit
-    adjustment chosen on their out-of-fold predictions, scored once on ``split``, with its results.json and card;
-    its summary."""
+    adjustment of ``choice`` (`cv_decisions`), scored once on ``split`` (``scalograms``: a cache shared between calls,
+    see `training.score_checkpoint`), with its results.json and card; its summary.
+
+    Raises:
+        SystemExit: the decision does not meet the Poor Quality limit, or a fold's model carries a logit adjustment
+            already (its out-of-fold predictions would include it), before anything is written.
+    """
     fold_runs = [resolve_run(runs / "cv" / f"fold{fold}", run_of(task)) for fold in folds]
+    if not choice["allowed"]:
+        raise SystemExit(f"task {task}: no decision calls at most {training.MAX_NORMALS_POOR_QUALITY:.1%} of the folds' "
+                         "normal recordings Poor Quality; nothing shipped")
+    for run in fold_runs:
+        if json.loads((run / "config.json").read_text()).get("logit_adjustment") is not None:
+            raise SystemExit(f"{run}: its model already carries a logit_adjustment; ship fold models without one")
     first = json.loads((fold_runs[0] / "results.json").read_text())
-    labels = first["labels"]
-    choice = training.choose_logit_adjustment([training.read_predictions(run) for run in fold_runs], labels, "Normal")
     target = copy_to / f"sprsound-{run_of(task)}"
-    if target.exists():
-        shutil.rmtree(target)
-    pack_ensemble(fold_runs, target)
-    config = AutoConfig.from_pretrained(target)
-    config.logit_adjustment = choice["offsets"] if any(choice["offsets"]) else None
-    config.save_pretrained(target)
-    metrics, _, _ = training.score_checkpoint(target, dataset, task, split)
-    summary = {
-        "task": task, "labels": labels, "normal_label": "Normal", "dataset": dataset, "preset": first["preset"], "from": None,
-        "parameters": sum(json.loads((run / "results.json").read_text())["parameters"] for run in fold_runs),
-        "selection": "fold ensemble", "device": training.describe_device("cpu"),
-        "cv_ensemble": {"folds": folds, "runs": [str(run) for run in fold_runs],
-                        "max_normals_poor_quality": training.MAX_NORMALS_POOR_QUALITY, **choice},
-        "results": {split: {**metrics, "device": training.describe_device("cpu")}},
-    }
-    training.write_results(target, summary)
-    training.write_model_card(target, summary)
+    copy_to.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=copy_to) as building:  # the old folder stays until the new one is complete
+        packed = pack_ensemble(fold_runs, Path(building) / target.name)
+        config = AutoConfig.from_pretrained(packed)
+        config.logit_adjustment = choice["offsets"] if any(choice["offsets"]) else None
+        config.save_pretrained(packed)
+        metrics, _, _ = training.score_checkpoint(packed, dataset, task, split, scalograms)
+        summary = {
+            "task": task, "labels": first["labels"], "normal_label": "Normal", "dataset": dataset, "preset": first["preset"],
+            "from": None, "parameters": sum(json.loads((run / "results.json").read_text())["parameters"] for run in fold_runs),
+            "selection": "fold ensemble", "device": training.describe_device("cpu"),
+            "cv_ensemble": {"folds": folds, "runs": [str(run) for run in fold_runs],
+                            "max_normals_poor_quality": training.MAX_NORMALS_POOR_QUALITY, **choice},
+            "results": {split: {**metrics, "device": training.describe_device("cpu")}},
+        }
+        training.write_results(packed, summary)
+        training.write_model_card(packed, summary)
+        if target.exists():
+            shutil.rmtree(target)
+        packed.rename(target)
     print(f"{target}: fold ensemble of {', '.join(map(str, fold_runs))}; {split} Score {metrics['score']:.3f}", flush=True)
     return summary
 
@@ -489,11 +518,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side_by_side", type=int, default=1, metavar="N",
                         help="Train up to N of a run's seeds at the same time, one train.py process each writing to <seed run>/train.log "
                              "(on a GPU with memory for N runs; pass a smaller --dataloader_num_workers to share the cores).")
-    parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/.")
+    parser.add_argument("--copy_to", default=None, help="Copy the final models to <copy_to>/sprsound-task<id>/ (with "
+                        "--cv_folds: each task's fold ensemble with the decision chosen on the folds, scored once on --eval_split).")
     parser.add_argument("--cv_folds", nargs="+", type=int, default=None, choices=range(training.CV_FOLDS), metavar="K",
                         help="Cross-validation: the whole recipe once per fold K, under <runs>/cv/fold<K>/, each validated "
-                             "on that fold's patients (train.py --cv_fold K; the test split is not scored), then a table of "
-                             "each task's Score mean ± sd over the folds.")
+                             "on that fold's patients (train.py --cv_fold K; the folds' runs are not scored on the test split), "
+                             "then a table of each task's Score mean ± sd over the folds and the decision chosen on them.")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args, args.train_args = parser.parse_known_args(argv)
     given = training.options_given(args.train_args)
@@ -509,9 +539,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{', '.join(respelled)}: this script's own options, spelled with underscores as in --help")
     if args.side_by_side < 1:
         parser.error(f"--side_by_side is how many seeds train at a time (1 or more), got {args.side_by_side}")
-    if args.cv_folds and args.copy_to and DETECTION_TASK in args.tasks:
-        parser.error("--cv_folds with --copy_to ships the task models' fold ensembles; the detector ships from "
-                     "benchmarks/event_detection.py: leave 'events' out of --tasks")
+    if args.cv_folds and args.copy_to:
+        if DETECTION_TASK in args.tasks:
+            parser.error("--cv_folds with --copy_to ships the task models' fold ensembles; the detector ships from "
+                         "benchmarks/event_detection.py: leave 'events' out of --tasks")
+        if len(set(args.cv_folds)) < 2 or args.eval_split == "none":
+            parser.error("--cv_folds with --copy_to ships fold ensembles, scored once on --eval_split: give two or more "
+                         "folds (all five to ship) and a test split")
+    elif args.cv_folds and args.eval_split != parser.get_default("eval_split"):
+        parser.error("--cv_folds scores the validation folds only; --eval_split is the split the fold ensembles are scored "
+                     "on with --copy_to")
     args.cv_fold, ship_split = None, args.eval_split
     if args.cv_folds:
         args.eval_split = "none"  # the folds' runs score their validation folds only
@@ -528,10 +565,13 @@ def main(argv: list[str] | None = None) -> None:
                                               "cv_fold": fold})
             by_fold[fold] = run_recipe(fold_args)
         heading = f"{datetime.date.today()} · commit {commit} · run on {device} · preset {args.preset} · cross-validation"
-        table = cv_table(by_fold, heading) + "\n" + decision_table(by_fold, Path(args.runs))
+        decisions = cv_decisions(by_fold, Path(args.runs))
+        labels = {task: by_fold[args.cv_folds[0]][task]["labels"] for task in decisions}
+        table = cv_table(by_fold, heading) + "\n" + decision_table(decisions, labels)
         if args.copy_to:
-            shipped = {task: ship_cv_ensemble(task, sorted(by_fold), Path(args.runs), Path(args.copy_to), ship_split,
-                                              args.dataset) for task in args.tasks}
+            scalograms = {}  # Tasks 1-1 and 1-2 (2-1 and 2-2) score the same recordings
+            shipped = {task: ship_cv_ensemble(task, sorted(by_fold), decisions[task], Path(args.runs), Path(args.copy_to),
+                                              ship_split, args.dataset, scalograms) for task in args.tasks}
             table += "\n\n" + ensemble_table(shipped, ship_split, args.copy_to)
         print(table)
         with open(args.results, "a") as handle:
@@ -548,9 +588,9 @@ def main(argv: list[str] | None = None) -> None:
         for task in summaries:
             source, target = Path(args.runs) / run_of(task), Path(args.copy_to) / f"sprsound-{run_of(task)}"
             target.mkdir(parents=True, exist_ok=True)
-            for name in SHIPPED:
-                if (source / name).is_file():
-                    shutil.copy2(source / name, target / name)
+            for path in [*(source / name for name in SHIPPED), *sorted(source.glob("*.py"))]:
+                if path.is_file():
+                    shutil.copy2(path, target / path.name)
             print(f"copied {source} -> {target}")
 
 

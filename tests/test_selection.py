@@ -35,13 +35,29 @@ def test_the_chosen_adjustment_holds_the_poor_quality_limit_and_does_not_lower_t
     choice = training.choose_logit_adjustment(folds, labels, "Normal")
     chosen, before = choice["chosen"], choice["before"]
     assert chosen["normals"] == before["normals"] == sum(int(np.sum(y == 0)) for _, y in folds)
-    assert chosen["normals_called_poor_quality"] <= training.MAX_NORMALS_POOR_QUALITY * chosen["normals"]
-    assert chosen["mean"] >= before["mean"]
+    assert choice["allowed"] and chosen["normals_called_poor_quality"] <= training.MAX_NORMALS_POOR_QUALITY * chosen["normals"]
+    # No Poor Quality offset alone (the line the search starts from) meets the limit with a better mean Score, Poor
+    # Quality weighted to its deployment share (the objective), than the chosen offsets, beyond the tolerance.
+    poor = labels.index("Poor Quality")
+    for value in training.selection.OFFSET_GRID:
+        alone = training.fold_figures(folds, np.eye(len(labels))[poor] * value, labels, "Normal")
+        if alone["normals_called_poor_quality"] <= training.MAX_NORMALS_POOR_QUALITY * alone["normals"]:
+            assert alone["deployment_mean"] <= chosen["deployment_mean"] + 0.002, value
     assert choice["offsets"][labels.index("Normal")] == 0 and all(v in training.selection.OFFSET_GRID for v in choice["offsets"])
-    # Each fold's figure is the official Score of the adjusted answers.
-    for (logits, references), score in zip(folds, chosen["scores"]):
+    # Each fold's figure is the official Score of the adjusted answers; the deployment one weighs its Poor Quality
+    # recordings so that they are that share of the fold's.
+    for (logits, references), score, deployment in zip(folds, chosen["scores"], chosen["deployment_scores"]):
         predicted = (logits + np.asarray(choice["offsets"])).argmax(axis=1)
         assert score == pytest.approx(compute_sprsound_score(predicted, references, normal_label=0)["score"])
+        weights = training.selection.prevalence_weights(references, poor, training.DEPLOYMENT_POOR_QUALITY)
+        assert weights[references == poor].sum() / weights.sum() == pytest.approx(training.DEPLOYMENT_POOR_QUALITY)
+        assert deployment == pytest.approx(
+            compute_sprsound_score(predicted, references, normal_label=0, sample_weight=weights)["score"])
+        # A weighted Score is the Score of the set with each row repeated by its (integer) weight.
+        counts = np.where(references == poor, 3, 1)
+        assert compute_sprsound_score(predicted, references, normal_label=0, sample_weight=counts)["score"] == \
+            pytest.approx(compute_sprsound_score(predicted.repeat(counts), references.repeat(counts), normal_label=0)["score"])
+    assert training.DEPLOYMENT_POOR_QUALITY == choice["poor_quality_prevalence"]
 
 
 def test_a_model_over_calling_poor_quality_gets_a_negative_poor_quality_offset():
@@ -54,6 +70,21 @@ def test_a_model_over_calling_poor_quality_gets_a_negative_poor_quality_offset()
     choice = training.choose_logit_adjustment(shifted, labels, "Normal")
     assert choice["offsets"][poor] < 0
     assert choice["chosen"]["normals_called_poor_quality"] <= training.MAX_NORMALS_POOR_QUALITY * before["normals"]
+
+
+def test_the_poor_quality_limit_wins_over_the_score():
+    """Normal recordings that no Poor Quality offset of the grid keeps from Poor Quality: raising another class does,
+    and the choice says whether the limit was met."""
+    labels = ["Normal", "Adventitious", "Poor Quality"]
+    rng = np.random.default_rng(0)
+    references = np.repeat([0, 1, 2], [200, 100, 20])
+    logits = rng.normal(0, 0.1, (len(references), 3)) + np.where(references[:, None] == 2, [0.0, 0.0, 9.0], [0.0, 2.0, 5.0])
+    folds = [(logits[0::2], references[0::2]), (logits[1::2], references[1::2])]
+    choice = training.choose_logit_adjustment(folds, labels, "Normal")
+    assert choice["allowed"] and choice["chosen"]["normals_called_poor_quality"] == 0
+    assert choice["offsets"][1] > 0
+    impossible = training.choose_logit_adjustment(folds, labels, "Normal", grid=[-1.0, 0.0, 1.0])
+    assert not impossible["allowed"]
 
 
 def test_offsets_mean_what_the_model_adds_as_config_logit_adjustment():
@@ -95,18 +126,20 @@ def test_fold_ensemble_ships_with_its_decision_and_one_test_score(sprsound_root,
         run = tmp_path / "runs" / "cv" / f"fold{fold}" / "task21"
         shutil.copytree(bundled, run)
         shutil.copy(training.predictions_path(CV / f"fold{fold}" / "task21", "validation"), run)
-    summary = sprsound_score.ship_cv_ensemble("21", folds, tmp_path / "runs", tmp_path / "ship", "inter_test",
-                                              str(sprsound_root))
+    scalograms, choice = {}, training.choose_logit_adjustment(out_of_fold("21")[:2], task_labels(21), "Normal")
+    summary = sprsound_score.ship_cv_ensemble("21", folds, choice, tmp_path / "runs", tmp_path / "ship", "inter_test",
+                                              str(sprsound_root), scalograms)
     shipped = tmp_path / "ship" / "sprsound-task21"
-    choice = training.choose_logit_adjustment(out_of_fold("21")[:2], task_labels(21), "Normal")
     assert summary["cv_ensemble"]["offsets"] == choice["offsets"]
+    assert sorted(path.name for path in (tmp_path / "ship").iterdir()) == ["sprsound-task21"]  # no build folder left
     config = json.loads((shipped / "config.json").read_text())
     assert config["ensemble_size"] == 2
     assert config["logit_adjustment"] == (choice["offsets"] if any(choice["offsets"]) else None)
     assert config["custom_pipelines"]["audio-classification"]["impl"] == "pipeline_respstf.RespSTFAudioClassificationPipeline"
 
     # Two identical members: the ensemble is the bundled model with the offsets, on every test recording.
-    single, logits, labels = training.score_checkpoint(bundled, sprsound_root, "21", "inter_test")
+    single, logits, labels = training.score_checkpoint(bundled, sprsound_root, "21", "inter_test", scalograms)
+    assert len(scalograms) == 1  # the ensemble's extractor is its members': the same scalograms
     expected = training.fold_figures([(logits, labels)], choice["offsets"], task_labels(21), "Normal")
     recorded = json.loads((shipped / "results.json").read_text())["results"]["inter_test"]
     assert recorded["score"] == pytest.approx(expected["mean"], abs=1e-9) and recorded["rows"] == len(labels) == 355

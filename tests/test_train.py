@@ -343,6 +343,7 @@ def test_push_to_hub_uploads_a_complete_folder_whose_card_names_the_repo(task12_
     repo_id, uploaded, upload_kwargs = calls["upload_folder"]
     assert repo_id == "someone/respstf-task12" and upload_kwargs["revision"] is None
     assert (output / "checkpoint-1").is_dir() and not any(name.startswith("checkpoint-") for name in uploaded)
+    assert (output / "predictions_validation.npz").is_file() and "predictions_validation.npz" not in uploaded
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "configuration_respstf.py", "modeling_respstf.py",
             "feature_extraction_respstf.py", "cwt.py", "README.md", "results.json"} <= uploaded
     assert not [name for name in uploaded if name.endswith((".bin", ".pt", ".pth", ".pkl"))], "no pickles on the Hub"
@@ -1210,6 +1211,7 @@ def test_copy_to_names_each_shipped_folder_after_its_run(tmp_path, capsys):
     for run, task in (("task12", "12"), ("events", "events")):
         (runs / run).mkdir(parents=True)
         (runs / run / "config.json").write_text("{}")
+        (runs / run / "audio_file_respstf.py").write_text("# the code save_pretrained copied")
         summary = {"task": task, "global_step": 1, "device": "CPU", "parameters": 1, "train_runtime_s": 1,
                    "results": {"validation": scores, "inter_test": scores}}
         (runs / run / "results.json").write_text(json.dumps(summary))
@@ -1217,4 +1219,5 @@ def test_copy_to_names_each_shipped_folder_after_its_run(tmp_path, capsys):
                          "--results", str(tmp_path / "RESULTS.md")])
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["sprsound-events", "sprsound-task12"]
     assert (tmp_path / "out" / "sprsound-events" / "config.json").is_file()
+    assert (tmp_path / "out" / "sprsound-task12" / "audio_file_respstf.py").is_file()  # all of a run's code ships
     assert "| events | 0.500 |" in (tmp_path / "RESULTS.md").read_text()

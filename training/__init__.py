@@ -30,13 +30,13 @@ from .model_setup import (
     resolve_normal_label,
 )
 from .selection import (
-    MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, score_checkpoint,
+    DEPLOYMENT_POOR_QUALITY, MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, score_checkpoint,
     write_predictions,
 )
 from .trainer import RespSTFTrainer, TrainingClock, describe_device
 
 __all__ = [
-    "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "MAX_NORMALS_POOR_QUALITY", "choose_logit_adjustment", "fold_figures",
+    "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "DEPLOYMENT_POOR_QUALITY", "MAX_NORMALS_POOR_QUALITY", "choose_logit_adjustment", "fold_figures",
     "predictions_path", "read_predictions", "score_checkpoint", "write_predictions", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
     "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",

@@ -152,8 +152,10 @@ def cv_ensemble_text(ensemble: dict, label_names: list[str]) -> str:
     poor = (f" Normal recordings called Poor Quality over the folds: {before['normals_called_poor_quality']} of "
             f"{before['normals']} without it, {chosen['normals_called_poor_quality']} with it."
             if "Poor Quality" in label_names else "")
+    prevalence = (f", Poor Quality weighted to {ensemble['poor_quality_prevalence']:.0%} of recordings (the prevalence the "
+                  "decision is made for)," if "Poor Quality" in label_names else "")
     decision = (f"`config.logit_adjustment` adds {offsets} to the log-probabilities (0 for the other classes): the decision "
-                "with the best mean Score over the folds' out-of-fold predictions that calls at most "
+                f"with the best mean Score over the folds' out-of-fold predictions{prevalence} that calls at most "
                 f"{ensemble['max_normals_poor_quality']:.1%} of their normal recordings Poor Quality. Set it to `None` for the "
                 "models' own prior, or to other offsets for another deployment prevalence (`respstf.modeling.prior_shift`)."
                 if offsets else "No logit adjustment: none raised the folds' mean Score within the Poor Quality limit.")
@@ -207,7 +209,8 @@ def push_folder(output_dir: Path, summary: dict, repo_name: str, card_repo_id: s
         write_model_card(output_dir, summary, repo_id)
     if training_args.hub_revision:
         create_branch(repo_id, branch=training_args.hub_revision, exist_ok=True, token=training_args.hub_token)
-    upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*"],
+    # predictions_*.npz: every row's answer on the run's splits, for choices made locally, not for the model page.
+    upload_folder(repo_id=repo_id, folder_path=str(output_dir), ignore_patterns=["checkpoint-*", "runs/*", "predictions_*.npz"],
                   token=training_args.hub_token, revision=training_args.hub_revision,
                   commit_message=f"respstf train.py on {Path(summary['dataset']).name}")
     logger.info("pushed to %s%s", repo_id, f" (branch {training_args.hub_revision})" if training_args.hub_revision else "")

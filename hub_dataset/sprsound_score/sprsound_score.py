@@ -130,8 +130,8 @@ def _resolve_normal_label(normal_label: int | None, label_names: list[str] | Non
     return int(normal_label)
 
 
-def _recall(correct: int, total: int) -> float:
-    return correct / total if total else math.nan
+def _recall(correct: float, total: float) -> float:
+    return float(correct / total) if total else math.nan
 
 
 def compute_sprsound_score(
@@ -140,6 +140,7 @@ def compute_sprsound_score(
     normal_label: int | None = None,
     num_labels: int | None = None,
     label_names: Sequence[str] | None = None,
+    sample_weight=None,
 ) -> dict:
     """Compute the SPRSound Score and its parts; see the module docstring for the definition.
 
@@ -151,6 +152,8 @@ def compute_sprsound_score(
         num_labels: number of classes; inferred from ``label_names`` or the data when omitted.
         label_names: class names indexed by id, used as the keys of ``per_class_recall``; ``"Normal"`` among
             them names the Normal class.
+        sample_weight: a non-negative weight per sample (default 1 each): the Score of a set with another class
+            mix, e.g. Poor Quality at its deployment prevalence. The confusion matrix then sums weights (floats).
 
     Returns:
         A dict with ``score``, ``se``, ``sp``, ``as``, ``hs`` (floats), ``per_class_recall`` (dict keyed by class
@@ -186,14 +189,22 @@ def compute_sprsound_score(
                 f"({num_labels} classes)."
             )
 
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(confusion, (references, predictions), 1)
+    if sample_weight is None:
+        confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+        np.add.at(confusion, (references, predictions), 1)
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+        if weights.shape != references.shape or not np.all(np.isfinite(weights)) or weights.min() < 0:
+            raise ValueError(f"`sample_weight` must be one finite, non-negative weight per sample ({len(references)}), "
+                             f"got shape {weights.shape}.")
+        confusion = np.zeros((num_labels, num_labels), dtype=np.float64)
+        np.add.at(confusion, (references, predictions), weights)
     support = confusion.sum(axis=1)
     correct = np.diag(confusion)
 
     abnormal = np.arange(num_labels) != normal_label
-    se = _recall(int(correct[abnormal].sum()), int(support[abnormal].sum()))
-    sp = _recall(int(correct[normal_label]), int(support[normal_label]))
+    se = _recall(correct[abnormal].sum(), support[abnormal].sum())
+    sp = _recall(correct[normal_label], support[normal_label])
     if math.isnan(se) or math.isnan(sp):
         missing = "non-Normal" if math.isnan(se) else "Normal"
         warnings.warn(
@@ -213,7 +224,7 @@ def compute_sprsound_score(
         "sp": sp,
         "as": average,
         "hs": harmonic,
-        "per_class_recall": {key: _recall(int(correct[i]), int(support[i])) for i, key in enumerate(keys)},
+        "per_class_recall": {key: _recall(correct[i], support[i]) for i, key in enumerate(keys)},
         "confusion_matrix": confusion.tolist(),
     }
 
