@@ -21,7 +21,9 @@ Training, evaluation and the demo read data only through this package:
   (`LABEL_DESCRIPTIONS`), defined in `labels`.
 """
 
-from .audio import AUDIO_EXTENSIONS, READABLE_FORMATS, read_audio, read_recording, wav_shortfall
+from respstf.modeling.audio_file_respstf import READABLE_FORMATS, wav_shortfall
+
+from .audio import AUDIO_EXTENSIONS, read_audio, read_recording
 from .builder import DataQualityWarning, LoadingSummary, count_labels
 from .card import build_dataset_card
 from .folder import load_audio_folder, load_event_folder

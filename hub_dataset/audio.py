@@ -19,9 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from respstf.feature_extraction.audio_checks import check_audio
-from respstf.modeling.audio_file_respstf import (
-    READABLE_FORMATS, decode_file, decode_present, read_audio_file, wav_shortfall,
-)
+from respstf.modeling.audio_file_respstf import decode_file, decode_present, read_audio_file, wav_shortfall
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

@@ -25,11 +25,11 @@ from datasets import ClassLabel, DatasetDict, DatasetInfo, Features, List, Value
 from .audio import AUDIO_EXTENSIONS, is_hidden
 from .builder import SKIP_HINT, DataQualityWarning, LoadingSummary, RECORD, Recording, SPAN, Span, build_levels, check_on_missing
 from .labels import (
-    EVENT_TYPE_ALIASES,
     EVENT_TYPES,
     RECORD_LABELS,
     TASKS,
     event_task_label,
+    event_type_of_label,
     normalize_task,
     record_label_from_events,
     record_task_label,
@@ -221,8 +221,8 @@ def _read_annotation(json_path: Path) -> tuple[str, list[dict]]:
     for index, event in enumerate(raw_events):
         if not isinstance(event, dict) or not {"start", "end", "type"} <= event.keys():
             raise ValueError(f"{json_path}: event {index} must have 'start', 'end' and 'type', got {event!r}.")
-        event_type = EVENT_TYPE_ALIASES.get(str(event["type"]).strip(), str(event["type"]).strip())
-        if event_type not in EVENT_TYPES:
+        event_type = event_type_of_label(str(event["type"]))
+        if event_type is None:
             raise ValueError(f"{json_path}: event {index} has unknown type {event['type']!r}; "
                              f"expected one of {EVENT_TYPES}.")
         start = _milliseconds(event["start"], json_path, index, "start")

@@ -21,6 +21,8 @@ try:  # optional for a checkpoint's user: without it the pipelines decode files 
     import soundfile
 except ImportError:
     soundfile = None
+# What soundfile raises for a file it cannot decode (LibsndfileError, a RuntimeError, since soundfile 0.11).
+_DECODE_ERRORS = (getattr(soundfile, "LibsndfileError", RuntimeError), RuntimeError)
 
 READABLE_FORMATS = "WAV, FLAC, OGG or MP3"  # what soundfile decodes; FFmpeg, where installed, converts other formats
 FFMPEG_TIMEOUT_S = 60
@@ -92,9 +94,9 @@ def decode_present(path: str | os.PathLike, dtype: str = "float32") -> tuple[np.
             try:
                 for block in handle.blocks(blocksize=1024, dtype=dtype, always_2d=True):
                     blocks.append(block.copy())
-            except (soundfile.LibsndfileError, RuntimeError):
+            except _DECODE_ERRORS:
                 pass  # the damage: what decoded before it is kept
-    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+    except (*_DECODE_ERRORS, TypeError):
         return None
     if not blocks:
         return None
@@ -126,7 +128,7 @@ def decode_file(source, name: str) -> tuple[np.ndarray, int]:
     """
     try:
         waveform, sampling_rate = soundfile.read(source, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
+    except (*_DECODE_ERRORS, TypeError) as err:
         reason = str(err).replace(str(source), name) if isinstance(source, (str, os.PathLike)) else str(err)
         raise ValueError(f"{name}: not a readable audio file (corrupt, truncated or not audio): {reason}") from err
     if waveform.shape[0] == 0:

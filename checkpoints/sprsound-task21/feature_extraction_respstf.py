@@ -282,6 +282,8 @@ class RespSTFFeatureExtractor(SequenceFeatureExtractor):
         if not clips:
             raise ValueError("audio input is an empty batch: expected at least one waveform.")
 
+        if isinstance(input_names, str):
+            raise ValueError(f"input_names must be a list of names, one per input, got the string {input_names!r}.")
         names = [f"audio input {index}" for index in range(len(clips))] if input_names is None else list(input_names)
         if len(names) != len(clips):
             raise ValueError(f"input_names names {len(names)} inputs, the call gives {len(clips)}: one name per input.")
