@@ -75,3 +75,20 @@ def test_python_snippets_run():
     assert {key: result[key] for key in expected} == pytest.approx(expected)
     assert result["per_class_recall"] == pytest.approx({"Normal": 1.0, "Rhonchi": 0.0, "Wheeze": 0.5})
     assert result["confusion_matrix"] == [[1, 0, 0], [1, 0, 0], [0, 1, 1]]
+
+
+def test_results_table_is_what_the_bundled_checkpoints_recorded():
+    """Each task's row of the README's results table gives the Score, SE, SP, AS and HS its checkpoint's results.json
+    records on the test split, to the 3 decimals shown."""
+    import json
+
+    rows = {line.split("|")[1].strip(): line for line in README.split("## Results", 1)[1].splitlines()
+            if re.match(r"\| [12]-[12] \|", line)}
+    assert sorted(rows) == ["1-1", "1-2", "2-1", "2-2"]
+    for title, line in rows.items():
+        folder = CHECKPOINTS / f"sprsound-task{title.replace('-', '')}"
+        if not (folder / "results.json").is_file():
+            pytest.skip(f"{folder} not present")
+        recorded = json.loads((folder / "results.json").read_text())["results"]["inter_test"]
+        shown = [cell.strip() for cell in line.split("|")[2:7]]
+        assert shown == [f"{recorded[key]:.3f}" for key in ("score", "se", "sp", "as", "hs")], title
