@@ -356,7 +356,7 @@ def _summary_cell(values: list) -> str:
     numbers = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     if not len(numbers):
         return "–"
-    return f"{numbers.mean():.3f} ± {numbers.std(ddof=1) if len(numbers) > 1 else 0.0:.3f}"
+    return training.mean_and_sd(numbers)
 
 
 def results_table(columns: list[tuple[str, dict]], heading: str, notes: Sequence[str] = ()) -> str:

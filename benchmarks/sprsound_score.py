@@ -376,6 +376,11 @@ def normals_called_poor_quality(summary: dict, split: str = "validation") -> tup
     return matrix[normal][labels.index("Poor Quality")], sum(matrix[normal])
 
 
+def share(count: int, total: int) -> str:
+    """``"11 of 781 (1.4%)"``."""
+    return f"{count} of {total} ({count / max(total, 1):.1%})"
+
+
 def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
     """The RESULTS.md section of a cross-validation: each task's validation Score on every fold, their mean ± sd,
     and (record tasks) how many normal recordings of all folds were called Poor Quality."""
@@ -392,9 +397,8 @@ def cv_table(by_fold: dict[int, dict[str, dict]], heading: str) -> str:
         scores = np.array([by_fold[fold][task]["results"]["validation"]["score"] for fold in folds])
         poor = "–"
         if "Poor Quality" in by_fold[folds[0]][task]["labels"]:
-            called, normals = np.sum([normals_called_poor_quality(by_fold[fold][task]) for fold in folds], axis=0)
-            poor = f"{called} of {normals} ({called / normals:.1%})"
-        lines.append(f"| {task_title(task)} | {scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f} | "
+            poor = share(*np.sum([normals_called_poor_quality(by_fold[fold][task]) for fold in folds], axis=0))
+        lines.append(f"| {task_title(task)} | {training.mean_and_sd(scores)} | "
                      + " | ".join(f"{score:.3f}" for score in scores) + f" | {poor} |")
     return "\n".join(lines)
 
@@ -421,20 +425,13 @@ def decision_table(decisions: dict[str, dict], labels: dict[str, list[str]]) -> 
     for task, choice in decisions.items():
         offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(labels[task], choice["offsets"]) if value)
         offsets = (offsets or "none") + ("" if choice["allowed"] else " (none meets the Poor Quality limit)")
-
-        def mean_sd(values: list[float]) -> str:
-            return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
-
-        def change(cell) -> str:
-            return f"{cell(choice['before'])} → {cell(choice['chosen'])}"
-
-        def poor_share(result: dict) -> str:
-            share = result["normals_called_poor_quality"] / max(result["normals"], 1)
-            return f"{result['normals_called_poor_quality']} of {result['normals']} ({share:.1%})"
-
-        poor = change(poor_share) if "Poor Quality" in labels[task] else "–"
-        lines.append(f"| {task_title(task)} | {offsets} | {change(lambda r: mean_sd(r['scores']))} | "
-                     f"{change(lambda r: mean_sd(r['deployment_scores']))} | {poor} |")
+        before, chosen = choice["before"], choice["chosen"]
+        poor = (f"{share(before['normals_called_poor_quality'], before['normals'])} → "
+                f"{share(chosen['normals_called_poor_quality'], chosen['normals'])}" if "Poor Quality" in labels[task] else "–")
+        lines.append(f"| {task_title(task)} | {offsets} | "
+                     f"{training.mean_and_sd(before['scores'])} → {training.mean_and_sd(chosen['scores'])} | "
+                     f"{training.mean_and_sd(before['deployment_scores'])} → {training.mean_and_sd(chosen['deployment_scores'])} | "
+                     f"{poor} |")
     return "\n".join(lines)
 
 
@@ -449,14 +446,10 @@ def ensemble_table(shipped: dict[str, dict], split: str, copy_to: str) -> str:
         if task not in shipped:
             continue
         summary, test = shipped[task], shipped[task]["results"][split]
-        cv = np.asarray(summary["cv_ensemble"]["chosen"]["scores"])
-        poor = "–"
-        if "Poor Quality" in summary["labels"]:
-            called, normals = normals_called_poor_quality(summary, split)
-            poor = f"{called} of {normals} ({called / normals:.1%})"
+        cv = summary["cv_ensemble"]["chosen"]["scores"]
+        poor = share(*normals_called_poor_quality(summary, split)) if "Poor Quality" in summary["labels"] else "–"
         lines.append(f"| {task_title(task)} | " + " | ".join(f"{test[name]:.3f}" for name in ("score", "se", "sp", "as", "hs"))
-                     + f" | {PAPER[task]:.3f} | {cv.mean():.3f} ± {cv.std(ddof=1) if len(cv) > 1 else 0:.3f} | {poor} | "
-                     f"{len(cv)} |")
+                     + f" | {PAPER[task]:.3f} | {training.mean_and_sd(cv)} | {poor} | {len(cv)} |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from .arguments import (
     CV_FOLDS, LEVEL_FEATURES, RECORD_DEFAULTS, RECORD_SECONDS, check_arguments, check_checkpoint_source, complete_checkpoints,
     implied_by_evaluation_schedule, options_given, resolve_level, resolve_record_options, resolve_resume,
 )
-from .card import SHORTER_INPUT, describe_selection, hub_repo_name, push_folder, write_model_card, write_results
+from .card import SHORTER_INPUT, describe_selection, hub_repo_name, mean_and_sd, push_folder, write_model_card, write_results
 from .cli import run_cli
 from .crops import MIN_EVENT_SECONDS_IN_CROP, RecordCrops, crop_frames
 from .data import (
@@ -42,7 +42,7 @@ __all__ = [
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
     "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "detection_class_weights", "evaluation_setup", "describe_device", "describe_selection", "featurize",
     "frame_targets", "hub_repo_name", "implied_by_evaluation_schedule", "limit_and_check_splits", "load_training_data",
-    "loss_class_weights", "make_compute_metrics", "make_detection_metrics", "make_score", "options_given", "plot_confusion", "push_folder", "recall_keys",
+    "loss_class_weights", "make_compute_metrics", "mean_and_sd", "make_detection_metrics", "make_score", "options_given", "plot_confusion", "push_folder", "recall_keys",
     "report_row_lengths", "resolve_eval_splits", "resolve_label_column", "resolve_level", "resolve_normal_label",
     "resolve_record_options", "resolve_resume", "run_cli", "warn_shared_patients", "write_model_card", "write_results",
 ]

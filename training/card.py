@@ -140,14 +140,15 @@ chunks) and returns `{"events": [{"label", "start", "end", "score"}, ...], "reco
 seconds."""
 
 
+def mean_and_sd(values) -> str:
+    """``"0.759 ± 0.011"``: the mean of fold Scores (or any figures) and their sample standard deviation (0 for one)."""
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
 def cv_ensemble_text(ensemble: dict, label_names: list[str]) -> str:
     """A fold ensemble's card paragraph: its members, the CV Scores and the decision chosen on them."""
     chosen, before = ensemble["chosen"], ensemble["before"]
-
-    def mean_sd(result: dict) -> str:
-        scores = np.asarray(result["scores"])
-        return f"{scores.mean():.3f} ± {scores.std(ddof=1) if len(scores) > 1 else 0:.3f}"
-
     offsets = ", ".join(f"{name} {value:+.2f}" for name, value in zip(label_names, ensemble["offsets"]) if value)
     poor = (f" Normal recordings called Poor Quality over the folds: {before['normals_called_poor_quality']} of "
             f"{before['normals']} without it, {chosen['normals_called_poor_quality']} with it."
@@ -162,8 +163,8 @@ def cv_ensemble_text(ensemble: dict, label_names: list[str]) -> str:
     return (f"A fold ensemble: the {len(ensemble['folds'])} models of a patient-grouped cross-validation over `train` (folds "
             f"{', '.join(map(str, ensemble['folds']))} of `hub_dataset/sprsound_folds.json`), each trained without one fold's "
             "patients and its epoch chosen on them; it averages their probabilities. Cross-validation Score (each model on "
-            f"its own fold's patients): {mean_sd(before)} (folds {', '.join(f'{v:.3f}' for v in before['scores'])}), "
-            f"{mean_sd(chosen)} with the decision below.{poor} {decision} The ensemble itself has no held-out validation: "
+            f"its own fold's patients): {mean_and_sd(before['scores'])} (folds {', '.join(f'{v:.3f}' for v in before['scores'])}), "
+            f"{mean_and_sd(chosen['scores'])} with the decision below.{poor} {decision} The ensemble itself has no held-out validation: "
             "every patient of `train` trained some member. The split below was scored once, after these choices.")
 
 

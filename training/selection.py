@@ -90,10 +90,13 @@ def fold_figures(folds: Sequence[tuple[np.ndarray, np.ndarray]], offsets: Sequen
     scores, deployment, called, normals = [], [], 0, 0
     for logits, labels in folds:
         predicted = adjusted_predictions(logits, offsets)
-        for weights, kept in ((None, scores), (prevalence_weights(labels, poor, poor_quality_prevalence)
-                                              if poor is not None else None, deployment)):
-            kept.append(compute_sprsound_score(predicted, labels, normal_label=normal, num_labels=len(label_names),
-                                               sample_weight=weights)["score"])
+
+        def score(weights=None) -> float:
+            return compute_sprsound_score(predicted, labels, normal_label=normal, num_labels=len(label_names),
+                                          sample_weight=weights)["score"]
+
+        scores.append(score())
+        deployment.append(scores[-1] if poor is None else score(prevalence_weights(labels, poor, poor_quality_prevalence)))
         normals += int(np.sum(labels == normal))
         if poor is not None:
             called += int(np.sum((labels == normal) & (predicted == poor)))
@@ -135,6 +138,7 @@ def choose_logit_adjustment(folds: Sequence[tuple[np.ndarray, np.ndarray]], labe
 
     def ascend(offsets: np.ndarray) -> tuple[np.ndarray, dict]:
         best = figures(offsets)
+        best_allowed, best_mean = rank(best)
         for _ in range(passes):
             moved = False
             for index in range(len(label_names)):
@@ -144,9 +148,9 @@ def choose_logit_adjustment(folds: Sequence[tuple[np.ndarray, np.ndarray]], labe
                     candidate = offsets.copy()
                     candidate[index] = value
                     result = figures(candidate)
-                    allowed, mean = rank(result)
-                    if (allowed, mean) > (rank(best)[0], rank(best)[1] + 1e-9):
+                    if rank(result) > (best_allowed, best_mean + 1e-9):
                         offsets, best, moved = candidate, result, True
+                        best_allowed, best_mean = rank(result)
             if not moved:
                 break
         return offsets, best
