@@ -106,6 +106,7 @@ class ModelArguments:
     from_checkpoint: str | None = field(
         default=None, metadata={"aliases": ["--from"], "help": "Start from this RespSTF checkpoint (folder or Hub id)."}
     )
+    from_member: int = field(default=0, metadata={"help": "With --from a fold ensemble (a bundled task checkpoint): the member to fine-tune."})
     ignore_mismatched: bool = field(
         default=False,
         metadata={"aliases": ["--ignore_mismatched_sizes"], "help": "Replace the checkpoint's head when its label set differs."},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from transformers import AutoFeatureExtractor
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import TASKS, load_sprsound
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, unpack_member
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,13 @@ def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
 
 
 def candidates(level: str, paper_preset: bool) -> list[tuple[str, RespSTFFeatureExtractor, RespSTFForAudioClassification]]:
-    """The shipped model of ``level`` and, with ``paper_preset``, the paper preset (random weights, its 128
+    """The shipped model of ``level`` (a fold ensemble's first member) and, with ``paper_preset``, the paper preset (random weights, its 128
     scales) with the same heads."""
     extractor = AutoFeatureExtractor.from_pretrained(CHECKPOINTS[level])
     shipped = RespSTFForAudioClassification.from_pretrained(CHECKPOINTS[level])
+    if shipped.config.ensemble_size > 1:  # a fold ensemble: time one member, as train.py fine-tunes one
+        with tempfile.TemporaryDirectory() as member:
+            shipped = RespSTFForAudioClassification.from_pretrained(unpack_member(CHECKPOINTS[level], 0, member))
     rows = [(f"checkpoints/{CHECKPOINTS[level].name}", extractor, shipped)]
     if paper_preset:
         paper = RespSTFConfig.paper(**{key: getattr(shipped.config, key) for key in ("id2label", "label2id", "num_frame_labels")})

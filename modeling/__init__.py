@@ -9,7 +9,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .configuration_respstf import RespSTFConfig
 from .inference_respstf import (
     TaskModel, annotation_level, Windows, classify_recording, load_models, load_task_model, pack_ensemble, resolve_model_source, slide_windows,
-    stitch_windows,
+    stitch_windows, unpack_member,
 )
 from .modeling_respstf import (
     RespSTFForAudioClassification, RespSTFForAudioFrameClassification, RespSTFMember, RespSTFModel, RespSTFPreTrainedModel,
@@ -37,5 +37,5 @@ __all__ = [
     "RespSTFConfig", "RespSTFModel", "RespSTFForAudioClassification", "RespSTFForAudioFrameClassification", "RespSTFMember", "RespSTFPreTrainedModel",
     "RespiratoryEventDetectionPipeline", "RespSTFAudioClassificationPipeline", "DETECTION_PIPELINE_TASK",
     "TaskModel", "Windows", "annotation_level", "classify_recording", "load_models", "load_task_model", "pack_ensemble", "resolve_model_source",
-    "slide_windows", "stitch_windows", "estimate_deployment_prior", "prior_shift",
+    "slide_windows", "stitch_windows", "unpack_member", "estimate_deployment_prior", "prior_shift",
 ]

@@ -8,6 +8,7 @@ class), so this module needs nothing outside its folder.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -138,6 +139,30 @@ def pack_ensemble(folders: Sequence[str | Path], output_dir: str | Path) -> Path
     ensemble = RespSTFForAudioClassification.from_members([member.model for member in members])
     ensemble.save_pretrained(output_dir)
     members[0].extractor.save_pretrained(output_dir)
+    return Path(output_dir)
+
+
+def unpack_member(folder: str | Path, index: int, output_dir: str | Path) -> Path:
+    """Save member ``index`` of the ensemble checkpoint ``folder`` (`pack_ensemble`) as a single-model checkpoint in
+    ``output_dir`` (returned), the model as it was trained: its weights, the ensemble's config with ``ensemble_size``
+    1 and without the ensemble's ``logit_adjustment`` (a decision for the averaged probabilities), and the feature
+    extractor; e.g. to fine-tune one fold's model.
+
+    Raises:
+        ValueError: ``folder`` is not an ensemble, or has no member ``index``.
+    """
+    task_model = load_task_model(Path(folder))
+    size = task_model.model.config.ensemble_size
+    if size == 1:
+        raise ValueError(f"{folder} holds one model, not an ensemble: use it as it is.")
+    if not 0 <= index < size:
+        raise ValueError(f"{folder} is an ensemble of {size} models: its members are 0 to {size - 1}, not {index}.")
+    config = copy.deepcopy(task_model.model.config)
+    config.ensemble_size, config.logit_adjustment = 1, None
+    member = RespSTFForAudioClassification(config)
+    member.load_state_dict(task_model.model.members[index].state_dict())
+    member.save_pretrained(output_dir)
+    task_model.extractor.save_pretrained(output_dir)
     return Path(output_dir)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 # Without these every Hub lookup waits ~23 s to fail on a machine with no network.
@@ -18,6 +23,25 @@ DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" /
 SPRSOUND = DATA_DIR / "sprsound"
 ICBHI = DATA_DIR / "icbhi"
 CHECKPOINTS = REPO_ROOT / "checkpoints"
+
+
+@functools.cache
+def single_model(task: str) -> Path:
+    """One trained model of the bundled Task ``task`` checkpoint, for tests that train from, change or take apart a
+    single model: the folder itself when it holds one, else its fold ensemble's member 0 (the first fold's model),
+    unpacked once per session. Skips when the checkpoint is absent."""
+    folder = CHECKPOINTS / f"sprsound-task{task}"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{folder} not present")
+    if json.loads((folder / "config.json").read_text()).get("ensemble_size", 1) == 1:
+        return folder
+    import respstf.feature_extraction  # noqa: F401  (registers the extractor the checkpoint loader needs)
+    from respstf.modeling import unpack_member
+
+    unpacked = Path(tempfile.mkdtemp(prefix="respstf-member-"))
+    atexit.register(shutil.rmtree, unpacked, ignore_errors=True)
+    return unpack_member(folder, 0, unpacked / f"sprsound-task{task}-member0")
+
 
 # .ci/test.sh sets RESPSTF_REQUIRE_DATA=1: there a test that needs the shared data fails when the data is absent,
 # where a developer's own run skips it. Every such skip, in any test file, gives a reason matching this.

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CHECKPOINTS, CRACKLE_RECORDING, EXAMPLE_WAV, ICBHI_44K_RECORDING, REPO_ROOT, SHORT_RECORDING
+from conftest import CHECKPOINTS, CRACKLE_RECORDING, EXAMPLE_WAV, ICBHI_44K_RECORDING, REPO_ROOT, SHORT_RECORDING, single_model
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -145,9 +145,9 @@ def client(server) -> Client:
 
 @pytest.fixture(scope="module")
 def detector_folder(checkpoints, tmp_path_factory) -> Path:
-    """A detector on the bundled Task 1-2 backbone, else on this module's random one."""
-    bundled = CHECKPOINTS / "sprsound-task12"
-    source = bundled if (bundled / "model.safetensors").is_file() else checkpoints / "sprsound-task12"
+    """A detector on the bundled Task 1-2 backbone (its first fold's model), else on this module's random one."""
+    bundled = (CHECKPOINTS / "sprsound-task12" / "model.safetensors").is_file()
+    source = single_model("12") if bundled else checkpoints / "sprsound-task12"
     return save_detector(source, tmp_path_factory.mktemp("detector") / "sprsound-events")
 
 

@@ -31,10 +31,11 @@ def test_bundled_checkpoint(task):
         pytest.skip(f"{folder} not present")
     config = json.loads((folder / "config.json").read_text())
     assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == task_labels(task)
-    assert config["auto_map"] == {  # the backbone loads with AutoModel too
+    assert config["auto_map"] == {
         "AutoConfig": "configuration_respstf.RespSTFConfig",
-        "AutoModel": "modeling_respstf.RespSTFModel",
         "AutoModelForAudioClassification": "modeling_respstf.RespSTFForAudioClassification",
+        # A single model's backbone loads with AutoModel too; a fold ensemble has no single backbone.
+        **({"AutoModel": "modeling_respstf.RespSTFModel"} if config.get("ensemble_size", 1) == 1 else {}),
     }
     assert config["custom_pipelines"]["audio-classification"]["impl"] == "pipeline_respstf.RespSTFAudioClassificationPipeline"
     for name, source in CODE_FILES.items():
@@ -78,7 +79,8 @@ def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
     saved = json.loads((folder / "config.json").read_text())
     assert "class_weights" not in saved and (saved["finetuning_task"], saved["annotation_level"]) == ("12", "event")
     three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
-    assert three.config.num_labels == 3 and three.classifier.out_features == 3
+    heads = [member.classifier for member in three.members] if three.config.ensemble_size > 1 else [three.classifier]
+    assert three.config.num_labels == 3 and [head.out_features for head in heads] == [3] * three.config.ensemble_size
 
     labels = {0: "Normal", 1: "Crackle"}
     two = RespSTFForAudioClassification.from_pretrained(
@@ -103,25 +105,36 @@ def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
     assert RespSTFForAudioClassification.config_class.from_pretrained(tmp_path / "config-only").num_labels == 3
 
 
-def test_results_table_reads_the_bundled_runs():
-    """benchmarks/sprsound_score.py's RESULTS.md section: the measured Scores where a split was scored, "–" where not."""
-    from benchmarks.sprsound_score import PAPER, results_table
+def test_results_tables_read_the_bundled_checkpoints_and_their_fold_runs():
+    """benchmarks/sprsound_score.py's RESULTS.md sections: a fold ensemble's test Scores beside its CV Score and
+    members; a recipe run's measured Scores where a split was scored, "–" where not (the fold runs were scored on their
+    validation folds only)."""
+    from benchmarks.sprsound_score import PAPER, ensemble_table, results_table, run_of
 
-    summaries = {task: json.loads((CHECKPOINTS / f"sprsound-task{task}" / "results.json").read_text()) for task in sorted(TASKS)}
-    rows = {line.split(" | ")[0]: line.split(" | ") for line in results_table(summaries, "inter_test", "heading").splitlines()
-            if line.startswith("| ") and line[2].isdigit()}
-    assert list(rows) == ["| 1-1", "| 1-2", "| 2-1", "| 2-2"]
-    for task, summary in summaries.items():
-        row, test = rows[f"| {task[0]}-{task[1]}"], summary["results"]["inter_test"]
+    from respstf.training import mean_and_sd
+
+    def rows(table: str) -> dict[str, list[str]]:
+        return {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines()
+                if line.startswith("| ") and line[2].isdigit()}
+
+    bundled = {task: json.loads((CHECKPOINTS / f"sprsound-task{task}" / "results.json").read_text()) for task in sorted(TASKS)}
+    ensembles = {task: summary for task, summary in bundled.items() if "cv_ensemble" in summary}
+    shown = rows(ensemble_table(ensembles, "inter_test", "checkpoints"))
+    assert sorted(shown) == [f"{task[0]}-{task[1]}" for task in sorted(ensembles)]
+    for task, summary in ensembles.items():
+        row, test = shown[f"{task[0]}-{task[1]}"], summary["results"]["inter_test"]
         assert row[1:6] == [f"{test[name]:.3f}" for name in ("score", "se", "sp", "as", "hs")]
+        cv = summary["cv_ensemble"]["chosen"]["scores"]
+        assert row[6:8] == [f"{PAPER[task]:.3f}", mean_and_sd(cv)] and row[-1] == f"{len(cv)} |"
+
+    fold_runs = {task: json.loads((REPO_ROOT / "runs" / "cv" / "fold0" / run_of(task) / "results.json").read_text())
+                 for task in sorted(TASKS)}
+    shown = rows(results_table(fold_runs, "inter_test", "heading"))
+    assert list(shown) == ["1-1", "1-2", "2-1", "2-2"]
+    for task, summary in fold_runs.items():
+        row = shown[f"{task[0]}-{task[1]}"]
+        assert row[1:6] == ["–"] * 5
         assert row[6:8] == [f"{PAPER[task]:.3f}", f"{summary['results']['validation']['score']:.3f}"]
-    unscored = [line for line in results_table(summaries, "test2023", "heading").splitlines() if line.startswith("| 2-2 ")]
-    assert unscored[0].split(" | ")[1:6] == ["–"] * 5
-    for task, summary in summaries.items():  # a run kept among seeds (`--seeds`) says so under the table
-        if "seed_selection" in summary:
-            kept = summary["seed_selection"]["kept"]
-            kept = "the seeds' soup (mean weights)" if kept == "soup" else f"seed {kept}"
-            assert f"Task {task[0]}-{task[1]}: {kept} kept for its validation Score" in results_table(summaries, "inter_test", "heading")
 
 
 def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root):

@@ -11,12 +11,11 @@ import evaluate
 import numpy as np
 import pytest
 
-from conftest import CHECKPOINTS
+from conftest import single_model
 from respstf import hub_dataset
 from respstf.hub_dataset import detection_metrics
 from respstf.hub_dataset.detection_metrics import annotated_events, evaluate_detection, frame_measures, sed_metrics
 
-TASK12 = CHECKPOINTS / "sprsound-task12"
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +168,15 @@ def dev_detector():
 
     from respstf.modeling import RespSTFConfig, RespSTFForAudioFrameClassification
 
-    config = RespSTFConfig.from_pretrained(TASK12)
+    task12 = single_model("12")
+    config = RespSTFConfig.from_pretrained(task12)
     config.id2label = dict(enumerate(hub_dataset.DETECTION_LABELS))
     config.label2id = {name: i for i, name in enumerate(hub_dataset.DETECTION_LABELS)}
     config.finetuning_task, config.annotation_level = "events", "record"
     config.detection = {**hub_dataset.detection_rule(), "evidence_seconds": 1.0,
                         "record_logit_adjustment": {"continuous": 0.0, "discontinuous": 0.0, "poor_quality": 0.0}}
-    model = RespSTFForAudioFrameClassification.from_pretrained(TASK12, config=config, ignore_mismatched_sizes=True).eval()
-    extractor = AutoFeatureExtractor.from_pretrained(TASK12)
+    model = RespSTFForAudioFrameClassification.from_pretrained(task12, config=config, ignore_mismatched_sizes=True).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(task12)
     extractor.n_frames, extractor.padding_mode = 960, "zero"
     return model, extractor
 

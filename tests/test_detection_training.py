@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, TrainingArguments, pipeline
 
 import train
+from conftest import single_model
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_LABELS, RECORD_LABELS, DatasetSource, detection_rule
@@ -57,9 +58,10 @@ def test_detector_is_a_frame_model_with_the_record_rule(detector_run):
 
 def test_detector_head_starts_from_the_event_classifier(detector_run):
     """Each event type's row of the frame head is the parent's classifier row (learning rate 0 kept it);
-    Poor Quality, which the parent has no row for, is new."""
+    Poor Quality, which the parent has no row for, is new. The bundled parent is a fold ensemble: the run fine-tuned
+    its member 0 (--from_member's default)."""
     output, _ = detector_run
-    parent, detector = load_file(PARENT / "model.safetensors"), load_file(output / "model.safetensors")
+    parent, detector = load_file(single_model("12") / "model.safetensors"), load_file(output / "model.safetensors")
     rows = [DETECTION_LABELS.index(name) for name in RespSTFConfig.from_pretrained(PARENT).id2label.values()]
     assert torch.equal(detector["classifier.weight"][rows], parent["classifier.weight"])
     assert torch.equal(detector["classifier.bias"][rows], parent["classifier.bias"])
@@ -276,7 +278,7 @@ def test_a_classifier_from_the_detector_is_no_detector_and_scores_as_a_classifie
 
 
 def test_scoring_a_classifier_as_a_detector_is_refused():
-    model_args, feature_args = detector_args(ROOT / "checkpoints" / "sprsound-task22")
+    model_args, feature_args = detector_args(single_model("22"))
     with pytest.raises(ValueError, match="is not an event detector"):
         training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False, training=False)
 

@@ -17,13 +17,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForAudioClassification, pipeline
 
-from conftest import CHECKPOINTS, CRACKLE_RECORDING, read_recording
+from conftest import CHECKPOINTS, CRACKLE_RECORDING, REPO_ROOT, read_recording, single_model
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.modeling import (
     RespSTFConfig, RespSTFForAudioClassification, estimate_deployment_prior, load_task_model, pack_ensemble, prior_shift,
+    unpack_member,
 )
 
-SHIPPED = CHECKPOINTS / "sprsound-task22"
 
 
 def probabilities(model, features) -> torch.Tensor:
@@ -39,16 +39,14 @@ def recording():
 @pytest.fixture(scope="module")
 def features(recording):
     """The extractor's features of the real recording and of its second half (B = 2)."""
-    if not (SHIPPED / "model.safetensors").is_file():
-        pytest.skip(f"{SHIPPED} not present")
     waveform, rate = recording
-    return RespSTFFeatureExtractor.from_pretrained(SHIPPED)([waveform, waveform[len(waveform) // 2 :]], sampling_rate=rate,
+    return RespSTFFeatureExtractor.from_pretrained(single_model("22"))([waveform, waveform[len(waveform) // 2 :]], sampling_rate=rate,
                                                             return_tensors="pt")
 
 
 @pytest.fixture(scope="module")
 def shipped(features) -> RespSTFForAudioClassification:
-    return RespSTFForAudioClassification.from_pretrained(SHIPPED).eval()
+    return RespSTFForAudioClassification.from_pretrained(single_model("22")).eval()
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +58,13 @@ def perturbed_folder(shipped, tmp_path_factory):
         model.classifier.weight += 0.5 * torch.randn(model.classifier.weight.shape, generator=generator)
     folder = tmp_path_factory.mktemp("perturbed")
     model.save_pretrained(folder)
-    RespSTFFeatureExtractor.from_pretrained(SHIPPED).save_pretrained(folder)
+    RespSTFFeatureExtractor.from_pretrained(single_model("22")).save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
 def ensemble_folder(perturbed_folder, tmp_path_factory):
-    return pack_ensemble([SHIPPED, perturbed_folder], tmp_path_factory.mktemp("ensemble") / "task22-ensemble")
+    return pack_ensemble([single_model("22"), perturbed_folder], tmp_path_factory.mktemp("ensemble") / "task22-ensemble")
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +84,10 @@ def test_ensemble_checkpoint_averages_its_members_probabilities(ensemble_folder,
     torch.testing.assert_close(logits.softmax(dim=-1), member_probabilities.mean(dim=0), atol=1e-6, rtol=0)
 
     # One file with every member, named members.<i>.<a single model's names>, about twice the single model.
-    with safe_open(ensemble_folder / "model.safetensors", "pt") as saved, safe_open(SHIPPED / "model.safetensors", "pt") as single:
+    with safe_open(ensemble_folder / "model.safetensors", "pt") as saved, safe_open(single_model("22") / "model.safetensors", "pt") as single:
         assert set(saved.keys()) == {f"members.{i}.{key}" for i in range(2) for key in single.keys()}
         assert torch.equal(saved.get_tensor("members.0.classifier.weight"), single.get_tensor("classifier.weight"))
-    ratio = (ensemble_folder / "model.safetensors").stat().st_size / (SHIPPED / "model.safetensors").stat().st_size
+    ratio = (ensemble_folder / "model.safetensors").stat().st_size / (single_model("22") / "model.safetensors").stat().st_size
     assert 1.95 < ratio < 2.05
     assert {"configuration_respstf.py", "modeling_respstf.py", "feature_extraction_respstf.py", "preprocessor_config.json"} <= {
         path.name for path in ensemble_folder.iterdir()}
@@ -142,13 +140,13 @@ def test_ensemble_and_shipped_model_through_stock_pipeline_without_respstf(
     ensemble_folder, member_probabilities, shipped, features, tmp_path
 ):
     result = subprocess.run(
-        [sys.executable, "-c", _REMOTE_CODE_SCRIPT, str(CRACKLE_RECORDING), str(ensemble_folder), str(SHIPPED)],
+        [sys.executable, "-c", _REMOTE_CODE_SCRIPT, str(CRACKLE_RECORDING), str(ensemble_folder), str(single_model("22"))],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,  # not the repo root: its source folders are not importable
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = json.loads(result.stdout.strip().splitlines()[-1])
-    ensemble, single = reports[str(ensemble_folder)], reports[str(SHIPPED)]
+    ensemble, single = reports[str(ensemble_folder)], reports[str(single_model("22"))]
     assert ensemble["module"].startswith("transformers_modules.") and single["module"].startswith("transformers_modules.")
     mean = member_probabilities.mean(dim=0)
     np.testing.assert_allclose(torch.tensor(ensemble["logits"]).softmax(dim=-1), mean, atol=1e-5)
@@ -174,15 +172,15 @@ def test_from_members_and_pack_ensemble_refuse_models_that_do_not_fit(shipped, p
         RespSTFForAudioClassification.from_members([shipped, ensemble])
     with pytest.raises(ValueError, match=r"^member 0 is a RespSTFModel, not a RespSTFForAudioClassification\.$"):
         RespSTFForAudioClassification.from_members([shipped.respstf, shipped])
-    with pytest.raises(ValueError, match=rf"^member 1 \({CHECKPOINTS / 'sprsound-task21'}\) has another config .*finetuning_task='21'"):
-        pack_ensemble([SHIPPED, CHECKPOINTS / "sprsound-task21"], tmp_path / "mixed-tasks")
+    with pytest.raises(ValueError, match=rf"^member 1 \({single_model('21')}\) has another config .*finetuning_task='21'"):
+        pack_ensemble([single_model("22"), single_model("21")], tmp_path / "mixed-tasks")
 
     # Members that read other features: the folder is named, with the setting.
     other_front_end = tmp_path / "other-front-end"
     RespSTFForAudioClassification.from_pretrained(perturbed_folder).save_pretrained(other_front_end)
-    RespSTFFeatureExtractor.from_pretrained(SHIPPED, fmax=3000.0).save_pretrained(other_front_end)
-    with pytest.raises(ValueError, match=rf"^{other_front_end}: its feature extractor differs from {SHIPPED}'s: fmax=3000\.0 \(reference: 3900\.0\)"):
-        pack_ensemble([SHIPPED, other_front_end], tmp_path / "mixed-features")
+    RespSTFFeatureExtractor.from_pretrained(single_model("22"), fmax=3000.0).save_pretrained(other_front_end)
+    with pytest.raises(ValueError, match=rf"^{other_front_end}: its feature extractor differs from {single_model('22')}'s: fmax=3000\.0 \(reference: 3900\.0\)"):
+        pack_ensemble([single_model("22"), other_front_end], tmp_path / "mixed-features")
     assert not (tmp_path / "mixed-features").exists()
 
 
@@ -222,7 +220,7 @@ def test_logit_adjustment_shifts_the_decision_at_inference_only(shipped, member_
     # Saved in the config, applied by the stock pipeline after loading.
     model.config.logit_adjustment = offsets
     model.save_pretrained(tmp_path / "adjusted")
-    RespSTFFeatureExtractor.from_pretrained(SHIPPED).save_pretrained(tmp_path / "adjusted")
+    RespSTFFeatureExtractor.from_pretrained(single_model("22")).save_pretrained(tmp_path / "adjusted")
     assert json.loads((tmp_path / "adjusted" / "config.json").read_text())["logit_adjustment"] == pytest.approx(offsets)
     waveform, rate = read_recording(CRACKLE_RECORDING)
     rows = pipeline("audio-classification", model=str(tmp_path / "adjusted"), trust_remote_code=True, top_k=None)({"raw": waveform, "sampling_rate": rate})
@@ -293,15 +291,33 @@ def test_em_recovers_a_known_deployment_prior():
 
 
 @pytest.mark.parametrize("task", ["11", "12", "21", "22"])
-def test_bundled_single_models_load_as_before(task):
-    """Every shipped checkpoint is one member with no adjustment, whose parameters are exactly the file's."""
+def test_bundled_checkpoints_load_as_what_they_are(task, tmp_path):
+    """A bundled checkpoint is a fold ensemble whose members are exactly its fold runs' weights (kept in git under
+    runs/cv/) with the decision its results.json records, and whose member unpacks to that run's model; or a single
+    model with no adjustment, whose parameters are exactly the file's."""
     folder = CHECKPOINTS / f"sprsound-task{task}"
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{folder} not present")
     model, info = RespSTFForAudioClassification.from_pretrained(folder, output_loading_info=True)
-    assert (model.config.ensemble_size, model.config.logit_adjustment) == (1, None)
     assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    with safe_open(folder / "model.safetensors", "pt") as saved:
-        assert set(saved.keys()) == set(model.state_dict())
-        assert torch.equal(saved.get_tensor("classifier.weight"), model.classifier.weight)
-    assert "ensemble_size" not in json.loads((folder / "config.json").read_text())
+    summary = json.loads((folder / "results.json").read_text())
+    if "cv_ensemble" not in summary:
+        assert (model.config.ensemble_size, model.config.logit_adjustment) == (1, None)
+        with safe_open(folder / "model.safetensors", "pt") as saved:
+            assert set(saved.keys()) == set(model.state_dict())
+            assert torch.equal(saved.get_tensor("classifier.weight"), model.classifier.weight)
+        assert "ensemble_size" not in json.loads((folder / "config.json").read_text())
+        return
+    ensemble = summary["cv_ensemble"]
+    offsets = ensemble["offsets"] if any(ensemble["offsets"]) else None
+    assert (model.config.ensemble_size, model.config.logit_adjustment) == (len(ensemble["folds"]), offsets)
+    for index, run in enumerate(ensemble["runs"]):
+        with safe_open(REPO_ROOT / run / "model.safetensors", "pt") as trained:
+            for key in trained.keys():
+                assert torch.equal(model.members[index].state_dict()[key], trained.get_tensor(key)), (run, key)
+    member = RespSTFForAudioClassification.from_pretrained(unpack_member(folder, 1, tmp_path / "member1"))
+    assert (member.config.ensemble_size, member.config.logit_adjustment) == (1, None)
+    with safe_open(REPO_ROOT / ensemble["runs"][1] / "model.safetensors", "pt") as trained:
+        assert torch.equal(member.classifier.weight, trained.get_tensor("classifier.weight"))
+    with pytest.raises(ValueError, match=rf"^{folder} is an ensemble of {len(ensemble['folds'])} models: its members are 0 to"):
+        unpack_member(folder, len(ensemble["folds"]), tmp_path / "none")

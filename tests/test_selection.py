@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINTS, CRACKLE_RECORDING, REPO_ROOT, read_recording
+from conftest import CHECKPOINTS, CRACKLE_RECORDING, REPO_ROOT, read_recording, single_model
 
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
@@ -95,6 +95,7 @@ def test_offsets_mean_what_the_model_adds_as_config_logit_adjustment():
     if not (folder / "config.json").is_file():
         pytest.skip(f"no bundled checkpoint at {folder}")
     loaded = load_task_model(folder)
+    loaded.model.config.logit_adjustment = None  # the logits without the checkpoint's own decision
     waveform, rate = read_recording(CRACKLE_RECORDING)
     clips = [waveform[start * rate:(start + 6) * rate] for start in range(0, 4)]
     features = loaded.extractor(clips, sampling_rate=rate, return_tensors="pt")
@@ -109,15 +110,13 @@ def test_offsets_mean_what_the_model_adds_as_config_logit_adjustment():
 
 def test_fold_ensemble_ships_with_its_decision_and_one_test_score(sprsound_root, tmp_path):
     """benchmarks/sprsound_score.py --cv_folds ... --copy_to: the folds' runs become one checkpoint (here two copies of
-    the bundled Task 2-1 model, with two real folds' out-of-fold predictions) that carries the decision chosen on the
+    a bundled Task 2-1 model, with two real folds' out-of-fold predictions) that carries the decision chosen on the
     folds, loads through the stock pipeline, and records one Score on the test split with its card."""
     from transformers import pipeline
 
     from benchmarks import sprsound_score
 
-    bundled = CHECKPOINTS / "sprsound-task21"
-    if not (bundled / "config.json").is_file():
-        pytest.skip(f"no bundled checkpoint at {bundled}")
+    bundled = single_model("21")  # a fold ensemble's first member, or the bundled single model
     folds = [int(run.parent.name.removeprefix("fold")) for run in sorted(CV.glob("fold*/task21"))
              if training.predictions_path(run, "validation").is_file()][:2]
     if len(folds) < 2:
@@ -137,7 +136,7 @@ def test_fold_ensemble_ships_with_its_decision_and_one_test_score(sprsound_root,
     assert config["logit_adjustment"] == (choice["offsets"] if any(choice["offsets"]) else None)
     assert config["custom_pipelines"]["audio-classification"]["impl"] == "pipeline_respstf.RespSTFAudioClassificationPipeline"
 
-    # Two identical members: the ensemble is the bundled model with the offsets, on every test recording.
+    # Two identical members: the ensemble is that model with the offsets, on every test recording.
     single, logits, labels = training.score_checkpoint(bundled, sprsound_root, "21", "inter_test", scalograms)
     assert len(scalograms) == 1  # the ensemble's extractor is its members': the same scalograms
     expected = training.fold_figures([(logits, labels)], choice["offsets"], task_labels(21), "Normal")

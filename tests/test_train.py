@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ICBHI, REPO_ROOT, SPRSOUND
+from conftest import ICBHI, REPO_ROOT, SPRSOUND, single_model
 
 import train
 import respstf.hub_dataset as hub_dataset
@@ -1166,9 +1166,9 @@ def test_cross_validation_trains_each_fold_once_and_reads_it_back(sprsound_root,
 
 def test_a_fine_tune_does_not_inherit_its_parents_decision_prior(tmp_path):
     """A checkpoint with a logit_adjustment (a decision prior for its own data): training from it starts without it
-    (validation would be steered by it), scoring it keeps it; an ensemble is refused with what to do instead."""
+    (validation would be steered by it), scoring it keeps it."""
     parent = tmp_path / "with-prior"
-    shutil.copytree(REPO_ROOT / "checkpoints" / "sprsound-task12", parent)
+    shutil.copytree(single_model("12"), parent)
     config = json.loads((parent / "config.json").read_text())
     (parent / "config.json").write_text(json.dumps({**config, "logit_adjustment": [0.5] + [0.0] * 6}))
     _, model_args, feature_args, _ = train.parse_args(["--from", str(parent)])
@@ -1179,9 +1179,36 @@ def test_a_fine_tune_does_not_inherit_its_parents_decision_prior(tmp_path):
     model_args.ignore_mismatched = True  # new classes: the parent's 7 offsets would not even fit
     assert training.build_model_and_extractor(model_args, feature_args, None, ["Normal", "Crackle"], "event",
                                               False)[0].config.logit_adjustment is None
-    (parent / "config.json").write_text(json.dumps({**config, "ensemble_size": 2}))
-    with pytest.raises(ValueError, match=r"is an ensemble of 2 models: train.py trains and scores one model"):
-        training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False)
+
+
+def test_a_fine_tune_from_a_fold_ensemble_trains_the_member_asked_for(tmp_path):
+    """--from a fold ensemble (as the bundled task checkpoints are) fine-tunes one member, 0 unless --from_member says
+    otherwise, without the ensemble's decision; scoring an ensemble, or a member it lacks, is refused in one line."""
+    from respstf.modeling import RespSTFForAudioClassification, pack_ensemble
+
+    single = single_model("12")
+    other = RespSTFForAudioClassification.from_pretrained(single)
+    with torch.no_grad():
+        other.classifier.bias += 1.0
+    other.save_pretrained(tmp_path / "other")
+    shutil.copy(single / "preprocessor_config.json", tmp_path / "other")
+    ensemble = pack_ensemble([single, tmp_path / "other"], tmp_path / "ensemble")
+    config = json.loads((ensemble / "config.json").read_text())
+    (ensemble / "config.json").write_text(json.dumps({**config, "logit_adjustment": [0.5] + [0.0] * 6}))
+
+    def build(*options, scoring=False):
+        _, model_args, feature_args, _ = train.parse_args(["--from", str(ensemble), *options])
+        return training.build_model_and_extractor(model_args, feature_args, "12", task_labels(12), "event", False,
+                                                  training=not scoring)[0]
+
+    first, second = build(), build("--from_member", "1")
+    assert (first.config.ensemble_size, first.config.logit_adjustment) == (1, None)
+    reference = RespSTFForAudioClassification.from_pretrained(single).classifier.bias
+    assert torch.equal(first.classifier.bias, reference) and torch.equal(second.classifier.bias, reference + 1.0)
+    with pytest.raises(ValueError, match=rf"^{ensemble} is an ensemble of 2 models: its members are 0 to 1, not 2\.$"):
+        build("--from_member", "2")
+    with pytest.raises(ValueError, match=r"is an ensemble of 2 models: train.py scores one model \(benchmarks/score_interval"):
+        build(scoring=True)
 
 
 def test_a_recipe_run_cut_short_resumes_from_its_newest_checkpoint(tmp_path, monkeypatch):

@@ -401,8 +401,10 @@ def settings_differences(reference: dict, other: dict, ignored: Sequence[str] = 
     return ", ".join(f"{key}={other.get(key)!r} (reference: {reference.get(key)!r})" for key in keys)
 
 
-# Config entries that say where or how a model was saved, not what it computes.
-_PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype")
+# Config entries that say where or how a model was saved, not what it computes (custom_pipelines: which pipeline
+# save_pretrained shipped with it; runs saved before it did have none).
+_PROVENANCE_KEYS = ("_name_or_path", "transformers_version", "architectures", "auto_map", "custom_pipelines", "dtype",
+                    "torch_dtype")
 
 
 def frame_classification_loss(frame_logits: torch.Tensor, frame_labels: torch.Tensor, time_stride: int,
