@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -78,9 +79,16 @@ def test_a_bundled_checkpoint_takes_a_new_label_set(tmp_path):
         pytest.skip(f"{folder} not present")
     saved = json.loads((folder / "config.json").read_text())
     assert "class_weights" not in saved and (saved["finetuning_task"], saved["annotation_level"]) == ("12", "event")
-    three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
+    # The checkpoint's decision (its logit_adjustment, one offset per Task 1-2 class) does not fit new classes: left out.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        three = RespSTFForAudioClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
     heads = [member.classifier for member in three.members] if three.config.ensemble_size > 1 else [three.classifier]
     assert three.config.num_labels == 3 and [head.out_features for head in heads] == [3] * three.config.ensemble_size
+    assert three.config.logit_adjustment is None
+    if saved.get("logit_adjustment"):
+        assert any("logit_adjustment has 7 offsets (a decision for other classes) but the config now has 3 classes: left out"
+                   in str(warning.message) for warning in caught)
 
     labels = {0: "Normal", 1: "Crackle"}
     two = RespSTFForAudioClassification.from_pretrained(

@@ -124,7 +124,9 @@ def test_fold_ensemble_ships_with_its_decision_and_one_test_score(sprsound_root,
     for fold in folds:
         run = tmp_path / "runs" / "cv" / f"fold{fold}" / "task21"
         shutil.copytree(bundled, run)
-        shutil.copy(training.predictions_path(CV / f"fold{fold}" / "task21", "validation"), run)
+        source = CV / f"fold{fold}" / "task21"  # its results and out-of-fold answers
+        shutil.copy(source / "results.json", run)
+        shutil.copy(training.predictions_path(source, "validation"), run)
     scalograms, choice = {}, training.choose_logit_adjustment(out_of_fold("21")[:2], task_labels(21), "Normal")
     summary = sprsound_score.ship_cv_ensemble("21", folds, choice, tmp_path / "runs", tmp_path / "ship", "inter_test",
                                               str(sprsound_root), scalograms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 from transformers import PretrainedConfig
 
@@ -143,6 +144,19 @@ class RespSTFConfig(PretrainedConfig):
         self.annotation_level = annotation_level
         self.detection = detection
         self._validate()
+
+    def __setattr__(self, key, value):
+        # Classes changed from those the decision fits (id2label, also set by num_labels), e.g. from_pretrained(...,
+        # num_labels=3, ignore_mismatched_sizes=True) on a checkpoint with a decision: the decision was for the old
+        # classes, and the model stays usable without it. (Offsets given with classes they never fitted are refused.)
+        offsets, old = self.__dict__.get("logit_adjustment"), self.__dict__.get("id2label")
+        if (key == "id2label" and offsets is not None and old is not None and value is not None
+                and len(old) == len(offsets) != len(value)):
+            warnings.warn(f"RespSTFConfig: logit_adjustment has {len(offsets)} offsets (a decision for other classes) but "
+                          f"the config now has {len(value)} classes: left out. Set one offset per class to decide for "
+                          "these.", UserWarning, stacklevel=2)
+            super().__setattr__("logit_adjustment", None)
+        super().__setattr__(key, value)
 
     def _validate(self) -> None:
         positive = {
