@@ -1100,6 +1100,11 @@ def test_a_checkpoint_config_edited_to_other_labels_loads(tmp_path):
     saved["class_weights"] = [1.0] * 7
     saved["id2label"] = {"0": "Normal", "1": "Wheeze", "2": "Crackle"}
     saved["label2id"] = {"Normal": 0, "Wheeze": 1, "Crackle": 2}
+    # The bundled checkpoint's decision (7 offsets) left in the edited file fits no class set it has: refused.
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "logit_adjustment": [0.5] * 7}))
+    with pytest.raises(ValueError, match=r"^RespSTFConfig\.logit_adjustment must be None or 3 finite offsets"):
+        RespSTFConfig.from_pretrained(tmp_path)
+    saved.pop("logit_adjustment", None)  # a config from before the decisions, as the old ones were
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config = RespSTFConfig.from_pretrained(tmp_path)
     assert config.num_labels == 3 and "class_weights" not in config.to_dict()
