@@ -6,9 +6,9 @@ scalogram (RespSTFFeatureExtractor, the whole 10 s: truncation=False) -> logits,
 Rows: the default preset and the paper preset with random weights, checkpoints/sprsound-task12 and
 checkpoints/sprsound-task22 when they exist (their own feature extractors; fold ensembles of 5 once shipped so), and,
 while the Task 2-2 checkpoint is a single model, ensembles of it (``RespSTFForAudioClassification.from_members``: 2
-and 5 members, as one checkpoint of 5 fold models would be). Prints the parameters, the weights' size and the median per stage of ``--runs`` runs (fewer, but at
-least 3, when a row has used ``--max_seconds``); the issue's target is <= 100 ms in total on 2 cores for the
-default preset.
+and 5 members, as one checkpoint of 5 fold models would be). Prints the parameters, the weights' size and the
+median per stage of ``--runs`` runs (fewer, but at least 3, when a row has used ``--max_seconds``); the issue's
+target is <= 100 ms in total on 2 cores for the default preset.
 """
 
 from __future__ import annotations

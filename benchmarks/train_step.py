@@ -51,8 +51,8 @@ def real_batch(rows, level: str, extractor) -> dict[str, torch.Tensor]:
 
 
 def candidates(level: str, paper_preset: bool) -> list[tuple[str, RespSTFFeatureExtractor, RespSTFForAudioClassification]]:
-    """The shipped model of ``level`` (a fold ensemble's first member) and, with ``paper_preset``, the paper preset (random weights, its 128
-    scales) with the same heads."""
+    """The shipped model of ``level`` (a fold ensemble's first member) and, with ``paper_preset``, the paper preset
+    (random weights, its 128 scales) with the same heads."""
     extractor = AutoFeatureExtractor.from_pretrained(CHECKPOINTS[level])
     shipped = RespSTFForAudioClassification.from_pretrained(CHECKPOINTS[level])
     if shipped.config.ensemble_size > 1:  # a fold ensemble: time one member, as train.py fine-tunes one
