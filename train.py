@@ -119,6 +119,11 @@ class ModelArguments:
     frame_supervision: bool | None = field(
         default=None, metadata={"help": "Record tasks: also learn frame labels from the event timestamps (default true)."}
     )
+    frequency_focus_frames: int | None = field(
+        default=None,
+        metadata={"help": "Backbone frames (odd) each frame's frequency focusing reads, e.g. 9 (2.3 s at 256 ms frames) "
+                  "for an event detector over whole recordings. Default: the --from checkpoint's, else the whole input."},
+    )
     early_stopping_patience: int = field(default=5, metadata={"help": "Evaluations without a better validation Score before stopping."})
 
 

@@ -457,7 +457,8 @@ def ship_cv_ensemble(task: str, folds: list[int], choice: dict, runs: Path, copy
                      scalograms: dict | None = None) -> dict:
     """``<copy_to>/sprsound-task<id>``: the folds' runs of ``task`` as one fold ensemble (`pack_ensemble`) with the logit
     adjustment of ``choice`` (`cv_decisions`), scored once on ``split`` (``scalograms``: a cache shared between calls,
-    see `training.score_checkpoint`), with its results.json and card; its summary.
+    see `training.score_checkpoint`), with its results.json, its answers on ``split`` (``predictions_<split>.npz``) and
+    card; its summary.
 
     Raises:
         SystemExit: the decision does not meet the Poor Quality limit, or a fold's model carries a logit adjustment
@@ -478,7 +479,8 @@ def ship_cv_ensemble(task: str, folds: list[int], choice: dict, runs: Path, copy
         config = AutoConfig.from_pretrained(packed)
         config.logit_adjustment = choice["offsets"] if any(choice["offsets"]) else None
         config.save_pretrained(packed)
-        metrics, _, _ = training.score_checkpoint(packed, dataset, task, split, scalograms)
+        metrics, logits, labels = training.score_checkpoint(packed, dataset, task, split, scalograms)
+        training.save_predictions(packed, split, logits, labels)  # what tests/test_checkpoint_scores.py samples
         summary = {
             "task": task, "labels": first["labels"], "normal_label": "Normal", "dataset": dataset, "preset": first["preset"],
             "from": None, "parameters": sum(json.loads((run / "results.json").read_text())["parameters"] for run in fold_runs),

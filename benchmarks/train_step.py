@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from transformers import AutoFeatureExtractor
 from respstf import training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import TASKS, load_sprsound
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, unpack_member
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +55,7 @@ def candidates(level: str, paper_preset: bool) -> list[tuple[str, RespSTFFeature
     extractor = AutoFeatureExtractor.from_pretrained(CHECKPOINTS[level])
     shipped = RespSTFForAudioClassification.from_pretrained(CHECKPOINTS[level])
     if shipped.config.ensemble_size > 1:  # a fold ensemble: time one member, as train.py fine-tunes one
-        with tempfile.TemporaryDirectory() as member:
-            shipped = RespSTFForAudioClassification.from_pretrained(unpack_member(CHECKPOINTS[level], 0, member))
+        shipped = shipped.member(0)
     rows = [(f"checkpoints/{CHECKPOINTS[level].name}", extractor, shipped)]
     if paper_preset:
         paper = RespSTFConfig.paper(**{key: getattr(shipped.config, key) for key in ("id2label", "label2id", "num_frame_labels")})

@@ -8,7 +8,6 @@ class), so this module needs nothing outside its folder.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
@@ -152,15 +151,10 @@ def unpack_member(folder: str | Path, index: int, output_dir: str | Path) -> Pat
         ValueError: ``folder`` is not an ensemble, or has no member ``index``.
     """
     task_model = load_task_model(Path(folder))
-    size = task_model.model.config.ensemble_size
-    if size == 1:
-        raise ValueError(f"{folder} holds one model, not an ensemble: use it as it is.")
-    if not 0 <= index < size:
-        raise ValueError(f"{folder} is an ensemble of {size} models: its members are 0 to {size - 1}, not {index}.")
-    config = copy.deepcopy(task_model.model.config)
-    config.ensemble_size, config.logit_adjustment = 1, None
-    member = RespSTFForAudioClassification(config)
-    member.load_state_dict(task_model.model.members[index].state_dict())
+    try:
+        member = task_model.model.member(index)
+    except ValueError as err:
+        raise ValueError(f"{folder}: {err}") from None
     member.save_pretrained(output_dir)
     task_model.extractor.save_pretrained(output_dir)
     return Path(output_dir)

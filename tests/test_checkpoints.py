@@ -147,15 +147,16 @@ def test_results_tables_read_the_bundled_checkpoints_and_their_fold_runs():
 
 def test_score_interval_rescores_the_bundled_model_and_brackets_it(sprsound_root):
     """benchmarks/score_interval.py: classifying the real test split again gives exactly the Score the
-    checkpoint's results.json records; the patient bootstrap spreads around it."""
-    folder = CHECKPOINTS / "sprsound-task22"
+    checkpoint's results.json records; the patient bootstrap spreads around it. Task 1-1: its events take a
+    fraction of the time a record task's five models take over whole recordings."""
+    folder = CHECKPOINTS / "sprsound-task11"
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{folder} not present")
     from benchmarks import score_interval
 
     [row] = score_interval.main(["--models", str(folder), "--dataset", str(sprsound_root), "--resamples", "200"])
     recorded = json.loads((folder / "results.json").read_text())["results"]["inter_test"]
-    assert row["task"] == "22" and row["rows"] == recorded["rows"] == 355 and row["patients"] == 41
+    assert row["task"] == "11" and row["rows"] == recorded["rows"] > 1000 and row["patients"] == 41
     assert row["score"] == pytest.approx(recorded["score"], abs=1e-12)
     assert 0 < row["std"] < 0.2 and row["low"] < row["score"] < row["high"]
 

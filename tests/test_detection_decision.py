@@ -95,5 +95,8 @@ def test_a_chosen_decision_is_written_into_the_detectors_config(tmp_path):
                                             "score_22": 0.5})
     after = json.loads((folder / "config.json").read_text())
     assert after["detection"] == {**before["detection"], "evidence_seconds": 2.0, "record_logit_adjustment": {"poor_quality": -1.0}}
-    assert {key: value for key, value in after.items() if key != "detection"} == {
+    assert {key: after[key] for key in before if key != "detection"} == {
         key: value for key, value in before.items() if key != "detection"}
+    # Fields the config gained after the checkpoint was saved are written too, at their defaults.
+    assert {key: after[key] for key in set(after) - set(before)} == {
+        key: getattr(RespSTFConfig(), key) for key in set(after) - set(before)}

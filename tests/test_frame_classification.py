@@ -16,7 +16,7 @@ from conftest import CRACKLE_RECORDING, read_recording
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset.labels import FRAME_LABELS
 from respstf.modeling import RespSTFConfig, RespSTFForAudioFrameClassification
-from respstf.modeling.modeling_respstf import frame_classification_loss
+from respstf.modeling.modeling_respstf import SpatioTemporalFocusing, frame_classification_loss
 
 LABELS = dict(id2label=dict(enumerate(FRAME_LABELS)), label2id={name: i for i, name in enumerate(FRAME_LABELS)})
 EXTRACTOR = dict(hop_length=128, padding_mode="zero")  # 16 ms frames, as the record recipe's
@@ -65,6 +65,32 @@ def test_chunks_are_stitched_from_where_each_frame_is_most_central():
         whole = model.classifier(model.respstf(**short, return_dict=True).last_hidden_state)
         torch.testing.assert_close(model(**short).logits, whole)
     assert len(firsts) > 5
+
+
+def test_frequency_focusing_per_stretch_reads_only_its_stretch():
+    """frequency_focus_frames=9: each frame's bands come from the 9 frames centred on it, so a change 20 frames away
+    leaves the focused frame as it was (whole-input focusing moves every frame); a window spanning the whole input
+    is whole-input focusing. On a real recording's backbone map, with the same weights."""
+    features = features_of(15)
+    model = detector()
+    with torch.no_grad():
+        hidden = model.respstf.stem(features["input_features"])
+        for stage in model.respstf.stages:
+            hidden = stage(hidden)
+    frames = hidden.shape[-1]
+    changed = hidden.clone()
+    changed[..., 30:] *= 3
+    whole, per_stretch = model.respstf.focusing, SpatioTemporalFocusing(hidden.shape[1], 4, 5, profile_frames=9)
+    spanning = SpatioTemporalFocusing(hidden.shape[1], 4, 5, profile_frames=2 * frames + 1)
+    for module in (per_stretch, spanning):
+        module.load_state_dict(whole.state_dict())
+    with torch.no_grad():
+        (before, _), (after, _) = per_stretch(hidden, None), per_stretch(changed, None)
+        torch.testing.assert_close(after[..., :8], before[..., :8])  # frames 0-7 read up to 13 (bands ±4, gate ±2)
+        assert not torch.allclose(whole(changed, None)[0][..., :8], whole(hidden, None)[0][..., :8])
+        torch.testing.assert_close(spanning(hidden, None)[0], whole(hidden, None)[0], rtol=1e-4, atol=1e-5)
+    wide = detector(frequency_focus_frames=9)
+    assert wide.respstf.focusing.profile_frames == 9 and wide(**features).logits.shape == model(**features).logits.shape
 
 
 def test_frame_loss_with_labels_per_input_frame():

@@ -271,6 +271,8 @@ def test_frame_labels_loss(features):
         ({"branch_ratio": 0.0}, "branch_ratio must be in"),
         ({"hidden_dropout": 1.0}, "hidden_dropout must be in"),
         ({"time_masks": -1}, "time_masks must be a non-negative integer"),
+        ({"frequency_focus_frames": 8}, "frequency_focus_frames must be None or an odd positive integer"),
+        ({"frequency_focus_frames": 0}, "frequency_focus_frames must be None or an odd positive integer"),
     ],
 )
 def test_config_validation(settings, message):

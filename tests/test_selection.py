@@ -146,6 +146,10 @@ def test_fold_ensemble_ships_with_its_decision_and_one_test_score(sprsound_root,
     assert recorded["score"] == pytest.approx(expected["mean"], abs=1e-9) and recorded["rows"] == len(labels) == 355
     if not any(choice["offsets"]):
         assert recorded["score"] == pytest.approx(single["score"], abs=1e-9)
+    shipped_logits, shipped_labels = training.read_predictions(shipped, "inter_test")  # its answers, kept beside it
+    assert shipped_labels.tolist() == labels.tolist()
+    log_probabilities = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    np.testing.assert_allclose(shipped_logits, log_probabilities + np.asarray(choice["offsets"]), atol=1e-4)
     card = (shipped / "README.md").read_text()
     assert "A fold ensemble: the 2 models of a patient-grouped cross-validation" in card
     assert f"{recorded['score']:.3f}" in card

@@ -30,14 +30,14 @@ from .model_setup import (
     resolve_normal_label,
 )
 from .selection import (
-    DEPLOYMENT_POOR_QUALITY, MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, score_checkpoint,
-    write_predictions,
+    DEPLOYMENT_POOR_QUALITY, MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, save_predictions,
+    score_checkpoint, write_predictions,
 )
 from .trainer import RespSTFTrainer, TrainingClock, describe_device
 
 __all__ = [
     "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "DEPLOYMENT_POOR_QUALITY", "MAX_NORMALS_POOR_QUALITY", "choose_logit_adjustment", "fold_figures",
-    "predictions_path", "read_predictions", "score_checkpoint", "write_predictions", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
+    "predictions_path", "read_predictions", "save_predictions", "score_checkpoint", "write_predictions", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
     "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
     "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "detection_class_weights", "evaluation_setup", "describe_device", "describe_selection", "featurize",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import tempfile
 
 import numpy as np
 import torch
@@ -13,7 +11,7 @@ from transformers import AutoFeatureExtractor
 
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset.labels import DETECTION_LABELS, DETECTION_TASK, EVENT_TYPES, FRAME_LABELS, NORMAL_LABEL, detection_rule
-from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, RespSTFForAudioFrameClassification, unpack_member
+from respstf.modeling import RespSTFConfig, RespSTFForAudioClassification, RespSTFForAudioFrameClassification
 
 from .arguments import LEVEL_FEATURES, RECORD_SECONDS
 
@@ -112,66 +110,61 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
     label2id = {name: i for i, name in enumerate(label_names)}
     settings = dict(loss="focal" if model_args.imbalance == "focal" else "cross_entropy", finetuning_task=task,
                     annotation_level=level)
+    if model_args.frequency_focus_frames is not None:  # same weights, each frame's bands from its own stretch
+        settings["frequency_focus_frames"] = model_args.frequency_focus_frames
     model_class = RespSTFForAudioFrameClassification if detection else RespSTFForAudioClassification
     if model_args.from_checkpoint:
-        source = shown = model_args.from_checkpoint  # shown: the folder the user named, in messages
-        config = RespSTFConfig.from_pretrained(source)
-        with contextlib.ExitStack() as cleanup:  # an unpacked member's folder lives until the model is loaded
-            if config.ensemble_size > 1:
-                if not training:
-                    raise ValueError(f"--from {shown} is an ensemble of {config.ensemble_size} models: train.py scores one "
-                                     "model (benchmarks/score_interval.py scores an ensemble; training from it fine-tunes "
-                                     "its member --from_member).")
-                logger.info("--from %s is a fold ensemble of %d models: fine-tuning its member %d (--from_member).",
-                            shown, config.ensemble_size, model_args.from_member)
-                source = str(unpack_member(shown, model_args.from_member, cleanup.enter_context(tempfile.TemporaryDirectory())))
-                config = RespSTFConfig.from_pretrained(source)
-            if training and config.logit_adjustment is not None:
-                logger.info("--from %s: its logit_adjustment (a decision prior for its own data) is not carried into "
-                            "training.", shown)
-                settings["logit_adjustment"] = None
-            new_detector = detection and config.detection is None
-            if new_detector and not training:
-                raise ValueError(f"--task {DETECTION_TASK} --do_train false: --from {shown} is not an event detector (its "
-                                 "config.json has no detection); train one from it (leave --do_train out).")
-            if detection:
-                # A detector trained from another starts from the default decision, as a classifier drops its parent's
-                # logit_adjustment: the parent's was chosen for its own validation data.
-                rule = {**config.detection, **DETECTION_DECISION} if training and config.detection else config.detection
-                settings.update(detection=rule or {**detection_rule(), **DETECTION_DECISION}, num_frame_labels=0)
-            else:
-                settings["detection"] = None  # a classifier fine-tuned from a detector is no detector
-                check_checkpoint_labels(config, shown, label_names, model_args.ignore_mismatched)
-            parent_labels = class_names(config)
-            config.id2label, config.label2id = id2label, label2id  # also sets num_labels
-            if with_frames and not config.num_frame_labels:
-                config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
-            for name, value in settings.items():
-                setattr(config, name, value)
-            config._validate()
-            extractor = AutoFeatureExtractor.from_pretrained(source)
-            for name in ("hop_length", "n_scales", "fmin", "fmax"):
-                given = getattr(feature_args, name)
-                if given is not None and given != getattr(extractor, name):
-                    raise ValueError(
-                        f"--{name} {given:g} differs from the checkpoint's {getattr(extractor, name):g}: its convolutions "
-                        "learned that front end; leave it out, or train a new model without --from."
-                    )
-            record_padding = LEVEL_FEATURES["record"]["padding_mode"]
-            if level == "record" and not feature_args.n_frames and extractor.padding_mode != record_padding:
+        source = model_args.from_checkpoint
+        config, member_weights = parent_config_and_weights(model_args, training)
+        if training and config.logit_adjustment is not None:
+            logger.info("--from %s: its logit_adjustment (a decision prior for its own data) is not carried into "
+                        "training.", source)
+            settings["logit_adjustment"] = None
+        new_detector = detection and config.detection is None
+        if new_detector and not training:
+            raise ValueError(f"--task {DETECTION_TASK} --do_train false: --from {source} is not an event detector (its "
+                             "config.json has no detection); train one from it (leave --do_train out).")
+        if detection:
+            # A detector trained from another starts from the default decision, as a classifier drops its parent's
+            # logit_adjustment: the parent's was chosen for its own validation data.
+            rule = {**config.detection, **DETECTION_DECISION} if training and config.detection else config.detection
+            settings.update(detection=rule or {**detection_rule(), **DETECTION_DECISION}, num_frame_labels=0)
+        else:
+            settings["detection"] = None  # a classifier fine-tuned from a detector is no detector
+            check_checkpoint_labels(config, source, label_names, model_args.ignore_mismatched)
+        parent_labels = class_names(config)
+        config.id2label, config.label2id = id2label, label2id  # also sets num_labels
+        if with_frames and not config.num_frame_labels:
+            config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
+        for name, value in settings.items():
+            setattr(config, name, value)
+        config._validate()
+        extractor = AutoFeatureExtractor.from_pretrained(source)
+        for name in ("hop_length", "n_scales", "fmin", "fmax"):
+            given = getattr(feature_args, name)
+            if given is not None and given != getattr(extractor, name):
                 raise ValueError(
-                    f"--from {shown} is an event model: its {extractor.clip_seconds:.2f} s clips would centre-crop every "
-                    f"recording (and leave no room for record crops). Pass --n_frames for a record clip at its frame rate, e.g. "
-                    f"--n_frames {round(RECORD_SECONDS / extractor.frame_seconds)} ({RECORD_SECONDS} s, as "
-                    "benchmarks/sprsound_score.py's task22-base does)."
+                    f"--{name} {given:g} differs from the checkpoint's {getattr(extractor, name):g}: its convolutions "
+                    "learned that front end; leave it out, or train a new model without --from."
                 )
-            if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
-                extractor.n_frames = feature_args.n_frames
-                extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
-            model = model_class.from_pretrained(source, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched or new_detector)
-            if new_detector:
-                start_detector_head(model, source, parent_labels, shown)
-            return model, extractor
+        record_padding = LEVEL_FEATURES["record"]["padding_mode"]
+        if level == "record" and not feature_args.n_frames and extractor.padding_mode != record_padding:
+            raise ValueError(
+                f"--from {source} is an event model: its {extractor.clip_seconds:.2f} s clips would centre-crop every "
+                f"recording (and leave no room for record crops). Pass --n_frames for a record clip at its frame rate, e.g. "
+                f"--n_frames {round(RECORD_SECONDS / extractor.frame_seconds)} ({RECORD_SECONDS} s, as "
+                "benchmarks/sprsound_score.py's task22-base does)."
+            )
+        if feature_args.n_frames:  # a longer or shorter clip at the same frame rate (e.g. events -> recordings)
+            extractor.n_frames = feature_args.n_frames
+            extractor.padding_mode = LEVEL_FEATURES[level]["padding_mode"]
+        # A fold ensemble's member comes as weights in memory (state_dict); any other parent is read from its folder.
+        model = model_class.from_pretrained(None if member_weights else source, config=config, state_dict=member_weights,
+                                            ignore_mismatched_sizes=model_args.ignore_mismatched or new_detector)
+        if new_detector:
+            start_detector_head(model, member_weights or RespSTFForAudioClassification.from_pretrained(source).state_dict(),
+                                parent_labels, source)
+        return model, extractor
     front = dict(LEVEL_FEATURES[level])
     front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
     for name in ("hop_length", "n_frames"):
@@ -189,18 +182,39 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
     return model_class(config), extractor
 
 
-def start_detector_head(model: RespSTFForAudioFrameClassification, source: str, parent_labels: list[str],
-                        shown: str) -> None:
+def parent_config_and_weights(model_args, training: bool) -> tuple[RespSTFConfig, dict[str, torch.Tensor] | None]:
+    """The ``--from`` checkpoint's config, and None for its weights (read from the folder when the model is built); for a
+    fold ensemble (the bundled task checkpoints), its member ``--from_member``'s config and weights, as that model was
+    trained (`RespSTFForAudioClassification.member`). Raises ValueError for an ensemble when not ``training`` (train.py
+    scores one model) or a member it lacks."""
+    source = model_args.from_checkpoint
+    config = RespSTFConfig.from_pretrained(source)
+    if config.ensemble_size == 1:
+        return config, None
+    if not training:
+        raise ValueError(f"--from {source} is an ensemble of {config.ensemble_size} models: train.py scores one model "
+                         "(benchmarks/score_interval.py scores an ensemble; training from it fine-tunes its member "
+                         "--from_member).")
+    logger.info("--from %s is a fold ensemble of %d models: fine-tuning its member %d (--from_member).",
+                source, config.ensemble_size, model_args.from_member)
+    try:
+        member = RespSTFForAudioClassification.from_pretrained(source).member(model_args.from_member)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return member.config, member.state_dict()
+
+
+def start_detector_head(model: RespSTFForAudioFrameClassification, parent_weights: dict[str, torch.Tensor],
+                        parent_labels: list[str], source: str) -> None:
     """Start a new detector's frame head from its parent event model's classifier (Task 1-2: the event types), whose
     rows score a pooled event embedding by type; applied to each frame embedding they are a head that already tells
     the types apart. Poor Quality (no parent row) keeps its fresh initialisation. Any other parent: a fresh head.
-    ``source``: the parent's folder (an ensemble's member unpacked); ``shown``: the parent as the user named it."""
+    ``parent_weights``: the parent's state dict; ``source``: the parent as the user named it (``--from``)."""
     if parent_labels != EVENT_TYPES:
-        logger.info("--from %s predicts %s, not the event types: the detector's frame head starts fresh.", shown, parent_labels)
+        logger.info("--from %s predicts %s, not the event types: the detector's frame head starts fresh.", source, parent_labels)
         return
-    parent = RespSTFForAudioClassification.from_pretrained(source)
     with torch.no_grad():
         rows = [DETECTION_LABELS.index(name) for name in EVENT_TYPES]
-        model.classifier.weight[rows] = parent.classifier.weight
-        model.classifier.bias[rows] = parent.classifier.bias
-    logger.info("The detector's frame head starts from %s's event classifier (Poor Quality: new).", shown)
+        model.classifier.weight[rows] = parent_weights["classifier.weight"]
+        model.classifier.bias[rows] = parent_weights["classifier.bias"]
+    logger.info("The detector's frame head starts from %s's event classifier (Poor Quality: new).", source)

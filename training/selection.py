@@ -43,7 +43,13 @@ def write_predictions(run_dir: str | Path, split: str, prediction) -> Path | Non
                       for value in (prediction.predictions, prediction.label_ids))
     if np.ndim(logits) != 2:
         return None
-    path = predictions_path(run_dir, split)
+    return save_predictions(run_dir, split, logits, labels)
+
+
+def save_predictions(folder: str | Path, split: str, logits: np.ndarray, labels: np.ndarray) -> Path:
+    """``predictions_<split>.npz`` in ``folder`` (returned): ``logits`` ``(rows, classes)`` and ``labels`` ``(rows,)``, in
+    the split's row order, as `read_predictions` reads them."""
+    path = predictions_path(folder, split)
     np.savez(path, logits=np.asarray(logits, dtype=np.float32), labels=np.asarray(labels, dtype=np.int64))
     return path
 
@@ -166,7 +172,7 @@ def choose_logit_adjustment(folds: Sequence[tuple[np.ndarray, np.ndarray]], labe
 
 
 def score_checkpoint(folder: str | Path, sprsound_root: str | Path, task: str, split: str,
-                     scalograms: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+                     scalograms: dict | None = None, rows: Sequence[int] | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """A task checkpoint (one model or a fold ensemble, with its ``logit_adjustment``) classifying an SPRSound split
     as train.py scores one: the task's rows, scalograms by `featurize` (the checkpoint's extractor), the model in eval
     mode and the official metric (`make_compute_metrics`).
@@ -174,6 +180,7 @@ def score_checkpoint(folder: str | Path, sprsound_root: str | Path, task: str, s
     Args:
         scalograms: a cache shared between calls, by level and extractor settings (Tasks 1-1 and 1-2, 2-1 and 2-2,
             read the same rows).
+        rows: only these rows of the split, in this order (e.g. a sample of it); all of them when None.
 
     Returns:
         ``(metrics with "rows", logits (rows, classes), labels (rows,))``.
@@ -184,19 +191,21 @@ def score_checkpoint(folder: str | Path, sprsound_root: str | Path, task: str, s
     model = RespSTFForAudioClassification.from_pretrained(folder).eval()
     extractor = RespSTFFeatureExtractor.from_pretrained(folder)
     label_names, column = class_names(model.config), TASKS[task]["column"]
-    rows = load_sprsound(sprsound_root, task=task, splits=[split], decode=False, progress=False)[split]
-    if rows.features[column].names != label_names:
-        raise ValueError(f"{folder}: its classes {label_names} are not Task {task}'s {rows.features[column].names}.")
+    dataset = load_sprsound(sprsound_root, task=task, splits=[split], decode=False, progress=False)[split]
+    if dataset.features[column].names != label_names:
+        raise ValueError(f"{folder}: its classes {label_names} are not Task {task}'s {dataset.features[column].names}.")
+    if rows is not None:
+        dataset = dataset.select(rows)
     scalograms = {} if scalograms is None else scalograms
-    key = (TASKS[task]["level"], split, extractor.to_json_string())
+    key = (TASKS[task]["level"], split, None if rows is None else tuple(rows), extractor.to_json_string())
     if key not in scalograms:
-        features = featurize(rows, extractor, column, with_frames=False).with_format("torch")
+        features = featurize(dataset, extractor, column, with_frames=False).with_format("torch")
         scalograms[key] = features["input_features"], features["attention_mask"]
     inputs, masks = scalograms[key]
     with torch.no_grad():
         logits = torch.cat([model(input_features=inputs[start:start + EVAL_BATCH],
                                   attention_mask=masks[start:start + EVAL_BATCH]).logits
                             for start in range(0, len(inputs), EVAL_BATCH)]).numpy()
-    labels = np.asarray(rows[column])
+    labels = np.asarray(dataset[column])
     metrics = make_compute_metrics(label_names, "Normal")(EvalPrediction(predictions=logits, label_ids=labels))
     return {**metrics, "rows": len(labels)}, logits, labels

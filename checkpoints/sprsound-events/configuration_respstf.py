@@ -30,6 +30,10 @@ class RespSTFConfig(PretrainedConfig):
         branch_ratio: each Inception branch has ``branch_ratio * stage width`` channels.
         focus_reduction: channel reduction of the spatio-temporal focusing gates.
         temporal_focus_kernel: kernel (frames) of the temporal focusing convolution.
+        frequency_focus_frames: how many backbone frames (odd), centred on each frame, the frequency focusing reads
+            to pick that frame's bands; None (the paper's): one choice of bands from the whole input. On whole
+            recordings, a choice per stretch of about an event's length keeps a short wheeze's band from being
+            outweighed by the normal breathing around it.
         hidden_size: width of the attention layers.
         num_attention_heads: heads of each multi-head self-attention layer (must divide ``hidden_size``).
         num_attention_layers: self-attention (Transformer encoder) layers over time frames.
@@ -81,6 +85,7 @@ class RespSTFConfig(PretrainedConfig):
         branch_ratio: float = 0.5,
         focus_reduction: int = 4,
         temporal_focus_kernel: int = 5,
+        frequency_focus_frames: int | None = None,
         hidden_size: int = 96,
         num_attention_heads: int = 4,
         num_attention_layers: int = 1,
@@ -115,6 +120,7 @@ class RespSTFConfig(PretrainedConfig):
         self.branch_ratio = branch_ratio
         self.focus_reduction = focus_reduction
         self.temporal_focus_kernel = temporal_focus_kernel
+        self.frequency_focus_frames = frequency_focus_frames
         self.hidden_size = hidden_size
         self.num_attention_heads = num_attention_heads
         self.num_attention_layers = num_attention_layers
@@ -173,6 +179,10 @@ class RespSTFConfig(PretrainedConfig):
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"RespSTFConfig.{name} must be a positive integer, got {value!r}.")
+        window = self.frequency_focus_frames
+        if window is not None and (not isinstance(window, int) or window < 1 or window % 2 == 0):
+            raise ValueError(f"RespSTFConfig.frequency_focus_frames must be None or an odd positive integer (frames centred "
+                             f"on each frame), got {window!r}.")
         if len(self.stem_stride) != 2 or min(self.stem_stride) < 1:
             raise ValueError(f"RespSTFConfig.stem_stride must be a positive (frequency, time) pair, got {self.stem_stride}.")
         if not self.stage_channels or any(c < 1 for c in self.stage_channels):

@@ -105,7 +105,8 @@ class SpatioTemporalFocusing(nn.Module):
     """Focus the feature map on informative frequency bands and time frames.
 
     Frequency focusing: per-channel softmax weights over the frequency axis (from the time-averaged
-    map) collapse frequency by a weighted sum. Temporal focusing: a sigmoid gate ``g`` per frame (from a
+    map: over the whole input, or with ``profile_frames`` over that many frames centred on each frame,
+    so each stretch picks its own bands) collapse frequency by a weighted sum. Temporal focusing: a sigmoid gate ``g`` per frame (from a
     1-D convolution over time) rescales frames by ``1 + g``, so informative stretches count up to twice
     as much. The gate can emphasise but never silence a frame: a plain ``g`` gate collapsed to 0 on
     every real frame in our record-level runs, leaving the classifier blind.
@@ -113,8 +114,9 @@ class SpatioTemporalFocusing(nn.Module):
     ``(B, C, F', T') -> (B, C, T')``; also returns the time gate ``(B, T')``.
     """
 
-    def __init__(self, channels: int, reduction: int, temporal_kernel: int):
+    def __init__(self, channels: int, reduction: int, temporal_kernel: int, profile_frames: int | None = None):
         super().__init__()
+        self.profile_frames = profile_frames
         reduced = max(4, channels // reduction)
         self.frequency_scores = nn.Sequential(
             nn.Conv1d(channels, reduced, 1), nn.GELU(), nn.Conv1d(reduced, channels, 1)
@@ -126,13 +128,26 @@ class SpatioTemporalFocusing(nn.Module):
         )
 
     def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if frame_mask is not None:
-            weights = frame_mask[:, None, None, :].to(hidden.dtype)
+        batch, channels, bands, frames = hidden.shape
+        if frame_mask is None:
+            frame_mask = hidden.new_ones(batch, frames)
+        weights = frame_mask[:, None, None, :].to(hidden.dtype)
+        if self.profile_frames is None:
             profile = (hidden * weights).sum(-1) / weights.sum(-1).clamp(min=1)  # (B, C, F')
+            frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
+            focused = torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
         else:
-            profile = hidden.mean(-1)
-        frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
-        focused = torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
+            # Each frame's profile: the mean of the real frames among the profile_frames centred on it.
+            def window_sum(values: torch.Tensor) -> torch.Tensor:
+                flat = values.reshape(values.shape[0], -1, frames)
+                return F.avg_pool1d(flat, self.profile_frames, stride=1, padding=self.profile_frames // 2,
+                                    count_include_pad=True) * self.profile_frames
+
+            profile = window_sum(hidden * weights).view(batch, channels, bands, frames)
+            profile = profile / window_sum(weights).view(batch, 1, 1, frames).clamp(min=1)  # (B, C, F', T')
+            scores = self.frequency_scores(profile.permute(0, 3, 1, 2).reshape(batch * frames, channels, bands))
+            frequency_weights = scores.softmax(dim=-1).view(batch, frames, channels, bands).permute(0, 2, 3, 1)
+            focused = (hidden * frequency_weights).sum(2)  # (B, C, T')
         gate = torch.sigmoid(self.time_gate(focused)).squeeze(1)  # (B, T')
         return focused * (1 + gate[:, None, :]), gate
 
@@ -267,7 +282,8 @@ class RespSTFModel(RespSTFPreTrainedModel):
         self.stages = nn.ModuleList(
             InceptionStage(widths[i], widths[i + 1], config.stage_pool[i], config) for i in range(len(config.stage_channels))
         )
-        self.focusing = SpatioTemporalFocusing(widths[-1], config.focus_reduction, config.temporal_focus_kernel)
+        self.focusing = SpatioTemporalFocusing(widths[-1], config.focus_reduction, config.temporal_focus_kernel,
+                                               config.frequency_focus_frames)
         self.projection = nn.Linear(widths[-1], config.hidden_size)
         self.positions = nn.Parameter(torch.zeros(1, config.max_frames, config.hidden_size))
         self.layers = nn.ModuleList(AttentionLayer(config) for _ in range(config.num_attention_layers))
@@ -477,6 +493,25 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
         for member, model in zip(ensemble.members, models):
             member.load_state_dict(model.state_dict())
         return ensemble.eval()
+
+    def member(self, index: int) -> "RespSTFForAudioClassification":
+        """Member ``index`` of an ensemble as the single model it was trained as (the inverse of `from_members`): its
+        weights copied, the ensemble's config with ``ensemble_size`` 1 and without ``logit_adjustment`` (a decision
+        chosen for the averaged probabilities, not for one member's).
+
+        Raises:
+            ValueError: this model is not an ensemble, or has no member ``index``.
+        """
+        size = self.config.ensemble_size
+        if size == 1:
+            raise ValueError("the model is one model, not an ensemble: use it as it is.")
+        if not 0 <= index < size:
+            raise ValueError(f"the model is an ensemble of {size} models: its members are 0 to {size - 1}, not {index}.")
+        config = copy.deepcopy(self.config)
+        config.ensemble_size, config.logit_adjustment = 1, None
+        single = type(self)(config)
+        single.load_state_dict(self.members[index].state_dict())
+        return single.train(self.training)
 
     def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
                       ) -> torch.Tensor:
