@@ -151,11 +151,7 @@ def unpack_member(folder: str | Path, index: int, output_dir: str | Path) -> Pat
         ValueError: ``folder`` is not an ensemble, or has no member ``index``.
     """
     task_model = load_task_model(Path(folder))
-    try:
-        member = task_model.model.member(index)
-    except ValueError as err:
-        raise ValueError(f"{folder}: {err}") from None
-    member.save_pretrained(output_dir)
+    task_model.model.member(index).save_pretrained(output_dir)
     task_model.extractor.save_pretrained(output_dir)
     return Path(output_dir)
 

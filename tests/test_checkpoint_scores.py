@@ -22,7 +22,7 @@ from respstf import training
 from respstf.hub_dataset import TASKS, task_labels
 
 SPLIT = "inter_test"  # the split every bundled results.json records
-SAMPLE_EVERY = 8  # rows 0, 8, 16, …: 45 of the 355 recordings, 180 of the 1,429 events
+SAMPLE_EVERY = 8  # rows 0, 8, 16, …: 45 of the 355 recordings, 179 of the 1,429 events
 
 
 @pytest.fixture(scope="module")

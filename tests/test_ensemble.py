@@ -323,7 +323,7 @@ def test_bundled_checkpoints_load_as_what_they_are(task, tmp_path):
     assert (in_memory.config.ensemble_size, in_memory.config.logit_adjustment, in_memory.config.id2label) == (
         1, None, member.config.id2label)
     assert all(torch.equal(value, member.state_dict()[key]) for key, value in in_memory.state_dict().items())
-    with pytest.raises(ValueError, match=r"^the model is one model, not an ensemble"):
+    with pytest.raises(ValueError, match=r"member1 holds one model, not an ensemble: use it as it is\.$"):
         member.member(0)
-    with pytest.raises(ValueError, match=rf"^{folder}: the model is an ensemble of {len(ensemble['folds'])} models: its members are 0 to"):
+    with pytest.raises(ValueError, match=rf"^{folder} is an ensemble of {len(ensemble['folds'])} models: its members are 0 to"):
         unpack_member(folder, len(ensemble["folds"]), tmp_path / "none")

@@ -162,8 +162,7 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
         model = model_class.from_pretrained(None if member_weights else source, config=config, state_dict=member_weights,
                                             ignore_mismatched_sizes=model_args.ignore_mismatched or new_detector)
         if new_detector:
-            start_detector_head(model, member_weights or RespSTFForAudioClassification.from_pretrained(source).state_dict(),
-                                parent_labels, source)
+            start_detector_head(model, source, parent_labels, member_weights)
         return model, extractor
     front = dict(LEVEL_FEATURES[level])
     front["n_scales"] = feature_args.n_scales or (128 if model_args.preset == "paper" else 64)
@@ -195,24 +194,27 @@ def parent_config_and_weights(model_args, training: bool) -> tuple[RespSTFConfig
         raise ValueError(f"--from {source} is an ensemble of {config.ensemble_size} models: train.py scores one model "
                          "(benchmarks/score_interval.py scores an ensemble; training from it fine-tunes its member "
                          "--from_member).")
+    if not 0 <= model_args.from_member < config.ensemble_size:
+        raise ValueError(f"--from_member {model_args.from_member}: {source} is an ensemble of {config.ensemble_size} models, "
+                         f"members 0 to {config.ensemble_size - 1}.")
     logger.info("--from %s is a fold ensemble of %d models: fine-tuning its member %d (--from_member).",
                 source, config.ensemble_size, model_args.from_member)
-    try:
-        member = RespSTFForAudioClassification.from_pretrained(source).member(model_args.from_member)
-    except ValueError as err:
-        raise ValueError(f"{source}: {err}") from None
+    member = RespSTFForAudioClassification.from_pretrained(source).member(model_args.from_member)
     return member.config, member.state_dict()
 
 
-def start_detector_head(model: RespSTFForAudioFrameClassification, parent_weights: dict[str, torch.Tensor],
-                        parent_labels: list[str], source: str) -> None:
+def start_detector_head(model: RespSTFForAudioFrameClassification, source: str, parent_labels: list[str],
+                        parent_weights: dict[str, torch.Tensor] | None = None) -> None:
     """Start a new detector's frame head from its parent event model's classifier (Task 1-2: the event types), whose
     rows score a pooled event embedding by type; applied to each frame embedding they are a head that already tells
     the types apart. Poor Quality (no parent row) keeps its fresh initialisation. Any other parent: a fresh head.
-    ``parent_weights``: the parent's state dict; ``source``: the parent as the user named it (``--from``)."""
+    ``source``: the parent as the user named it (``--from``); ``parent_weights``: its weights when already in memory (a
+    fold ensemble's member), else read from ``source``."""
     if parent_labels != EVENT_TYPES:
         logger.info("--from %s predicts %s, not the event types: the detector's frame head starts fresh.", source, parent_labels)
         return
+    if parent_weights is None:
+        parent_weights = RespSTFForAudioClassification.from_pretrained(source).state_dict()
     with torch.no_grad():
         rows = [DETECTION_LABELS.index(name) for name in EVENT_TYPES]
         model.classifier.weight[rows] = parent_weights["classifier.weight"]

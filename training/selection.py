@@ -55,15 +55,18 @@ def save_predictions(folder: str | Path, split: str, logits: np.ndarray, labels:
 
 
 def read_predictions(run_dir: str | Path, split: str = "validation") -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, labels)`` a run wrote for ``split`` (`write_predictions`).
+    """``(logits, labels)`` a run (`write_predictions`) or a shipped fold ensemble (`save_predictions`) wrote for
+    ``split``.
 
     Raises:
-        FileNotFoundError: the run has none (scored before train.py wrote them: score it again with --do_train false).
+        FileNotFoundError: there are none (a run scored before train.py wrote them: score it again with --do_train
+            false; an ensemble shipped before they were kept: ship it again).
     """
     path = predictions_path(run_dir, split)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no predictions; score the run again (train.py --from {run_dir} --output_dir "
-                                f"{run_dir} --do_train false, with its --cv_fold) to write them.")
+                                f"{run_dir} --do_train false, with its --cv_fold), or for a fold ensemble ship it again "
+                                "(benchmarks/sprsound_score.py --cv_folds ... --copy_to), to write them.")
     with np.load(path) as saved:
         return saved["logits"], saved["labels"]
 
@@ -178,9 +181,10 @@ def score_checkpoint(folder: str | Path, sprsound_root: str | Path, task: str, s
     mode and the official metric (`make_compute_metrics`).
 
     Args:
-        scalograms: a cache shared between calls, by level and extractor settings (Tasks 1-1 and 1-2, 2-1 and 2-2,
-            read the same rows).
-        rows: only these rows of the split, in this order (e.g. a sample of it); all of them when None.
+        scalograms: a cache shared between calls, by level, split, rows and extractor settings (Tasks 1-1 and 1-2,
+            2-1 and 2-2, read the same rows).
+        rows: only these rows of the split, in this order (e.g. a sample of it; the metrics are then the sample's);
+            all of them when None.
 
     Returns:
         ``(metrics with "rows", logits (rows, classes), labels (rows,))``.

@@ -106,9 +106,9 @@ class SpatioTemporalFocusing(nn.Module):
 
     Frequency focusing: per-channel softmax weights over the frequency axis (from the time-averaged
     map: over the whole input, or with ``profile_frames`` over that many frames centred on each frame,
-    so each stretch picks its own bands) collapse frequency by a weighted sum. Temporal focusing: a sigmoid gate ``g`` per frame (from a
-    1-D convolution over time) rescales frames by ``1 + g``, so informative stretches count up to twice
-    as much. The gate can emphasise but never silence a frame: a plain ``g`` gate collapsed to 0 on
+    so each stretch picks its own bands) collapse frequency by a weighted sum. Temporal focusing: a
+    sigmoid gate ``g`` per frame (from a 1-D convolution over time) rescales frames by ``1 + g``, so
+    informative stretches count up to twice as much. The gate can emphasise but never silence a frame: a plain ``g`` gate collapsed to 0 on
     every real frame in our record-level runs, leaving the classifier blind.
 
     ``(B, C, F', T') -> (B, C, T')``; also returns the time gate ``(B, T')``.
@@ -128,28 +128,37 @@ class SpatioTemporalFocusing(nn.Module):
         )
 
     def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, channels, bands, frames = hidden.shape
-        if frame_mask is None:
-            frame_mask = hidden.new_ones(batch, frames)
-        weights = frame_mask[:, None, None, :].to(hidden.dtype)
-        if self.profile_frames is None:
-            profile = (hidden * weights).sum(-1) / weights.sum(-1).clamp(min=1)  # (B, C, F')
+        if self.profile_frames is not None:
+            focused = self.focus_each_stretch(hidden, frame_mask)
+        else:
+            if frame_mask is not None:
+                weights = frame_mask[:, None, None, :].to(hidden.dtype)
+                profile = (hidden * weights).sum(-1) / weights.sum(-1).clamp(min=1)  # (B, C, F')
+            else:
+                profile = hidden.mean(-1)
             frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
             focused = torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
-        else:
-            # Each frame's profile: the mean of the real frames among the profile_frames centred on it.
-            def window_sum(values: torch.Tensor) -> torch.Tensor:
-                flat = values.reshape(values.shape[0], -1, frames)
-                return F.avg_pool1d(flat, self.profile_frames, stride=1, padding=self.profile_frames // 2,
-                                    count_include_pad=True) * self.profile_frames
-
-            profile = window_sum(hidden * weights).view(batch, channels, bands, frames)
-            profile = profile / window_sum(weights).view(batch, 1, 1, frames).clamp(min=1)  # (B, C, F', T')
-            scores = self.frequency_scores(profile.permute(0, 3, 1, 2).reshape(batch * frames, channels, bands))
-            frequency_weights = scores.softmax(dim=-1).view(batch, frames, channels, bands).permute(0, 2, 3, 1)
-            focused = (hidden * frequency_weights).sum(2)  # (B, C, T')
         gate = torch.sigmoid(self.time_gate(focused)).squeeze(1)  # (B, T')
         return focused * (1 + gate[:, None, :]), gate
+
+    def focus_each_stretch(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """Frequency focusing with each frame's bands chosen from the real frames among the ``profile_frames`` centred
+        on it: ``(B, C, F', T') -> (B, C, T')``."""
+        batch, channels, bands, frames = hidden.shape
+        size = self.profile_frames
+        weights = (hidden.new_ones(batch, 1, 1, frames) if frame_mask is None
+                   else frame_mask[:, None, None, :].to(hidden.dtype))
+
+        def window_mean(values: torch.Tensor) -> torch.Tensor:  # over the window, padding counted as zeros
+            flat = values.reshape(values.shape[0], -1, frames)
+            return F.avg_pool1d(flat, size, stride=1, padding=size // 2, count_include_pad=True)
+
+        # Mean of the real frames: the windows' means of masked values and of the mask (a share, at least one frame).
+        profile = window_mean(hidden * weights).view(batch, channels, bands, frames)
+        profile = profile / window_mean(weights).view(batch, 1, 1, frames).clamp(min=1 / size)  # (B, C, F', T')
+        scores = self.frequency_scores(profile.permute(0, 3, 1, 2).reshape(batch * frames, channels, bands))
+        frequency_weights = scores.softmax(dim=-1).to(hidden.dtype).view(batch, frames, channels, bands)
+        return torch.einsum("bcft,btcf->bct", hidden, frequency_weights)
 
 
 class AttentionLayer(nn.Module):
@@ -497,21 +506,21 @@ class RespSTFForAudioClassification(RespSTFPreTrainedModel):
     def member(self, index: int) -> "RespSTFForAudioClassification":
         """Member ``index`` of an ensemble as the single model it was trained as (the inverse of `from_members`): its
         weights copied, the ensemble's config with ``ensemble_size`` 1 and without ``logit_adjustment`` (a decision
-        chosen for the averaged probabilities, not for one member's).
+        chosen for the averaged probabilities, not for one member's), on the ensemble's device and dtype.
 
         Raises:
-            ValueError: this model is not an ensemble, or has no member ``index``.
+            ValueError: this model is not an ensemble, or has no member ``index`` (naming the folder it was loaded from).
         """
-        size = self.config.ensemble_size
+        size, name = self.config.ensemble_size, self.config._name_or_path or "this model"
         if size == 1:
-            raise ValueError("the model is one model, not an ensemble: use it as it is.")
+            raise ValueError(f"{name} holds one model, not an ensemble: use it as it is.")
         if not 0 <= index < size:
-            raise ValueError(f"the model is an ensemble of {size} models: its members are 0 to {size - 1}, not {index}.")
+            raise ValueError(f"{name} is an ensemble of {size} models: its members are 0 to {size - 1}, not {index}.")
         config = copy.deepcopy(self.config)
         config.ensemble_size, config.logit_adjustment = 1, None
         single = type(self)(config)
         single.load_state_dict(self.members[index].state_dict())
-        return single.train(self.training)
+        return single.to(device=self.device, dtype=self.dtype).train(self.training)
 
     def weighted_loss(self, logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
                       ) -> torch.Tensor:
