@@ -108,8 +108,9 @@ class SpatioTemporalFocusing(nn.Module):
     map: over the whole input, or with ``profile_frames`` over that many frames centred on each frame,
     so each stretch picks its own bands) collapse frequency by a weighted sum. Temporal focusing: a
     sigmoid gate ``g`` per frame (from a 1-D convolution over time) rescales frames by ``1 + g``, so
-    informative stretches count up to twice as much. The gate can emphasise but never silence a frame: a plain ``g`` gate collapsed to 0 on
-    every real frame in our record-level runs, leaving the classifier blind.
+    informative stretches count up to twice as much. The gate can emphasise but never silence a frame: a
+    plain ``g`` gate collapsed to 0 on every real frame in our record-level runs, leaving the classifier
+    blind.
 
     ``(B, C, F', T') -> (B, C, T')``; also returns the time gate ``(B, T')``.
     """
@@ -128,18 +129,20 @@ class SpatioTemporalFocusing(nn.Module):
         )
 
     def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.profile_frames is not None:
-            focused = self.focus_each_stretch(hidden, frame_mask)
-        else:
-            if frame_mask is not None:
-                weights = frame_mask[:, None, None, :].to(hidden.dtype)
-                profile = (hidden * weights).sum(-1) / weights.sum(-1).clamp(min=1)  # (B, C, F')
-            else:
-                profile = hidden.mean(-1)
-            frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
-            focused = torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
+        focus = self.focus_whole_input if self.profile_frames is None else self.focus_each_stretch
+        focused = focus(hidden, frame_mask)
         gate = torch.sigmoid(self.time_gate(focused)).squeeze(1)  # (B, T')
         return focused * (1 + gate[:, None, :]), gate
+
+    def focus_whole_input(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """Frequency focusing with one choice of bands from the input's real frames: ``(B, C, F', T') -> (B, C, T')``."""
+        if frame_mask is not None:
+            weights = frame_mask[:, None, None, :].to(hidden.dtype)
+            profile = (hidden * weights).sum(-1) / weights.sum(-1).clamp(min=1)  # (B, C, F')
+        else:
+            profile = hidden.mean(-1)
+        frequency_weights = self.frequency_scores(profile).softmax(dim=-1)  # (B, C, F')
+        return torch.einsum("bcft,bcf->bct", hidden, frequency_weights)
 
     def focus_each_stretch(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
         """Frequency focusing with each frame's bands chosen from the real frames among the ``profile_frames`` centred
