@@ -124,11 +124,6 @@ class ModelArguments:
         metadata={"help": "Backbone frames (odd) each frame's frequency focusing reads, e.g. 9 (2.3 s at 256 ms frames) "
                   "for an event detector over whole recordings. Default: the --from checkpoint's, else the whole input."},
     )
-    frame_recurrent_layers: int | None = field(
-        default=None,
-        metadata={"help": "An event detector: bidirectional GRU layers over its frame embeddings before the frame head "
-                  "(as a CRNN). Default: the --from checkpoint's, else none."},
-    )
     early_stopping_patience: int = field(default=5, metadata={"help": "Evaluations without a better validation Score before stopping."})
 
 

@@ -30,13 +30,13 @@ QUICK = ["--max_eval_samples", "12", "--per_device_train_batch_size", "4", "--di
 
 @pytest.fixture(scope="module")
 def detector_run(sprsound_root, tmp_path_factory) -> tuple[Path, dict]:
-    """Two real steps at learning rate 0 (the weights stay those it starts from) on whole SPRSound recordings, with a GRU
-    before the frame head and per-stretch frequency focusing (the detector options of train.py)."""
+    """Two real steps at learning rate 0 (the weights stay those it starts from) on whole SPRSound recordings, with the
+    recipe's per-stretch frequency focusing."""
     output = tmp_path_factory.mktemp("events")
     summary = train.main(["--task", "events", "--dataset", str(sprsound_root), "--from", str(PARENT), "--n_frames", "960",
                           "--output_dir", str(output), "--eval_split", "none", "--max_train_samples", "8", "--max_steps", "2",
                           "--learning_rate", "0", "--eval_strategy", "steps", "--eval_steps", "2", "--cv_fold", "0",
-                          "--frame_recurrent_layers", "1", "--frequency_focus_frames", "9", *QUICK])
+                          "--frequency_focus_frames", "9", *QUICK])
     return output, summary
 
 
@@ -46,8 +46,7 @@ def test_detector_is_a_frame_model_with_the_record_rule(detector_run):
     assert config["architectures"] == ["RespSTFForAudioFrameClassification"]
     assert [config["id2label"][str(i)] for i in range(len(DETECTION_LABELS))] == DETECTION_LABELS
     assert config["finetuning_task"] == "events" and config["annotation_level"] == "record"
-    assert config["frame_recurrent_layers"] == 1 and config["frequency_focus_frames"] == 9
-    assert "context.gru.weight_hh_l0" in load_file(output / "model.safetensors")
+    assert config["frequency_focus_frames"] == 9
     assert {key: config["detection"][key] for key in detection_rule()} == detection_rule()
     assert config["detection"]["record_logit_adjustment"] == {"continuous": 0.0, "discontinuous": 0.0, "poor_quality": 0.0}
     assert json.loads((output / "preprocessor_config.json").read_text())["n_frames"] == 960

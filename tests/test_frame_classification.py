@@ -93,34 +93,6 @@ def test_frequency_focusing_per_stretch_reads_only_its_stretch():
     assert wide.respstf.focusing.profile_frames == 9 and wide(**features).logits.shape == model(**features).logits.shape
 
 
-def test_recurrent_frame_context_reads_the_whole_recording_and_skips_padding(tmp_path):
-    """frame_recurrent_layers=1: a bidirectional GRU between the backbone's frame embeddings and the frame head, run
-    over the whole stitched recording (a short max_frames makes a 30 s recording many chunks). A row padded in a batch
-    gets the same frame logits as alone, and the GRU is saved and loaded with the model."""
-    features = features_of(30)
-    model = detector(max_frames=16, frame_recurrent_layers=1)
-    with torch.no_grad():
-        states = model.frame_states(features["input_features"], features["attention_mask"])
-        logits = model(**features).logits
-        torch.testing.assert_close(logits, model.classifier(model.context(states, None)))
-        assert not torch.allclose(logits, model.classifier(states))
-        frames = states.shape[1]
-        batch = torch.cat([states, states]) * torch.tensor([1.0, 0.5])[:, None, None]
-        mask = torch.ones(2, frames, dtype=torch.bool)
-        mask[1, frames // 2:] = False  # the second row: half its frames padding
-        batch[1, frames // 2:] = 1e3  # which the GRU must not read
-        both = model.context(batch, mask)
-        torch.testing.assert_close(both[0], model.context(states, None)[0])
-        alone = model.context(batch[1:, :frames // 2], None)[0]
-        torch.testing.assert_close(both[1, :frames // 2], alone)
-    model.save_pretrained(tmp_path)
-    loaded = RespSTFForAudioFrameClassification.from_pretrained(tmp_path).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**features).logits, logits)
-    with pytest.raises(ValueError, match="frame_recurrent_layers must be a non-negative integer"):
-        RespSTFConfig(frame_recurrent_layers=-1)
-
-
 def test_frame_loss_with_labels_per_input_frame():
     features = features_of(10)
     model = detector()

@@ -86,12 +86,8 @@ def check_arguments(data_args, model_args, training_args) -> None:
         raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor:g}: RespSTF's loss smooths "
                          "labels itself (RespSTFConfig.label_smoothing, kept with its class weights and frame loss); "
                          "leave the option out.")
-    detection = bool(data_args.task) and normalize_task(data_args.task) == DETECTION_TASK
-    if detection:
+    if data_args.task and normalize_task(data_args.task) == DETECTION_TASK:
         check_detection_imbalance(model_args.imbalance)
-    if model_args.frame_recurrent_layers is not None and not detection:
-        raise ValueError(f"--frame_recurrent_layers is for --task {DETECTION_TASK} (a GRU before an event detector's frame "
-                         f"head); --task {data_args.task} has none.")
     if model_args.preset not in (None, "small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
     if model_args.from_checkpoint:

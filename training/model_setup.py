@@ -112,8 +112,6 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
                     annotation_level=level)
     if model_args.frequency_focus_frames is not None:  # same weights, each frame's bands from its own stretch
         settings["frequency_focus_frames"] = model_args.frequency_focus_frames
-    if model_args.frame_recurrent_layers is not None:  # a GRU between backbone and frame head (a detector's only)
-        settings["frame_recurrent_layers"] = model_args.frame_recurrent_layers
     model_class = RespSTFForAudioFrameClassification if detection else RespSTFForAudioClassification
     if model_args.from_checkpoint:
         source = model_args.from_checkpoint

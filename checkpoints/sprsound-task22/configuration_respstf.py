@@ -34,10 +34,6 @@ class RespSTFConfig(PretrainedConfig):
             to pick that frame's bands; None (the paper's): one choice of bands from the whole input. On whole
             recordings, a choice per stretch of about an event's length keeps a short wheeze's band from being
             outweighed by the normal breathing around it.
-        frame_recurrent_layers: layers of a bidirectional GRU that ``RespSTFForAudioFrameClassification`` runs over its
-            frame embeddings before the frame classifier, as a CRNN's frame head (0, the default: none). Each frame's
-            class then also follows the sound just before and after it; the GRU reads a whole recording at once,
-            after the backbone's chunks are joined.
         hidden_size: width of the attention layers.
         num_attention_heads: heads of each multi-head self-attention layer (must divide ``hidden_size``).
         num_attention_layers: self-attention (Transformer encoder) layers over time frames.
@@ -90,7 +86,6 @@ class RespSTFConfig(PretrainedConfig):
         focus_reduction: int = 4,
         temporal_focus_kernel: int = 5,
         frequency_focus_frames: int | None = None,
-        frame_recurrent_layers: int = 0,
         hidden_size: int = 96,
         num_attention_heads: int = 4,
         num_attention_layers: int = 1,
@@ -126,7 +121,6 @@ class RespSTFConfig(PretrainedConfig):
         self.focus_reduction = focus_reduction
         self.temporal_focus_kernel = temporal_focus_kernel
         self.frequency_focus_frames = frequency_focus_frames
-        self.frame_recurrent_layers = frame_recurrent_layers
         self.hidden_size = hidden_size
         self.num_attention_heads = num_attention_heads
         self.num_attention_layers = num_attention_layers
@@ -189,9 +183,6 @@ class RespSTFConfig(PretrainedConfig):
         if window is not None and (not isinstance(window, int) or window < 1 or window % 2 == 0):
             raise ValueError(f"RespSTFConfig.frequency_focus_frames must be None or an odd positive integer (frames centred "
                              f"on each frame), got {window!r}.")
-        if not isinstance(self.frame_recurrent_layers, int) or self.frame_recurrent_layers < 0:
-            raise ValueError(f"RespSTFConfig.frame_recurrent_layers must be a non-negative integer (GRU layers; 0: none), "
-                             f"got {self.frame_recurrent_layers!r}.")
         if len(self.stem_stride) != 2 or min(self.stem_stride) < 1:
             raise ValueError(f"RespSTFConfig.stem_stride must be a positive (frequency, time) pair, got {self.stem_stride}.")
         if not self.stage_channels or any(c < 1 for c in self.stage_channels):

@@ -209,30 +209,6 @@ class AttentivePooling(nn.Module):
         return torch.einsum("bt,bth->bh", scores.softmax(dim=-1), hidden)
 
 
-class RecurrentFrameContext(nn.Module):
-    """Pre-norm residual bidirectional GRU over frames: ``(B, T', H) -> (B, T', H)``, each frame's embedding joined by
-    the sound before and after it. Padded frames (after a row's ``frame_mask`` ``(B, T')``, which marks a prefix of real
-    frames) are left out of both directions, so a row's padding does not reach its real frames."""
-
-    def __init__(self, hidden_size: int, num_layers: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden_size)
-        self.gru = nn.GRU(hidden_size, hidden_size // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
-        self.projection = nn.Linear(2 * (hidden_size // 2), hidden_size)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
-        normed = self.norm(hidden)
-        if frame_mask is None or frame_mask.all():
-            context, _ = self.gru(normed)
-        else:
-            lengths = frame_mask.sum(dim=1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(normed, lengths, batch_first=True, enforce_sorted=False)
-            context, _ = self.gru(packed)
-            context, _ = nn.utils.rnn.pad_packed_sequence(context, batch_first=True, total_length=hidden.shape[1])
-        return hidden + self.dropout(self.projection(context))
-
-
 def spec_augment(features: torch.Tensor, n_masks: int, max_width: int, dim: int) -> torch.Tensor:
     """Zero ``n_masks`` random bands of width ``< max_width`` along ``dim`` (2 = scales, 3 = frames), per example."""
     if n_masks == 0 or max_width == 0:
@@ -262,12 +238,6 @@ class RespSTFPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.weight, std=self.config.initializer_range)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.GRU):
-            for name, parameter in module.named_parameters():
-                if name.startswith("weight"):
-                    nn.init.orthogonal_(parameter)
-                else:
-                    nn.init.zeros_(parameter)
         elif isinstance(module, (nn.BatchNorm2d, nn.LayerNorm)):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -642,8 +612,6 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
                              f"(ensemble_size={config.ensemble_size}) loads with RespSTFForAudioClassification.")
         super().__init__(config)
         self.respstf = RespSTFModel(config)
-        self.context = (RecurrentFrameContext(config.hidden_size, config.frame_recurrent_layers, config.hidden_dropout)
-                        if config.frame_recurrent_layers else None)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -695,10 +663,7 @@ class RespSTFForAudioFrameClassification(RespSTFPreTrainedModel):
             are given.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        states = self.frame_states(input_features.to(self.dtype), attention_mask)
-        if self.context is not None:
-            states = self.context(states, self.respstf.frame_mask(attention_mask, states.shape[1]))
-        logits = self.classifier(states)
+        logits = self.classifier(self.frame_states(input_features.to(self.dtype), attention_mask))
         loss = None if labels is None else self.weighted_loss(logits, labels)
         output = TokenClassifierOutput(loss=loss, logits=logits)
         return output if return_dict else output.to_tuple()
