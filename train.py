@@ -74,7 +74,11 @@ class DataArguments:
         metadata={"aliases": ["--on-missing"], "help": "A listed audio file that is missing, not audio or cannot be "
                   "decoded: 'error' (the default) or 'skip' (counted and named in a warning)."},
     )
-    validation_fraction: float = field(default=0.15, metadata={"help": "Share of train (whole patients) held out for model selection."})
+    validation_fraction: float = field(
+        default=0.15,
+        metadata={"help": "Share of train (whole patients) held out for model selection; 0 trains on all of train (with "
+                  "--eval_strategy no: the last weights, epochs chosen beforehand, e.g. on --cv_fold runs)."},
+    )
     cv_fold: int | None = field(
         default=None,
         metadata={"help": "Validate on cross-validation fold K (0-4) of train's patients instead: on SPRSound the folds "
@@ -85,8 +89,9 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N rows of validation and eval splits."})
     record_crop_probability: float | None = field(
         default=None,
-        metadata={"help": "Record tasks with event timestamps: chance that a training recording is replaced by a random "
-                  "window of it, labelled from the events inside (default 0.5; 0 = always whole recordings)."},
+        metadata={"help": "Record tasks with event timestamps and --task events: chance that a training recording is "
+                  "replaced by a random window of it, labelled from the events inside (default 0.5, for --task events "
+                  "0; 0 = always whole recordings)."},
     )
     record_crop_min_seconds: float | None = field(default=None, metadata={"help": "Shortest such window (default 3 seconds)."})
     record_pair_probability: float | None = field(
@@ -216,25 +221,27 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("Classes %s; the Score's SP is the recall of %r.", label_names, normal_label)
     training.check_selection_metric(training_args.metric_for_best_model, label_names, detection)
     record_data = level == "record" and "events" in data["train"].column_names and not detection
-    training.resolve_record_options(data_args, model_args, record_data)
+    training.resolve_record_options(data_args, model_args, record_data, detection)
     with_frames = record_data and model_args.frame_supervision
 
     training.add_validation_split(data, source, label_column, data_args.validation_fraction, data_args.split_seed,
                                   data_args.on_missing, data_args.cv_fold)
     eval_splits = training.resolve_eval_splits(data, data_args.eval_split, data_args.dataset)
-    training.warn_shared_patients(data, ["validation", *eval_splits])
-    training.limit_and_check_splits(data, ["validation", *eval_splits], data_args.dataset, data_args.max_train_samples,
+    scored = [name for name in ["validation", *eval_splits] if name in data]  # no validation: --validation_fraction 0
+    training.warn_shared_patients(data, scored)
+    training.limit_and_check_splits(data, scored, data_args.dataset, data_args.max_train_samples,
                                     data_args.max_eval_samples, training_args.seed)
-    training.check_selection_class(training_args.metric_for_best_model, label_names, data["validation"][label_column])
+    if "validation" in data:
+        training.check_selection_class(training_args.metric_for_best_model, label_names, data["validation"][label_column])
 
     class_weights = (training.detection_class_weights(data["train"], model_args.imbalance) if detection else
                      training.loss_class_weights(data["train"][label_column], label_names, model_args.imbalance, normal_label))
     model, extractor = training.build_model_and_extractor(model_args, feature_args, task, label_names, level, with_frames,
                                                           training_args.do_train)
-    cropped = training_args.do_train and with_frames and data_args.record_crop_probability > 0
+    cropped = training_args.do_train and (with_frames or detection) and data_args.record_crop_probability > 0
     crop_frames = training.crop_frames(extractor, data_args.record_crop_min_seconds) if cropped else None
     logger.info("model: %s parameters; features %s", f"{model.num_parameters():,}", extractor.to_dict())
-    featurized = (["train"] if training_args.do_train else []) + ["validation", *eval_splits]
+    featurized = (["train"] if training_args.do_train else []) + scored
     # Each process computes the scalograms on its own device, at the same time (the device is part of the cache key).
     prepared = datasets.DatasetDict({name: training.featurize(data[name], extractor, label_column, with_frames,
                                                               str(training_args.device), detection) for name in featurized})
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     clock = training.TrainingClock.resumed_from(resume)
     stopping = model_args.early_stopping_patience and training_args.eval_strategy != "no"
     trainer = training.RespSTFTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=prepared["validation"],
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=prepared.get("validation"),
         compute_metrics=compute_metrics, class_weights=class_weights,
         callbacks=[clock, *([EarlyStoppingCallback(model_args.early_stopping_patience)] if stopping else [])],
     )
@@ -279,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         if trainer.is_world_process_zero():
             extractor.save_pretrained(str(output_dir))
             (output_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: ship safetensors/JSON only
-    for name in ["validation", *eval_splits]:
+    for name in scored:
         prediction = trainer.predict(prepared[name], metric_key_prefix=name)  # every process takes its share
         metrics = {key.removeprefix(f"{name}_"): value for key, value in prediction.metrics.items()}
         summary["results"][name] = {**metrics, "rows": len(prepared[name]), "device": device}
@@ -287,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
             training.write_predictions(output_dir, name, prediction)
     if not trainer.is_world_process_zero():
         return summary
-    for name in ["validation", *eval_splits]:
+    for name in scored:
         metrics = summary["results"][name]
         training.plot_confusion(metrics["confusion_matrix"], label_names, f"{name}: Score {metrics['score']:.3f}",
                                 output_dir / f"confusion_{name}.png")

@@ -478,19 +478,29 @@ def main(argv: list[str] | None = None) -> dict:
         output["decision"] = choice
         text += "\n\n" + decision_text(choice, len(pooled["probabilities"]))
         if args.write_decision:
-            write_decision(args.write_decision, choice)
+            where = (f"cross-validation folds {', '.join(map(str, folds))} (each recording scored by the fold's detector that "
+                     "did not train on it)" if folds else f"split `{args.split}`")
+            write_decision(args.write_decision, choice, f"the {len(pooled['probabilities'])} recordings of {where}")
             text += f"\n\nWritten into `{args.write_decision}/config.json` (`--write_decision`)."
     _publish(text, args.results)
     return output
 
 
-def write_decision(model_dir: str | Path, choice: Mapping) -> None:
+def write_decision(model_dir: str | Path, choice: Mapping, chosen_on: str | None = None) -> None:
     """Set ``model_dir``'s ``config.detection`` decision (``evidence_seconds``, ``record_logit_adjustment``) to
-    ``choice``'s, the rest of its config as it is."""
+    ``choice``'s, the rest of its config as it is. A trained run's folder (with ``results.json``) also keeps where the
+    decision was chosen (``chosen_on``) and what it scored there, and its model card says so."""
     config = RespSTFConfig.from_pretrained(model_dir)
     config.detection = {**config.detection, **{key: choice[key] for key in ("evidence_seconds", "record_logit_adjustment")}}
     config._validate()
     config.save_pretrained(model_dir)
+    results = Path(model_dir) / "results.json"
+    if chosen_on and results.is_file():
+        summary = json.loads(results.read_text())
+        summary["decision"] = {"chosen_on": chosen_on, **{key: choice[key] for key in (
+            "score_22", "score_21", "normals_called_poor_quality", "normals")}}
+        training.write_results(Path(model_dir), summary)
+        training.write_model_card(Path(model_dir), summary)
 
 
 def decision_text(choice: Mapping, recordings: int) -> str:

@@ -17,6 +17,7 @@ for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE")
 
 import numpy as np
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RESPSTF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -109,3 +110,23 @@ def pytest_make_collect_report(collector):
     report = yield
     _require_data(report)  # pytest.skip(..., allow_module_level=True) at import
     return report
+
+
+def stretch_at_start(source: dict, features) -> int:
+    """How many leading frames of ``features`` ``(1, F, T)`` continue one stretch of ``source``'s real frames (0: none)."""
+    return longest_stretch(source, features)[1]
+
+
+def longest_stretch(source: dict, features) -> tuple[int, int]:
+    """``(start, frames)``: the longest run of leading frames of ``features`` ``(1, F, T)`` that is a stretch of
+    ``source``'s real frames, and where in ``source`` it starts (``(0, 0)``: none)."""
+    length, best = int(source["attention_mask"].sum()), (0, 0)
+    for start in range(length):
+        matched = 0
+        while start + matched < length and matched < features.shape[-1] and torch.equal(
+            source["input_features"][..., start + matched], features[..., matched]
+        ):
+            matched += 1
+        best = max(best, (start, matched), key=lambda found: found[1])
+    return best
+

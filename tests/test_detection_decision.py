@@ -100,3 +100,14 @@ def test_a_chosen_decision_is_written_into_the_detectors_config(tmp_path):
     # Fields the config gained after the checkpoint was saved are written too, at their defaults.
     assert {key: after[key] for key in set(after) - set(before)} == {
         key: getattr(RespSTFConfig(), key) for key in set(after) - set(before)}
+    # A trained run's folder keeps where the decision was chosen, and its card says so.
+    card = (folder / "README.md").read_text()
+    event_detection.write_decision(folder, {"evidence_seconds": 1.0, "record_logit_adjustment": {"poor_quality": -1.0},
+                                            "score_22": 0.72, "score_21": 0.8, "normals_called_poor_quality": 36,
+                                            "normals": 1303}, "the 1949 recordings of cross-validation folds 0, 1")
+    summary = json.loads((folder / "results.json").read_text())
+    assert summary["decision"] == {"chosen_on": "the 1949 recordings of cross-validation folds 0, 1", "score_22": 0.72,
+                                   "score_21": 0.8, "normals_called_poor_quality": 36, "normals": 1303}
+    written = (folder / "README.md").read_text()
+    assert written != card and ("chosen on the 1949 recordings of cross-validation folds 0, 1 (`benchmarks/event_detection.py "
+                                "--choose_decision`), where it gives Scores 2-2 0.720 and 2-1 0.800 and calls 36 of 1303") in written

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, TrainingArguments, pipeline
 
 import train
-from conftest import single_model
-from respstf import training
+from conftest import longest_stretch, single_model
+from respstf import hub_dataset, training
 from respstf.feature_extraction import RespSTFFeatureExtractor
 from respstf.hub_dataset import DETECTION_LABELS, RECORD_LABELS, DatasetSource, detection_rule
-from respstf.hub_dataset.labels import event_type_of_label
+from respstf.hub_dataset.labels import event_type_of_label, record_label_from_events
 from respstf.hub_dataset.sprsound import parse_annotation, parse_file_name
 from respstf.modeling import RespSTFConfig, RespSTFForAudioFrameClassification
 
@@ -239,6 +239,22 @@ def test_the_detector_fine_tunes_on_an_event_folder(event_folder, sprsound_root,
     assert all(event["label"] in DETECTION_LABELS for event in answer["events"])
 
 
+def test_the_detector_trains_on_all_of_a_folder_with_crops(event_folder, tmp_path):
+    """--validation_fraction 0 --eval_strategy no: every recording trains (drawn as windows with
+    --record_crop_probability), the last weights are kept, and the card says its choices were made beforehand."""
+    output = tmp_path / "all"
+    summary = train.main(["--task", "events", "--dataset", str(event_folder), "--from", str(ROOT / "checkpoints" / "sprsound-events"),
+                          "--output_dir", str(output), "--max_steps", "2", "--learning_rate", "1e-4", "--validation_fraction",
+                          "0", "--eval_strategy", "no", "--record_crop_probability", "0.5", "--record_pair_probability", "0.5",
+                          *QUICK])
+    assert summary["train_rows"] == len(EVENT_FOLDER_RECORDINGS) and summary["global_step"] == 2
+    assert summary["results"] == {} and summary["selection"] is None
+    assert (summary["record_crop_probability"], summary["record_pair_probability"]) == (0.5, 0.5)
+    card = (output / "README.md").read_text()
+    assert "a run on all of `train` (no validation split)" in card and "record decision were chosen beforehand" in card
+    assert (output / "model.safetensors").is_file()
+
+
 def test_event_labels_must_name_sprsound_event_types(event_rows, tmp_path):
     """Any case and the aliases name a type; "crackle" (Coarse or Fine?) and a row without times are refused in one
     line naming the row, its file and the accepted labels."""
@@ -318,3 +334,46 @@ def test_the_trainer_weighs_the_detectors_frame_classes(tmp_path):
     trainer.class_weights = weights[:3]
     with pytest.raises(ValueError, match="class_weights has 3 entries"):
         trainer.compute_loss(model, dict(inputs))
+
+
+@pytest.fixture(scope="module")
+def detector_rows(sprsound_root):
+    """Ten real training recordings (two of each record class, none longer than the clip) as the rows the detector
+    trains on: frame targets in ``labels``, the record class in ``record_labels``."""
+    records = hub_dataset.load_sprsound(sprsound_root, level="record", splits=["train"], decode=False, progress=False)["train"]
+    picked = []
+    for label in range(len(RECORD_LABELS)):
+        picked += [i for i, (row_label, seconds) in enumerate(zip(records["task22"], records["duration_s"]))
+                   if row_label == label and seconds < 15][:2]
+    extractor = RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
+    return training.featurize(records.select(picked), extractor, "task22", with_frames=False, detection=True).with_format("torch")
+
+
+def test_detector_crops_move_frames_with_their_targets(detector_rows):
+    """--task events --record_crop_probability: a window (and, paired, one of another recording) moved to the start,
+    each frame keeping its own target, the record class that of the event types inside; Poor Quality stays whole."""
+    crops = training.RecordCrops(detector_rows, "events", RECORD_LABELS, probability=1.0, min_frames=188,
+                                 min_event_frames=16, pair_probability=0.5)
+    torch.manual_seed(0)
+    shortened, joined = 0, 0
+    for _ in range(3):
+        for index in range(len(detector_rows)):
+            whole, crop = detector_rows[index], crops[index]
+            size = int(crop["attention_mask"].sum())
+            assert crop["attention_mask"][:size].all() and not crop["attention_mask"][size:].any()
+            assert (crop["labels"][size:] == -100).all() and not crop["input_features"][..., size:].any()
+            if RECORD_LABELS[int(whole["record_labels"])] == "Poor Quality":
+                assert torch.equal(crop["input_features"], whole["input_features"]) and torch.equal(crop["labels"], whole["labels"])
+                continue
+            if torch.equal(crop["input_features"], whole["input_features"]):
+                continue
+            shortened += 1
+            start, first = longest_stretch(whole, crop["input_features"][..., :size])
+            assert first >= 188
+            targets, source = crop["labels"][:first], whole["labels"][start:start + first]
+            assert ((targets == source) | (targets == -100)).all()  # only slivers at the edges lose their target
+            joined += first < size
+            types = {DETECTION_LABELS[c] for c in crop["labels"][crop["labels"] >= 0].tolist()}
+            assert RECORD_LABELS[int(crop["record_labels"])] == record_label_from_events(sorted(types))
+            assert "Poor Quality" not in types
+    assert shortened > 10 and joined > 3

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ICBHI, REPO_ROOT, SPRSOUND, single_model
+from conftest import ICBHI, REPO_ROOT, SPRSOUND, single_model, stretch_at_start
 
 import train
 import respstf.hub_dataset as hub_dataset
@@ -144,19 +144,6 @@ def record_scalograms(sprsound_root):
     extractor = RespSTFFeatureExtractor(hop_length=128, n_frames=960, padding_mode="zero")
     return {column: training.featurize(records.select(picked), extractor, column, with_frames=True).with_format("torch")
             for column in ("task21", "task22")}
-
-
-def stretch_at_start(source: dict, features: torch.Tensor) -> int:
-    """How many leading frames of ``features`` ``(1, F, T)`` continue one stretch of ``source``'s real frames (0: none)."""
-    length, best = int(source["attention_mask"].sum()), 0
-    for start in range(length):
-        matched = 0
-        while start + matched < length and matched < features.shape[-1] and torch.equal(
-            source["input_features"][..., start + matched], features[..., matched]
-        ):
-            matched += 1
-        best = max(best, matched)
-    return best
 
 
 def test_record_crops_are_labelled_by_the_events_inside(record_scalograms):
@@ -785,6 +772,12 @@ def test_record_options_are_filled_in_or_reported_as_unused(caplog):
     data_args, model_args, *_ = train.parse_args([])
     training.resolve_record_options(data_args, model_args, record_data=True)
     assert not caplog.text and model_args.frame_supervision is True
+    # The event detector crops only when asked; its frame targets always come from the events.
+    data_args, model_args, *_ = train.parse_args(["--record_pair_probability", "0.3", "--frame_supervision", "false"])
+    with caplog.at_level("WARNING", logger="respstf"):
+        training.resolve_record_options(data_args, model_args, record_data=False, detection=True)
+    assert "--frame_supervision ignored" in caplog.text and "--record_pair_probability" not in caplog.text
+    assert (data_args.record_crop_probability, data_args.record_pair_probability) == (0.0, 0.3)
 
 
 @pytest.fixture()
@@ -807,6 +800,9 @@ def fake_checkpoint(tmp_path) -> Path:
     (["--label_smoothing_factor", "0.1"], ValueError, "--label_smoothing_factor 0.1: RespSTF's loss smooths labels itself"),
     (["--task", "12", "--level", "record"], ValueError, "task 12 is event level"),
     (["--task", "events", "--imbalance", "focal"], ValueError, "--imbalance focal: event detection weighs its frame classes"),
+    (["--validation_fraction", "0"], ValueError, "--validation_fraction 0 leaves no validation split .* --eval_strategy no"),
+    (["--validation_fraction", "0", "--eval_strategy", "no", "--cv_fold", "1"], ValueError,
+     "--validation_fraction 0 with --cv_fold 1: the fold's patients would be held out"),
     (["--push_to_hub", "--hub_model_id", "bad id!!"], ValueError, "'bad id!!' is not a Hub repo id"),
     (["--push_to_hub", "--hub_model_id", "org/name"], ValueError, "--push_to_hub needs the network, but HF_HUB_OFFLINE is set"),
 ])

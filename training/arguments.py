@@ -29,6 +29,8 @@ RECORD_SECONDS = 15.36
 # Record-task options (None in the arguments: not given), used only on recordings with event timestamps.
 RECORD_DEFAULTS = {"record_crop_probability": 0.5, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0,
                    "frame_supervision": True}
+# The event detector's: whole recordings unless asked (its recipe trains on them).
+DETECTION_DEFAULTS = {"record_crop_probability": 0.0, "record_crop_min_seconds": 3.0, "record_pair_probability": 0.0}
 
 
 def options_given(argv: list[str]) -> set[str]:
@@ -103,6 +105,14 @@ def check_arguments(data_args, model_args, training_args) -> None:
         raise ValueError(f"--record_crop_min_seconds must be positive, got {data_args.record_crop_min_seconds}.")
     if data_args.cv_fold is not None and not 0 <= data_args.cv_fold < CV_FOLDS:
         raise ValueError(f"--cv_fold must be one of 0 … {CV_FOLDS - 1} (the patient folds), got {data_args.cv_fold}.")
+    if data_args.validation_fraction == 0:  # all of train trains: nothing is held out to choose weights on
+        if data_args.cv_fold is not None:
+            raise ValueError(f"--validation_fraction 0 with --cv_fold {data_args.cv_fold}: the fold's patients would be held "
+                             "out after all; leave one of them out.")
+        if training_args.do_train and training_args.eval_strategy != "no":
+            raise ValueError("--validation_fraction 0 leaves no validation split to choose weights on: pass "
+                             "--eval_strategy no (the last step's weights are kept; choose the epochs beforehand, e.g. on "
+                             "--cv_fold runs).")
     for name in ("max_train_samples", "max_eval_samples"):
         if getattr(data_args, name) is not None and getattr(data_args, name) < 1:
             raise ValueError(f"--{name} must be 1 or more (leave it out for all rows), got {getattr(data_args, name)}.")
@@ -180,13 +190,17 @@ def resolve_resume(training_args) -> str | None:
     return resume
 
 
-def resolve_record_options(data_args, model_args, record_data: bool) -> None:
-    """Fill in the record-task options left out (:data:`RECORD_DEFAULTS`), warning about those given where they do
-    nothing: ``record_data`` is False unless the rows are recordings with event timestamps (SPRSound 21 and 22)."""
+def resolve_record_options(data_args, model_args, record_data: bool, detection: bool = False) -> None:
+    """Fill in the record-task options left out (:data:`RECORD_DEFAULTS`; :data:`DETECTION_DEFAULTS` for the event
+    detector, whose frame targets always come from the events), warning about those given where they do nothing:
+    ``record_data`` is False unless the rows are recordings with event timestamps (SPRSound 21 and 22)."""
+    defaults = DETECTION_DEFAULTS if detection else RECORD_DEFAULTS
     holders = {name: data_args if hasattr(data_args, name) else model_args for name in RECORD_DEFAULTS}
-    given = [f"--{name}" for name, holder in holders.items() if getattr(holder, name) is not None]
-    if given and not record_data:
-        logger.warning("%s ignored: they apply to recordings with event timestamps (SPRSound tasks 21 and 22).", ", ".join(given))
+    ignored = [f"--{name}" for name, holder in holders.items()
+               if getattr(holder, name) is not None and not (name in defaults and (record_data or detection))]
+    if ignored:
+        applies = "recordings with event timestamps (SPRSound tasks 21 and 22)" + ("" if detection else ", or --task events")
+        logger.warning("%s ignored: they apply to %s.", ", ".join(ignored), applies)
     for name, holder in holders.items():
         if getattr(holder, name) is None:
-            setattr(holder, name, RECORD_DEFAULTS[name])
+            setattr(holder, name, defaults.get(name, RECORD_DEFAULTS[name]))

@@ -67,9 +67,14 @@ def write_model_card(output_dir: Path, summary: dict, repo_id: str | None = None
             chosen += (f" of each of seeds {listed}, then the mean of their weights (a uniform soup), above each seed on validation"
                        if seeds["kept"] == "soup" else f"; seed {seeds['kept']} of seeds {listed}")
         validation_text = f"Selection ({chosen}) used only the patient-disjoint validation split carved from `train`."
-    else:
+    elif "validation" in results:
         validation_text = ("These are the weights of the last training step (none was chosen on validation); validation is "
                            "a patient-disjoint split carved from `train`.")
+    else:
+        validation_text = ("These are the weights of the last training step of a run on all of `train` (no validation "
+                           f"split): {'its recipe, epochs and record decision' if detection else 'its recipe and epochs'} "
+                           "were chosen beforehand, on other runs' held-out patients (e.g. cross-validation, "
+                           "`train.py --cv_fold`).")
     if "cv_ensemble" in summary:  # set by benchmarks/sprsound_score.py --cv_folds ... --copy_to
         validation_text = cv_ensemble_text(summary["cv_ensemble"], label_names)
     normal_text = f" The Score's specificity (SP) is the recall of `{summary['normal_label']}`." if not task and "normal_label" in summary else ""
@@ -108,7 +113,7 @@ A RespSTF model (CWT scalogram + Inception-residual CNN with spatio-temporal foc
 attention; after Ngo et al., IEEE BioCAS 2023, arXiv 2306.14929) trained with `train.py` of the
 `respstf` package on `{dataset_name}`{f' starting from `{parent}`' if parent else ''}.
 
-{detection_classes(config) if detection else f"Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}."}{normal_text}
+{detection_classes(config, "validation" in results, summary.get("decision")) if detection else f"Classes (`id2label`): {', '.join(f'{i} = {name}' for i, name in enumerate(label_names))}."}{normal_text}
 
 ## Measured scores (official SPRSound Score{' of the record classes its frames give' if detection else ''})
 
@@ -168,14 +173,25 @@ def cv_ensemble_text(ensemble: dict, label_names: list[str]) -> str:
             "every patient of `train` trained some member. The split below was scored once, after these choices.")
 
 
-def detection_classes(config: RespSTFConfig) -> str:
-    """A detector card's paragraph on its frame classes and the record decision (the prior it assumes, how to change it)."""
+def detection_classes(config: RespSTFConfig, validated: bool = True, chosen_on: dict | None = None) -> str:
+    """A detector card's paragraph on its frame classes and the record decision (the prior it assumes, how to change
+    it, and where it was chosen: ``chosen_on``, as `benchmarks/event_detection.py --write_decision` records it, else
+    the validation split, or for a run without one (``validated`` False) beforehand)."""
     detection = config.detection
     frames = ", ".join(f"{i} = {config.id2label[i]}" for i in range(config.num_labels))
     offsets = ", ".join(f"{kind} {value:+.2f}" for kind, value in detection["record_logit_adjustment"].items())
     decision = {key: detection[key] for key in DETECTION_DECISION}
-    chosen = ("" if decision == DETECTION_DECISION else " They and the evidence length were chosen on the validation split "
-              "below (`benchmarks/event_detection.py --choose_decision`), so its validation Score is in-sample for them.")
+    if chosen_on:
+        where = (f"on {chosen_on['chosen_on']} (`benchmarks/event_detection.py --choose_decision`), where it gives Scores "
+                 f"2-2 {chosen_on['score_22']:.3f} and 2-1 {chosen_on['score_21']:.3f} and calls "
+                 f"{chosen_on['normals_called_poor_quality']} of {chosen_on['normals']} normal recordings Poor Quality.")
+    elif validated:
+        where = ("on the validation split below (`benchmarks/event_detection.py --choose_decision`), so its validation "
+                 "Score is in-sample for them.")
+    else:
+        where = ("on other detectors' held-out recordings (`benchmarks/event_detection.py --choose_decision`, e.g. over "
+                 "cross-validation folds).")
+    chosen = "" if decision == DETECTION_DECISION and not chosen_on else f" They and the evidence length were chosen {where}"
     return (f"Frame classes (`id2label`): {frames}. The record class (`{'`, `'.join(detection['record_labels'])}`) comes from "
             f"the frames: CAS where some {detection['evidence_seconds']:g} s stretch holds a continuous sound "
             f"({', '.join(detection['continuous'])}), DAS likewise for discontinuous ones ({', '.join(detection['discontinuous'])}), "

@@ -68,11 +68,15 @@ def carve_validation(train_split: datasets.Dataset, source: DatasetSource, label
 def add_validation_split(data: datasets.DatasetDict, source: DatasetSource, label_column: str, fraction: float, seed: int,
                          on_missing: str = "error", cv_fold: int | None = None) -> None:
     """Give ``data`` the ``validation`` split model selection looks at, in place: carved from ``train``
-    (`carve_validation`) unless the dataset has its own, which ``cv_fold`` cannot then choose."""
+    (`carve_validation`) unless the dataset has its own, which ``cv_fold`` cannot then choose. ``fraction`` 0 (and no
+    ``cv_fold``) carves none: every row of ``train`` trains (a recipe chosen beforehand, e.g. on cross-validation)."""
     if "validation" in data:
         if cv_fold is not None:
             raise ValueError(f"--cv_fold {cv_fold}: {source.location} has its own validation split, so no fold of train's "
                              "patients is held out; leave --cv_fold out, or drop that split to cross-validate.")
+        return
+    if fraction == 0 and cv_fold is None:
+        logger.info("--validation_fraction 0: no validation split, all %d rows of train train.", len(data["train"]))
         return
     data["train"], data["validation"] = carve_validation(data["train"], source, label_column, fraction, seed, on_missing,
                                                          cv_fold).values()
