@@ -129,6 +129,11 @@ class ModelArguments:
         metadata={"help": "Backbone frames (odd) each frame's frequency focusing reads, e.g. 9 (2.3 s at 256 ms frames) "
                   "for an event detector over whole recordings. Default: the --from checkpoint's, else the whole input."},
     )
+    adventitious_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "--task events: add this times a frame loss on adventitious (any event type but Normal) against "
+                  "Normal, both groups of frames weighing alike (default 0: none)."},
+    )
     early_stopping_patience: int = field(default=5, metadata={"help": "Evaluations without a better validation Score before stopping."})
 
 
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     stopping = model_args.early_stopping_patience and training_args.eval_strategy != "no"
     trainer = training.RespSTFTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=prepared.get("validation"),
-        compute_metrics=compute_metrics, class_weights=class_weights,
+        compute_metrics=compute_metrics, class_weights=class_weights, adventitious_loss_weight=model_args.adventitious_loss_weight,
         callbacks=[clock, *([EarlyStoppingCallback(model_args.early_stopping_patience)] if stopping else [])],
     )
     output_dir = Path(training_args.output_dir)
@@ -272,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         "selection": training.describe_selection(training_args, model_args.from_checkpoint),
         "record_crop_probability": data_args.record_crop_probability if cropped else 0.0,
         "record_pair_probability": data_args.record_pair_probability if cropped else 0.0,
+        "adventitious_loss_weight": model_args.adventitious_loss_weight,
         "results": {},
     }
     if training_args.do_train:

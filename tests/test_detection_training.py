@@ -241,13 +241,15 @@ def test_the_detector_fine_tunes_on_an_event_folder(event_folder, sprsound_root,
 
 def test_the_detector_trains_on_all_of_a_folder_with_crops(event_folder, tmp_path):
     """--validation_fraction 0 --eval_strategy no: every recording trains (drawn as windows with
-    --record_crop_probability), the last weights are kept, and the card says its choices were made beforehand."""
+    --record_crop_probability, with the adventitious frame loss), the last weights are kept, and the card says its
+    choices were made beforehand."""
     output = tmp_path / "all"
     summary = train.main(["--task", "events", "--dataset", str(event_folder), "--from", str(ROOT / "checkpoints" / "sprsound-events"),
                           "--output_dir", str(output), "--max_steps", "2", "--learning_rate", "1e-4", "--validation_fraction",
                           "0", "--eval_strategy", "no", "--record_crop_probability", "0.5", "--record_pair_probability", "0.5",
-                          *QUICK])
+                          "--adventitious_loss_weight", "0.5", *QUICK])
     assert summary["train_rows"] == len(EVENT_FOLDER_RECORDINGS) and summary["global_step"] == 2
+    assert summary["adventitious_loss_weight"] == 0.5
     assert summary["results"] == {} and summary["selection"] is None
     assert (summary["record_crop_probability"], summary["record_pair_probability"]) == (0.5, 0.5)
     card = (output / "README.md").read_text()
@@ -334,6 +336,20 @@ def test_the_trainer_weighs_the_detectors_frame_classes(tmp_path):
     trainer.class_weights = weights[:3]
     with pytest.raises(ValueError, match="class_weights has 3 entries"):
         trainer.compute_loss(model, dict(inputs))
+    # --adventitious_loss_weight: the mean of -log p(Normal) over Normal frames and that of -log p(any event type but
+    # Normal) over adventitious frames, averaged; Poor Quality frames take no part.
+    trainer.class_weights, trainer.adventitious_loss_weight = None, 0.5
+    with torch.no_grad():
+        with_adventitious = trainer.compute_loss(model, dict(inputs))
+    probabilities, centres = logits.softmax(-1), centres.reshape(-1)
+    flat = probabilities.reshape(-1, 8)
+    normal = -flat[centres == 0, 0].log().mean()
+    events = (centres >= 1) & (centres <= 6)
+    adventitious = -flat[events, 1:7].sum(-1).log().mean()
+    unweighted = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), centres)
+    assert with_adventitious.item() == pytest.approx((unweighted + 0.5 * (normal + adventitious) / 2).item(), rel=1e-5)
+    only_poor = {**inputs, "labels": torch.full_like(inputs["labels"], DETECTION_LABELS.index("Poor Quality"))}
+    assert training.adventitious_frame_loss(logits, only_poor["labels"], model).item() == 0
 
 
 @pytest.fixture(scope="module")

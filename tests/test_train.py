@@ -800,6 +800,8 @@ def fake_checkpoint(tmp_path) -> Path:
     (["--label_smoothing_factor", "0.1"], ValueError, "--label_smoothing_factor 0.1: RespSTF's loss smooths labels itself"),
     (["--task", "12", "--level", "record"], ValueError, "task 12 is event level"),
     (["--task", "events", "--imbalance", "focal"], ValueError, "--imbalance focal: event detection weighs its frame classes"),
+    (["--task", "22", "--adventitious_loss_weight", "1"], ValueError, "--adventitious_loss_weight 1: a frame loss of the event detector"),
+    (["--task", "events", "--adventitious_loss_weight", "-1"], ValueError, "--adventitious_loss_weight must be 0 or more"),
     (["--validation_fraction", "0"], ValueError, "--validation_fraction 0 leaves no validation split .* --eval_strategy no"),
     (["--validation_fraction", "0", "--eval_strategy", "no", "--cv_fold", "1"], ValueError,
      "--validation_fraction 0 with --cv_fold 1: the fold's patients would be held out"),

@@ -4,7 +4,7 @@
 * `data` — the splits (a patient-disjoint validation split), label columns and scalograms of a run;
 * `crops` — `RecordCrops`, training recordings drawn whole or as labelled windows;
 * `model_setup` — the model and feature extractor (new or ``--from`` a checkpoint) and the loss's class weights;
-* `trainer` — `RespSTFTrainer` (class-weighted loss) and `TrainingClock`;
+* `trainer` — `RespSTFTrainer` (class-weighted loss, the detector's `adventitious_frame_loss`) and `TrainingClock`;
 * `metrics` — the official Score and per-class recalls as validation metrics, confusion plots;
 * `card` — results.json, the model card and the Hub upload;
 * `selection` — out-of-fold predictions and the logit adjustment chosen on them;
@@ -33,12 +33,12 @@ from .selection import (
     DEPLOYMENT_POOR_QUALITY, MAX_NORMALS_POOR_QUALITY, choose_logit_adjustment, fold_figures, predictions_path, read_predictions, save_predictions,
     score_checkpoint, write_predictions,
 )
-from .trainer import RespSTFTrainer, TrainingClock, describe_device
+from .trainer import RespSTFTrainer, TrainingClock, adventitious_frame_loss, describe_device
 
 __all__ = [
     "CV_FOLDS", "IMBALANCE_SCHEMES", "LEVEL_FEATURES", "DEPLOYMENT_POOR_QUALITY", "MAX_NORMALS_POOR_QUALITY", "choose_logit_adjustment", "fold_figures",
     "predictions_path", "read_predictions", "save_predictions", "score_checkpoint", "write_predictions", "MIN_EVENT_SECONDS_IN_CROP", "RECORD_DEFAULTS", "RECORD_SECONDS", "RecordCrops",
-    "RespSTFTrainer", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
+    "RespSTFTrainer", "adventitious_frame_loss", "SHORTER_INPUT", "TrainingClock", "add_validation_split", "align_with_model", "build_model_and_extractor",
     "carve_validation", "check_arguments", "check_checkpoint_labels", "check_checkpoint_source", "check_selection_class",
     "check_selection_metric", "class_names", "class_weights", "complete_checkpoints", "crop_frames", "detection_class_weights", "evaluation_setup", "describe_device", "describe_selection", "featurize",
     "frame_targets", "hub_repo_name", "implied_by_evaluation_schedule", "limit_and_check_splits", "load_training_data",

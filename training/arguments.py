@@ -88,8 +88,14 @@ def check_arguments(data_args, model_args, training_args) -> None:
         raise ValueError(f"--label_smoothing_factor {training_args.label_smoothing_factor:g}: RespSTF's loss smooths "
                          "labels itself (RespSTFConfig.label_smoothing, kept with its class weights and frame loss); "
                          "leave the option out.")
-    if data_args.task and normalize_task(data_args.task) == DETECTION_TASK:
+    detection = bool(data_args.task) and normalize_task(data_args.task) == DETECTION_TASK
+    if detection:
         check_detection_imbalance(model_args.imbalance)
+    if model_args.adventitious_loss_weight and not detection:
+        raise ValueError(f"--adventitious_loss_weight {model_args.adventitious_loss_weight:g}: a frame loss of the event "
+                         "detector; pass --task events, or leave the option out.")
+    if model_args.adventitious_loss_weight < 0:
+        raise ValueError(f"--adventitious_loss_weight must be 0 or more, got {model_args.adventitious_loss_weight:g}.")
     if model_args.preset not in (None, "small", "paper"):
         raise ValueError(f"--preset must be 'small' or 'paper', got {model_args.preset!r}.")
     if model_args.from_checkpoint:

@@ -10,31 +10,54 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from respstf.modeling.modeling_respstf import output_frame_labels
+
 
 class RespSTFTrainer(Trainer):
     """`Trainer` whose clip loss (an event detector's: frame loss) weighs the classes by ``class_weights`` (one per
-    class, or None: unweighted).
+    class, or None: unweighted), and for an event detector adds ``adventitious_loss_weight`` times
+    `adventitious_frame_loss`.
 
-    The weights are a choice of the run (they follow its training labels and ``--imbalance``), so they are given
+    Both are choices of the run (the weights follow its training labels and ``--imbalance``), so they are given
     here rather than kept in the model's config, where they would go stale with a new label set. The loss stays
     a per-batch mean, as the model's own (``accepts_loss_kwargs = False``).
     """
 
-    def __init__(self, *args, class_weights: list[float] | None = None, **kwargs):
+    def __init__(self, *args, class_weights: list[float] | None = None, adventitious_loss_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.class_weights = class_weights
+        self.class_weights, self.adventitious_loss_weight = class_weights, adventitious_loss_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.class_weights is None or "labels" not in inputs:
+        if (self.class_weights is None and not self.adventitious_loss_weight) or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels, unwrapped = inputs["labels"], self.accelerator.unwrap_model(model)
         # Without labels the model's loss is its frame loss alone (None without frame labels); the clip loss is added.
         outputs = model(**{name: value for name, value in inputs.items() if name != "labels"})
         loss = unwrapped.weighted_loss(outputs.logits, labels, self.class_weights)
+        if self.adventitious_loss_weight:
+            loss = loss + self.adventitious_loss_weight * adventitious_frame_loss(outputs.logits, labels, unwrapped)
         if outputs.loss is not None:
             loss = outputs.loss + loss
         outputs["loss"] = loss
         return (loss, outputs) if return_outputs else loss
+
+
+def adventitious_frame_loss(logits: torch.Tensor, labels: torch.Tensor, detector) -> torch.Tensor:
+    """An event detector's frame loss on adventitious against normal sound: ``-log p(Normal)`` over its output frames
+    ``logits`` ``(B, T', C)`` labelled Normal, ``-log`` of the summed probability of the adventitious types (its
+    ``config.detection`` continuous and discontinuous classes) over those labelled with one, the two groups' means
+    averaged (so the rarer adventitious frames weigh as much as the normal ones); input-frame ``labels`` ``(B, T)``
+    as its own loss takes them. Poor Quality and unlabelled frames take no part; 0 when no frame does."""
+    detection = detector.config.detection
+    label2id = {name: int(index) for index, name in detector.config.id2label.items()}
+    adventitious = logits.new_tensor(sorted({label2id[name] for name in detection["continuous"] + detection["discontinuous"]}),
+                                     dtype=torch.long)
+    targets = output_frame_labels(labels, logits.shape[1], detector.frame_stride)
+    log_probabilities = logits.float().log_softmax(-1)
+    groups = [(targets == label2id[detection["normal"]], log_probabilities[..., label2id[detection["normal"]]]),
+              (torch.isin(targets, adventitious), log_probabilities[..., adventitious].logsumexp(-1))]
+    losses = [-log_probability[frames].mean() for frames, log_probability in groups if frames.any()]
+    return torch.stack(losses).mean() if losses else logits.sum() * 0
 
 
 def describe_device(device, precision: str | None = None) -> str:
