@@ -444,10 +444,16 @@ def frame_classification_loss(frame_logits: torch.Tensor, frame_labels: torch.Te
     if weight is not None and len(weight) != frame_logits.shape[-1]:
         raise ValueError(f"class_weights has {len(weight)} entries but the frame head gives {frame_logits.shape[-1]} "
                          "logits: give one weight per class (or None).")
-    centres = ((torch.arange(frame_logits.shape[1], device=frame_labels.device) + 0.5) * time_stride).long()
-    centres = centres.clamp(max=frame_labels.shape[1] - 1)
-    return F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), frame_labels[:, centres].reshape(-1).long(),
-                           weight=weight, ignore_index=-100)
+    targets = output_frame_labels(frame_labels, frame_logits.shape[1], time_stride)
+    return F.cross_entropy(frame_logits.reshape(-1, frame_logits.shape[-1]), targets.reshape(-1).long(), weight=weight,
+                           ignore_index=-100)
+
+
+def output_frame_labels(frame_labels: torch.Tensor, frames: int, time_stride: int) -> torch.Tensor:
+    """The labels ``(B, frames)`` that ``frames`` backbone frames answer for: of input-frame labels ``frame_labels``
+    ``(B, T)``, the one at each backbone frame's centre."""
+    centres = ((torch.arange(frames, device=frame_labels.device) + 0.5) * time_stride).long()
+    return frame_labels[:, centres.clamp(max=frame_labels.shape[1] - 1)]
 
 
 class RespSTFForAudioClassification(RespSTFPreTrainedModel):
