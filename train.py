@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, HfArgumentParser, IntervalStrategy, TrainingArguments, set_seed
 
 from respstf import training
 from respstf.hub_dataset import DETECTION_TASK, DatasetSource, normalize_task
@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
     training_args.label_names, compute_metrics = training.evaluation_setup(model, extractor, label_names, normal_label)
     training_args.push_to_hub = False  # pushed below, with our model card and the code files
     clock = training.TrainingClock.resumed_from(resume)
+    if "validation" not in prepared:  # --validation_fraction 0: nothing to evaluate on (also when only scoring)
+        training_args.eval_strategy = IntervalStrategy.NO
     stopping = model_args.early_stopping_patience and training_args.eval_strategy != "no"
     trainer = training.RespSTFTrainer(
         model=model, args=training_args, train_dataset=train_dataset, eval_dataset=prepared.get("validation"),

@@ -478,8 +478,8 @@ def main(argv: list[str] | None = None) -> dict:
         output["decision"] = choice
         text += "\n\n" + decision_text(choice, len(pooled["probabilities"]))
         if args.write_decision:
-            where = (f"cross-validation folds {', '.join(map(str, folds))} (each recording scored by the fold's detector that "
-                     "did not train on it)" if folds else f"split `{args.split}`")
+            where = (f"cross-validation folds {', '.join(map(str, folds))}, each scored by the fold's detector that did not "
+                     "train on it" if folds else f"split `{args.split}`")
             write_decision(args.write_decision, choice, f"the {len(pooled['probabilities'])} recordings of {where}")
             text += f"\n\nWritten into `{args.write_decision}/config.json` (`--write_decision`)."
     _publish(text, args.results)

@@ -254,7 +254,13 @@ def test_the_detector_trains_on_all_of_a_folder_with_crops(event_folder, tmp_pat
     assert (summary["record_crop_probability"], summary["record_pair_probability"]) == (0.5, 0.5)
     card = (output / "README.md").read_text()
     assert "a run on all of `train` (no validation split)" in card and "record decision were chosen beforehand" in card
-    assert (output / "model.safetensors").is_file()
+    weights = (output / "model.safetensors").read_bytes()
+    # Scored afterwards in place (here on some of its own rows), still without a validation split.
+    scored = train.main(["--task", "events", "--dataset", str(event_folder), "--from", str(output), "--output_dir", str(output),
+                         "--do_train", "false", "--validation_fraction", "0", "--eval_split", "train", *QUICK])
+    assert list(scored["results"]) == ["train"] and scored["results"]["train"]["rows"] == len(EVENT_FOLDER_RECORDINGS)
+    assert scored["train_rows"] == summary["train_rows"] and (output / "model.safetensors").read_bytes() == weights
+    assert "| train |" in (output / "README.md").read_text()
 
 
 def test_event_labels_must_name_sprsound_event_types(event_rows, tmp_path):
