@@ -129,6 +129,11 @@ class ModelArguments:
         metadata={"help": "Backbone frames (odd) each frame's frequency focusing reads, e.g. 9 (2.3 s at 256 ms frames) "
                   "for an event detector over whole recordings. Default: the --from checkpoint's, else the whole input."},
     )
+    stage_time_pool: list[int] | None = field(
+        default=None,
+        metadata={"help": "Time pooling after each backbone stage, one factor a stage (the model's own: 2 2 2), e.g. 2 2 1 "
+                  "for an event detector's output frames of 128 ms instead of 256 ms; also with --from (no weights change)."},
+    )
     adventitious_loss_weight: float = field(
         default=0.0,
         metadata={"help": "--task events: add this times a frame loss on adventitious (any event type but Normal) against "

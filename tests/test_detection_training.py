@@ -322,6 +322,22 @@ def test_a_detector_trained_from_a_detector_starts_from_the_default_decision():
     assert scored.config.detection == shipped and shipped["record_logit_adjustment"] != trained.config.detection["record_logit_adjustment"]
 
 
+def test_a_detector_with_finer_output_frames_starts_from_the_same_weights():
+    """--stage_time_pool 2 2 1 with --from: the same weights, output frames of 128 ms instead of 256 ms."""
+    folder = ROOT / "checkpoints" / "sprsound-events"
+    shipped = RespSTFForAudioFrameClassification.from_pretrained(folder)
+    model_args, feature_args = detector_args(folder, "--stage_time_pool", "2", "2", "1")
+    finer, extractor = training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False)
+    assert shipped.frame_stride == 16 and finer.frame_stride == 8 and finer.config.stage_pool == [[2, 2], [2, 2], [2, 1]]
+    assert all(torch.equal(value, shipped.state_dict()[name]) for name, value in finer.state_dict().items())
+    features = torch.randn(1, 1, extractor.n_scales, extractor.n_frames)
+    with torch.no_grad():
+        assert finer.eval()(features).logits.shape == (1, extractor.n_frames // 8, len(DETECTION_LABELS))
+    model_args, feature_args = detector_args(folder, "--stage_time_pool", "2", "1")
+    with pytest.raises(ValueError, match="--stage_time_pool 2 1: give one positive factor for each of the model's 3 stages"):
+        training.build_model_and_extractor(model_args, feature_args, "events", RECORD_LABELS, "record", False)
+
+
 def test_the_trainer_weighs_the_detectors_frame_classes(tmp_path):
     """With class weights the detector's loss is the weighted frame cross-entropy of its output frames' centre labels."""
     config = RespSTFConfig(id2label=dict(enumerate(DETECTION_LABELS)), max_frames=64,

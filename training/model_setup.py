@@ -138,6 +138,7 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
             config.num_frame_labels = len(FRAME_LABELS)  # a new frame head, e.g. an event model moving to records
         for name, value in settings.items():
             setattr(config, name, value)
+        set_time_pool(config, model_args.stage_time_pool)
         config._validate()
         extractor = AutoFeatureExtractor.from_pretrained(source)
         for name in ("hop_length", "n_scales", "fmin", "fmax"):
@@ -178,7 +179,21 @@ def build_model_and_extractor(model_args, feature_args, task, label_names, level
     if detection:
         settings["detection"] = {**detection_rule(), **DETECTION_DECISION}
     config = RespSTFConfig.paper(**settings) if model_args.preset == "paper" else RespSTFConfig(**settings)
+    set_time_pool(config, model_args.stage_time_pool)
+    config._validate()
     return model_class(config), extractor
+
+
+def set_time_pool(config: RespSTFConfig, time_pool: list[int] | None) -> None:
+    """Give each backbone stage of ``config`` the time pooling of ``time_pool`` (``--stage_time_pool``, one factor a
+    stage; None: as it is), its frequency pooling kept: pooling has no weights, so a ``--from`` checkpoint's load as
+    they are, with output frames as long as the stem's stride times the factors."""
+    if time_pool is None:
+        return
+    if len(time_pool) != len(config.stage_pool) or any(factor < 1 for factor in time_pool):
+        raise ValueError(f"--stage_time_pool {' '.join(map(str, time_pool))}: give one positive factor for each of the "
+                         f"model's {len(config.stage_pool)} stages (now {' '.join(str(t) for _, t in config.stage_pool)}).")
+    config.stage_pool = [[frequency, time] for (frequency, _), time in zip(config.stage_pool, time_pool)]
 
 
 def parent_config_and_weights(model_args, training: bool) -> tuple[RespSTFConfig, dict[str, torch.Tensor] | None]:
